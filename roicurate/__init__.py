@@ -1,0 +1,6 @@
+"""roicurate: curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
+__version__ = "0.1.0"
+
+
+class RoicurateError(Exception):
+    """A problem with the user's input, reported as one line; nothing has been changed on disk."""

@@ -1,0 +1,187 @@
+"""Model specs, model cards and the Classifier: the one place that touches torch devices and threads.
+
+A trained model on disk is two files, ``NAME.safetensors`` (weights) and ``NAME.json`` (the card). Loading
+reads tensors with safetensors and JSON with json: nothing is ever unpickled.
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from roicurate import RoicurateError, __version__
+from roicurate.crops import CropSpec, make_crops
+
+BINARY_CLASSES = ("not_cell", "cell")
+
+
+@dataclass
+class ModelSpec:
+    """What a plugin registers: an architecture with its crop and classes, and (optionally) bundled weights.
+
+    ``build(**build_kwargs)`` returns a ``torch.nn.Module`` mapping (N, C, S, S) crops to logits (N, n_out);
+    ``n_out == 1`` is one sigmoid output for the last class. ``crop`` None means "the pipeline's default crop".
+    """
+
+    name: str
+    pipeline: str                      # "suite2p", "caiman" or "any"
+    build: object
+    crop: CropSpec | None = None
+    classes: tuple = BINARY_CLASSES
+    threshold: float = 0.5
+    weights: str | None = None         # path of bundled NAME.safetensors (its card is NAME.json beside it)
+    build_kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def card_path(self):
+        return None if self.weights is None else str(Path(self.weights).with_suffix(".json"))
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_card(path):
+    try:
+        with open(path) as f:
+            card = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RoicurateError(f"{path}: cannot read model card ({e.__class__.__name__}: {e})") from None
+    for key in ("name", "arch", "crop", "classes", "threshold"):
+        if key not in card:
+            raise RoicurateError(f"{path}: model card has no '{key}'")
+    return card
+
+
+def resolve_model_files(name_or_path, specs):
+    """(weights path, card path) for a registered model name, a card/weights path or a folder with one model."""
+    if name_or_path in specs:
+        spec = specs[name_or_path]
+        if spec.weights is None:
+            raise RoicurateError(f"model '{name_or_path}' is an architecture without trained weights; "
+                                 f"train one with: roicurate train ... --arch {name_or_path}")
+        return spec.weights, spec.card_path
+    p = Path(name_or_path)
+    if p.is_dir():
+        cards = sorted(p.glob("*.json"))
+        cards = [c for c in cards if c.with_suffix(".safetensors").exists()]
+        if len(cards) != 1:
+            raise RoicurateError(f"{p}: expected one NAME.json + NAME.safetensors pair, found {len(cards)}")
+        p = cards[0]
+    if p.suffix in (".json", ".safetensors") and p.exists():
+        return str(p.with_suffix(".safetensors")), str(p.with_suffix(".json"))
+    known = ", ".join(n for n, s in specs.items() if s.weights) or "none"
+    raise RoicurateError(f"unknown model '{name_or_path}' (not a registered name — known: {known} — nor a model file or folder)")
+
+
+class Classifier:
+    """A network with its card: ``predict_proba(roiset) -> (N, K)`` with batching, threads and device here, once."""
+
+    def __init__(self, module, card, arch_spec, device="cpu", batch_size=256, threads=None):
+        import torch
+        self.card = card
+        self.spec = arch_spec
+        self.crop = CropSpec.from_dict(card["crop"])
+        self.classes = tuple(card["classes"])
+        self.threshold = float(card["threshold"])
+        self.device = _device(device)
+        self.batch_size = batch_size
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.module = module.to(self.device).eval()
+
+    @property
+    def name(self):
+        return self.card["name"]
+
+    @property
+    def positive(self):
+        """Index of the class that counts as 'accepted' (``cell`` / ``neuron``)."""
+        return self.classes.index(self.card.get("positive_class", self.classes[-1]))
+
+    @classmethod
+    def load(cls, name_or_path, specs=None, **kw):
+        import torch
+        from safetensors.torch import load_file
+        if specs is None:
+            from roicurate.plugins import model_specs
+            specs = model_specs()
+        weights, card_path = resolve_model_files(str(name_or_path), specs)
+        card = read_card(card_path)
+        if not os.path.exists(weights):
+            raise RoicurateError(f"{weights}: model weights are missing")
+        digest = sha256(weights)
+        if card.get("sha256") and card["sha256"] != digest:
+            raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
+        arch = specs.get(card["arch"])
+        if arch is None:
+            raise RoicurateError(f"{card_path}: architecture '{card['arch']}' is not registered (missing plugin?)")
+        module = arch.build(**card.get("build_kwargs", {}))
+        try:
+            state = load_file(weights)
+        except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+            raise RoicurateError(f"{weights}: cannot read weights ({e})") from None
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as e:
+            raise RoicurateError(f"{weights}: weights do not fit architecture '{card['arch']}' ({str(e).splitlines()[0]})") from None
+        card["sha256"] = digest
+        return cls(module, card, arch, **kw)
+
+    def logits_to_proba(self, logits):
+        import torch
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - p, p], 1)
+        return torch.softmax(logits, 1)
+
+    def predict_proba(self, roiset, progress=None):
+        import torch
+        n = len(roiset)
+        out = np.zeros((n, len(self.classes)), np.float64)
+        buf = None
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                idx = np.arange(start, min(n, start + self.batch_size))
+                buf = make_crops(roiset, self.crop, idx, out=None if buf is None or len(buf) != len(idx) else buf)
+                x = torch.from_numpy(buf).to(self.device)
+                out[idx] = self.logits_to_proba(self.module(x)).double().cpu().numpy()
+                if progress:
+                    progress(len(idx))
+        return out
+
+
+def _device(device):
+    import torch
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RoicurateError(f"--device {device}: no CUDA device is available here")
+    return torch.device(device)
+
+
+def save_model(out_dir, name, module, card):
+    """Write NAME.safetensors (fp16 floats) and NAME.json with its sha256; returns the card path."""
+    from safetensors.torch import save_file
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu()
+             for k, v in module.state_dict().items()}
+    wpath = out / f"{name}.safetensors"
+    tmp = wpath.with_suffix(".safetensors.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, wpath)
+    card = dict(card, name=name, sha256=sha256(wpath), roicurate_version=__version__)
+    cpath = out / f"{name}.json"
+    tmp = cpath.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, cpath)
+    return str(cpath)

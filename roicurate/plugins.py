@@ -1,0 +1,62 @@
+"""Plugin manager: built-in plugins register exactly like third-party ones (entry-point group ``roicurate``)."""
+import importlib
+
+import pluggy
+
+from roicurate import RoicurateError, hookspecs
+
+DEFAULT_PLUGINS = (
+    "roicurate_plugins.nets",
+    "roicurate_plugins.suite2p",
+)
+
+pm = pluggy.PluginManager("roicurate")
+pm.add_hookspecs(hookspecs)
+
+for _name in DEFAULT_PLUGINS:
+    pm.register(importlib.import_module(_name), _name)
+pm.load_setuptools_entrypoints("roicurate")
+
+
+def _collect(hook):
+    items = {}
+
+    def register(item):
+        if item.name in items:
+            raise RoicurateError(f"two plugins register '{item.name}'")
+        items[item.name] = item
+
+    hook(register=register)
+    return items
+
+
+def sources():
+    return _collect(pm.hook.register_sources)
+
+
+def model_specs():
+    return _collect(pm.hook.register_models)
+
+
+def source_for(path):
+    """The source whose ``detect`` claims ``path``, or a one-line error."""
+    srcs = sources()
+    for src in srcs.values():
+        if src.detect(path):
+            return src
+    raise RoicurateError(f"{path}: not a pipeline output roicurate can read "
+                         f"(looked for: {', '.join(s.description for s in srcs.values())})")
+
+
+def plugin_info():
+    """[(name, version, [hooks])] for every registered plugin."""
+    rows = []
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin))
+        dist = dict(pm.list_plugin_distinfo()).get(plugin)
+        version = getattr(dist, "version", None) if dist else None
+        if version is None:
+            from roicurate import __version__ as version
+        rows.append((name, version, hooks))
+    return rows

@@ -1,0 +1,89 @@
+"""What a pipeline source is, and the crash-safe file operations every writer uses.
+
+Rules for writers: keep the user's original once (a backup a second run never overwrites), write through a
+temporary file in the same folder + ``os.replace``, and check everything before the first byte is written.
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from roicurate import RoicurateError
+
+
+class Source:
+    """A pipeline format. Subclasses set ``name``, ``description`` and ``crop`` (the default CropSpec of the
+    pipeline's models) and implement the methods below."""
+
+    name = ""
+    description = ""
+    crop = None
+
+    def detect(self, path) -> bool:
+        """True if ``path`` is this pipeline's output (a folder or file roicurate should claim)."""
+        raise NotImplementedError
+
+    def expand(self, path) -> list:
+        """The units ``path`` holds, each read and written on its own (e.g. every planeN of a suite2p/ folder)."""
+        return [path]
+
+    def read(self, path):
+        """Return a RoiSet, or raise RoicurateError with a one-line reason."""
+        raise NotImplementedError
+
+    def check_writable(self, path):
+        """Raise RoicurateError if ``write`` could not complete (read-only folder, edited since last run ...)."""
+
+    def write(self, path, roiset, curation, force=False):
+        """Write the verdict where the pipeline's own tools read it, keeping the original."""
+        raise NotImplementedError
+
+    def finish(self, paths):
+        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view)."""
+
+    def revert(self, path):
+        """Restore the pipeline's original verdict byte for byte."""
+        raise NotImplementedError
+
+
+def check_dir_writable(folder):
+    """Create and delete a probe file: os.access lies on some mounts and for root."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".roicurate-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RoicurateError(f"{folder}: folder is not writable ({e.strerror})") from None
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace`` it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_copy(src, dst):
+    """Byte-for-byte copy of ``src`` to ``dst`` through a temp file."""
+    with open(src, "rb") as f:
+        data = f.read()
+    atomic_write(dst, lambda out: out.write(data))
+
+
+def backup_once(original, backup):
+    """Copy ``original`` to ``backup`` unless a backup already exists (a second run keeps the first original)."""
+    if not os.path.exists(backup):
+        atomic_copy(original, backup)
