@@ -3,6 +3,11 @@
 The target ROI sits in the centre; every other ROI is absent from the mask channel; windows past the
 frame edge are zero-padded. Channels: ``mask`` (the ROI's weights, max 1, or binarised) and any summary
 image the RoiSet carries (``mean``, ``mean_enhanced``, ``max``, ``corr`` ...), each window standardised.
+
+``style="caiman"`` instead reproduces CaImAn's own CNN patches (``evaluate_components_CNN``), mask only: a
+``2*half`` window (``half = min(4*gSig+1, size)`` per axis) at the centre of mass clipped to
+``[half, dims-half]`` and truncated, divided by its L2 norm, then resized bilinearly to ``size x size``
+exactly as ``cv2.resize`` (INTER_LINEAR) does.
 """
 from dataclasses import asdict, dataclass
 
@@ -18,6 +23,8 @@ class CropSpec:
     binarize: float | None = None   # mask = weight > binarize * ROI max; None keeps weights (scaled to max 1)
     center: str = "centroid"        # weighted centre of mass, rounded to the nearest pixel
     image_norm: str = "zscore"      # image windows: "zscore" (zero mean, unit variance) or "none"
+    style: str = "centered"         # "centered" (above) or "caiman" (CaImAn's CNN patches, mask channel only)
+    gsig: int | tuple | None = None  # "caiman" style: gSig (int or (gy, gx)); None = roiset.origin["gSig"], else 4
 
     def to_dict(self):
         d = asdict(self)
@@ -28,6 +35,8 @@ class CropSpec:
     def from_dict(cls, d):
         d = dict(d)
         d["channels"] = tuple(d.get("channels", ("mask",)))
+        if isinstance(d.get("gsig"), list):
+            d["gsig"] = tuple(d["gsig"])
         return cls(**d)
 
 
@@ -43,6 +52,10 @@ def make_crops(roiset, spec, index=None, out=None):
     crops[:] = 0
     if not len(index):
         return crops
+    if spec.style == "caiman":
+        return _caiman_patches(roiset, spec, index, crops)
+    if spec.style != "centered":
+        raise RoicurateError(f"unknown crop style '{spec.style}' (known: centered, caiman)")
     c = centers(roiset, spec)[index]
     for ch, name in enumerate(spec.channels):
         if name == "mask":
@@ -88,3 +101,49 @@ def _windows(img, c, S):
     oy = c[:, 0][:, None, None] + np.arange(S)[None, :, None]
     ox = c[:, 1][:, None, None] + np.arange(S)[None, None, :]
     return pad[oy, ox]
+
+
+def _caiman_patches(roiset, spec, index, out):
+    """CaImAn's CNN input for each ROI (see the module docstring); ``binarize`` None reproduces it exactly."""
+    if tuple(spec.channels) != ("mask",):
+        raise RoicurateError(f"crop style 'caiman' has only the mask channel, not {', '.join(spec.channels)}")
+    g = spec.gsig if spec.gsig is not None else roiset.origin.get("gSig")
+    g = np.broadcast_to(np.asarray(4 if g is None else g, np.int64).ravel(), (2,))
+    half = np.minimum(4 * g + 1, spec.size)
+    dims = np.array(roiset.shape)
+    com = roiset.centroids(spec.binarize)[index]          # weighted centre of mass, like scipy.ndimage's
+    com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)
+    npix = roiset.npix[index]
+    k = np.repeat(np.arange(len(index)), npix)
+    pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(roiset.indptr[index], npix)
+    w = roiset.weight[pix].astype(np.float64)
+    if spec.binarize is not None:
+        roimax = np.zeros(len(index))
+        np.maximum.at(roimax, k, w)
+        w = (w > spec.binarize * roimax[k]).astype(np.float64)
+    yy = roiset.y[pix] - com[k, 0] + half[0]
+    xx = roiset.x[pix] - com[k, 1] + half[1]
+    ok = (yy >= 0) & (yy < 2 * half[0]) & (xx >= 0) & (xx < 2 * half[1])
+    patch = np.zeros((len(index), 2 * half[0], 2 * half[1]))
+    patch[k[ok], yy[ok], xx[ok]] = w[ok]
+    norm = np.sqrt((patch ** 2).sum((1, 2), keepdims=True))
+    patch /= np.where(norm > 0, norm, 1)
+    ry, rx = linear_resize_matrix(2 * half[0], spec.size), linear_resize_matrix(2 * half[1], spec.size)
+    out[:, 0] = np.einsum("ij,njk,lk->nil", ry, patch, rx)
+    return out
+
+
+def linear_resize_matrix(n_in, n_out):
+    """(n_out, n_in) matrix of cv2.resize's INTER_LINEAR along one axis: source position
+    ``(d + 0.5) * n_in / n_out - 0.5``, clamped to the first and last pixel."""
+    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    i0 = np.floor(src).astype(np.int64)
+    f = src - i0
+    low, high = i0 < 0, i0 >= n_in - 1
+    i0[low], f[low] = 0, 0.0
+    i0[high], f[high] = n_in - 1, 0.0
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), i0] += 1 - f
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    m[np.arange(n_out), i1] += f
+    return m

@@ -8,6 +8,7 @@ from roicurate import RoicurateError, hookspecs
 DEFAULT_PLUGINS = (
     "roicurate_plugins.nets",
     "roicurate_plugins.suite2p",
+    "roicurate_plugins.caiman",
 )
 
 pm = pluggy.PluginManager("roicurate")

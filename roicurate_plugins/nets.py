@@ -8,12 +8,13 @@
 
 Every network returns logits of shape (N, n_out); ``n_out == 1`` means one sigmoid output.
 """
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import roicurate
+from roicurate.hookspecs import hookimpl
 from roicurate.crops import CropSpec
 from roicurate.models import ModelSpec
 
@@ -102,3 +103,28 @@ def resnet50(in_channels=1, n_out=1, width=64, first_stride=1, **_):
 
 def cnn2(in_channels=1, n_out=1, size=50, **kw):
     return CNN2(in_channels, n_out, size=size, **kw)
+
+
+def _bundled(name, arch, pipeline, build, description):
+    """A trained model shipped in weights/: its crop, classes and threshold come from its card."""
+    weights = WEIGHTS / f"{name}.safetensors"
+    card_path = weights.with_suffix(".json")
+    if not card_path.exists():
+        return None
+    card = json.loads(card_path.read_text())
+    return ModelSpec(name, pipeline, build, crop=CropSpec.from_dict(card["crop"]), classes=tuple(card["classes"]),
+                     threshold=float(card["threshold"]), weights=str(weights), build_kwargs=card.get("build_kwargs", {}),
+                     description=description)
+
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec("resnet50", "any", resnet50,
+                       description="ResNet50 (3-4-6-3 bottlenecks), 5x5 first conv, no max-pool, sigmoid output"))
+    register(ModelSpec("cnn2", "any", cnn2, description="two 3x3 conv + max-pool blocks and a dense head"))
+    for spec in (
+        _bundled("suite2p-resnet50", "resnet50", "suite2p", resnet50, "default Suite2p model (mask crops, 64x64)"),
+        _bundled("caiman-cnn2", "cnn2", "caiman", cnn2, "default CaImAn model (mask crops, 50x50)"),
+    ):
+        if spec is not None:
+            register(spec)

@@ -1,0 +1,69 @@
+"""Curate a live CaImAn result in the user's own script, right after ``evaluate_components``::
+
+    cnm.estimates.evaluate_components(images, cnm.params, dview=dview)
+    import roicurate.caiman
+    roicurate.caiman.curate(cnm)                    # sets idx_components / idx_components_bad in place
+    cnm.estimates.select_components(use_object=True)
+    cnm.save("results.hdf5")
+
+Objects are taken by duck typing (a ``CNMF``/``OnACID`` with ``.estimates``, or an ``Estimates``): nothing
+here imports CaImAn. The RoiSet is built by the same function the file reader uses.
+"""
+import numpy as np
+
+from roicurate import RoicurateError, __version__
+
+DEFAULT_MODEL = "caiman-cnn2"
+
+
+def roiset(obj):
+    """The RoiSet of a CNMF or Estimates object (what ``curate`` classifies)."""
+    from roicurate_plugins.caiman import FEATURES, already_selected, roiset_from_estimates
+    est = getattr(obj, "estimates", obj)
+    if not hasattr(est, "A") or not hasattr(est, "dims"):
+        raise RoicurateError(f"{type(obj).__name__}: not a CaImAn CNMF or Estimates object (needs .A and .dims)")
+    if getattr(est, "idx_components", None) is None and getattr(est, "discarded_components", None) is not None:
+        raise RoicurateError(already_selected("cnm.estimates", live=True))
+    gsig = _gsig(getattr(obj, "params", None))
+    get = lambda name: getattr(est, name, None)
+    return roiset_from_estimates(
+        est.A, est.dims, b=get("b"), f=get("f"), C=get("C"), Cn=get("Cn"), idx_components=get("idx_components"),
+        features={k: get(k) for k in FEATURES}, where="cnm.estimates",
+        origin={"path": "<in memory>", "gSig": gsig})
+
+
+def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu"):
+    """Classify every component of ``obj`` (a CNMF or its ``.estimates``) and update it in place.
+
+    Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and
+    the ``roicurate_*`` provenance strings that ``cnm.save()`` writes as attributes, exactly as the file writer
+    does; with ``as_cnn_preds`` also ``cnn_preds``, so CaImAn's ``filter_components`` can combine our
+    probabilities with its SNR and r-values. Returns the ``Curation``."""
+    from roicurate.curation import curate as run
+    from roicurate.models import Classifier
+    rs = roiset(obj)
+    clf = Classifier.load(model or DEFAULT_MODEL, device=device)
+    cur = run(rs, clf, threshold)
+    est = getattr(obj, "estimates", obj)
+    est.idx_components = np.flatnonzero(cur.accepted).astype(np.int64)
+    est.idx_components_bad = np.flatnonzero(~cur.accepted).astype(np.int64)
+    est.roicurate_probability = np.asarray(cur.score, np.float64)
+    est.roicurate_model = str(cur.model["name"])
+    est.roicurate_sha256 = str(cur.model["sha256"])
+    est.roicurate_threshold = repr(float(cur.threshold))
+    est.roicurate_version = __version__
+    if as_cnn_preds:
+        est.cnn_preds = est.roicurate_probability.copy()
+    return cur
+
+
+def _gsig(params):
+    """gSig from a CNMFParams (``params.init['gSig']``) or a plain dict of groups; None when absent."""
+    if params is None:
+        return None
+    try:
+        init = params.init if hasattr(params, "init") else params["init"]
+        g = init["gSig"]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return None if g is None else [int(v) for v in np.ravel(g)]

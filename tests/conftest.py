@@ -1,0 +1,53 @@
+"""Shared fixtures: where the shared datasets live, writable copies of them, and a whole-folder fingerprint."""
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+
+def shared_path():
+    """The shared/ folder checked out beside the repository (ROICURATE_SHARED overrides)."""
+    env = os.environ.get("ROICURATE_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def datasets():
+    root = shared_path() / "datasets"
+    if not root.is_dir():
+        pytest.skip(f"shared datasets not found at {root} (set ROICURATE_SHARED)")
+    return root
+
+
+def make_writable(folder):
+    for dirpath, dirnames, filenames in os.walk(folder):
+        os.chmod(dirpath, os.stat(dirpath).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR | stat.S_IRUSR)
+
+
+@pytest.fixture
+def copy_dataset(datasets, tmp_path):
+    """copy_dataset("sim/s2p_sim2/suite2p") -> a writable copy of that folder under tmp_path."""
+    def copy(rel, name=None):
+        dst = tmp_path / (name or Path(rel).name)
+        shutil.copytree(datasets / rel, dst)
+        make_writable(dst)
+        return dst
+    return copy
+
+
+def tree_hashes(folder):
+    """{relative path: sha256} of every file under ``folder``: compare before/after to prove nothing changed."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def hash_tree():
+    return tree_hashes
