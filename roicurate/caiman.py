@@ -38,7 +38,8 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu"):
     Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and
     the ``roicurate_*`` provenance strings that ``cnm.save()`` writes as attributes, exactly as the file writer
     does; with ``as_cnn_preds`` also ``cnn_preds``, so CaImAn's ``filter_components`` can combine our
-    probabilities with its SNR and r-values. Returns the ``Curation``."""
+    probabilities with its SNR and r-values. Returns the ``Curation``. (CaImAn's ``select_components`` subsets
+    only its own per-component fields, so ``roicurate_probability`` keeps all K entries afterwards.)"""
     from roicurate.curation import curate as run
     from roicurate.models import Classifier
     rs = roiset(obj)

@@ -112,7 +112,7 @@ def _caiman_patches(roiset, spec, index, out):
     half = np.minimum(4 * g + 1, spec.size)
     dims = np.array(roiset.shape)
     com = roiset.centroids(spec.binarize)[index]          # weighted centre of mass, like scipy.ndimage's
-    com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)
+    com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)   # frames < 2*half: zero-padded here
     npix = roiset.npix[index]
     k = np.repeat(np.arange(len(index)), npix)
     pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(roiset.indptr[index], npix)

@@ -113,7 +113,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, epochs=20, lr=1e-3, weight_decay=1e-4, b
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         s = predict_scores(module, x_va, dev)
         thr, f1 = best_f1_threshold(y_va, s)
         row = {"epoch": epoch + 1, "loss": total / len(y_tr), "val_f1": f1, "val_f1_threshold": thr,

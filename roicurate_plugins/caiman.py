@@ -26,7 +26,7 @@ from roicurate.rois import RoiSet
 from roicurate.sources import Source, atomic_copy, backup_once, check_dir_writable
 
 NONE = b"NoneType"
-BACKUP_SUFFIX = ".roicurate-backup.hdf5"
+BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
 FEATURES = ("SNR_comp", "r_values", "cnn_preds")
 # what write() sets; everything else in the file stays byte-identical
 WRITTEN = ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds")
@@ -61,6 +61,7 @@ def roiset_from_estimates(A, dims, *, b=None, f=None, C=None, Cn=None, idx_compo
     try:
         A = sp.csc_matrix(A, dtype=np.float64, copy=True) if sp.issparse(A) else \
             sp.csc_matrix(np.asarray(A, np.float64))
+        A.check_format(full_check=True)
         A.eliminate_zeros()
         A.sort_indices()
     except (ValueError, TypeError) as e:
@@ -169,7 +170,7 @@ def load_estimates(path):
 
 def _backup(path):
     path = Path(path)
-    return path.with_name(path.name[: -len(path.suffix)] + BACKUP_SUFFIX)
+    return path.with_name(path.stem + BACKUP_TAG + path.suffix)
 
 
 class CaimanSource(Source):
@@ -184,9 +185,9 @@ class CaimanSource(Source):
     def read(self, path):
         h5py = _h5py()
         path = Path(path)
-        if path.name.endswith(BACKUP_SUFFIX):
+        if path.stem.endswith(BACKUP_TAG):
             raise RoicurateError(f"{path}: this is roicurate's backup of "
-                                 f"{path.name[: -len(BACKUP_SUFFIX)]}.hdf5; run roicurate on that file instead")
+                                 f"{path.stem[: -len(BACKUP_TAG)]}{path.suffix}; run roicurate on that file instead")
         with _open(path) as f:
             est = f.get("estimates")
             if not isinstance(est, h5py.Group) or "A" not in est:
@@ -235,8 +236,8 @@ class CaimanSource(Source):
         K = len(curation.accepted)
         with _open(path) as f:
             n = int(f["estimates/A/shape"][1])
-        if n != K or len(roiset) != K:
-            raise RoicurateError(f"{path}: has {n} components but the curation has {K}")
+        if n != K or len(roiset) != n:
+            raise RoicurateError(f"{path}: has {n} components but the curation has {K} (RoiSet: {len(roiset)})")
         backup = _backup(path)
         if force and backup.exists() and _changed_since_backup(path, backup):
             atomic_copy(path, backup)
@@ -293,33 +294,32 @@ def _edited_after_write(est):
 
 
 def _changed_since_backup(path, backup):
-    """True if ``path`` and ``backup`` differ in anything but what write() sets (the file was re-saved)."""
+    """True if ``path`` and ``backup`` differ in anything but what write() sets (the file was re-saved).
+    Compares object by object, so memory stays at two datasets however large the file is."""
     h5py = _h5py()
+    skip = {f"estimates/{k}" for k in WRITTEN}
     try:
         with h5py.File(path, "r") as a, h5py.File(backup, "r") as b:
-            return _walk(a) != _walk(b)
+            names_a, names_b = [], []
+            a.visit(names_a.append)
+            b.visit(names_b.append)
+            if set(names_a) - skip != set(names_b) - skip:
+                return True
+            return any(_fingerprint(a, n) != _fingerprint(b, n) for n in [""] + names_a if n not in skip)
     except OSError:
         return True
 
 
-def _walk(f):
-    """{name: (attrs, dtype, shape, bytes)} of every object, without what write() sets."""
-    h5py = _h5py()
-    out = {}
-
-    def visit(name, obj):
-        if name in {f"estimates/{k}" for k in WRITTEN}:
-            return
-        attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS)}
-        if isinstance(obj, h5py.Dataset):
-            v = obj[()]
-            out[name] = (attrs, str(obj.dtype), obj.shape, v.tobytes() if isinstance(v, np.ndarray) else repr(v))
-        else:
-            out[name] = (attrs,)
-
-    out["/"] = ({k: repr(v) for k, v in f.attrs.items()},)
-    f.visititems(visit)
-    return out
+def _fingerprint(f, name):
+    """(attrs, dtype, shape, value bytes) of one object; our own attributes on /estimates left out."""
+    obj = f[name] if name else f
+    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS)}
+    if not isinstance(obj, _h5py().Dataset):
+        return attrs, "group"
+    v = obj[()]
+    if isinstance(v, np.ndarray):
+        v = repr(v.tolist()) if v.dtype == object else v.tobytes()
+    return attrs, str(obj.dtype), obj.shape, v if isinstance(v, bytes) else repr(v)
 
 
 @hookimpl

@@ -51,3 +51,25 @@ def tree_hashes(folder):
 @pytest.fixture
 def hash_tree():
     return tree_hashes
+
+
+def save_tiny_model(folder, pipeline="suite2p", name="tiny", seed=0):
+    """An untrained cnn2 saved as a real model (safetensors + card): fast and deterministic, for I/O tests."""
+    import torch
+
+    from roicurate.crops import CropSpec
+    from roicurate.models import save_model
+    from roicurate_plugins.nets import cnn2
+    size, binz = (64, 0.0) if pipeline == "suite2p" else (50, 0.2)
+    torch.manual_seed(seed)
+    card = {"arch": "cnn2", "build_kwargs": {"size": size}, "pipeline": pipeline,
+            "crop": CropSpec(size, binarize=binz).to_dict(), "classes": ["not_cell", "cell"], "threshold": 0.5}
+    return save_model(folder, name, cnn2(size=size), card)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Folder holding tiny.safetensors + tiny.json for Suite2p-sized crops."""
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_tiny_model(folder)
+    return folder

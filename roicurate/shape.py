@@ -1,0 +1,36 @@
+"""Five shape features per ROI (area, compactness, aspect ratio, eccentricity, solidity), computed from the
+binarised masks alone so that they mean the same for every pipeline. Used by the logistic-regression baseline."""
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+FEATURES = ("log_area", "compactness", "aspect_ratio", "eccentricity", "solidity")
+
+
+def shape_features(roiset, binarize=0.0):
+    keep = roiset.binary(binarize)
+    idx, y, x = roiset.roi_index[keep], roiset.y[keep].astype(float), roiset.x[keep].astype(float)
+    n = len(roiset)
+    area = np.bincount(idx, minlength=n).astype(float)
+    a = np.maximum(area, 1)
+    cy, cx = np.bincount(idx, y, n) / a, np.bincount(idx, x, n) / a
+    dy, dx = y - cy[idx], x - cx[idx]
+    syy = np.bincount(idx, dy * dy, n) / a + 1 / 12
+    sxx = np.bincount(idx, dx * dx, n) / a + 1 / 12
+    sxy = np.bincount(idx, dx * dy, n) / a
+    tr, det = syy + sxx, syy * sxx - sxy ** 2
+    disc = np.sqrt(np.maximum(tr ** 2 / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
+    # compactness as Suite2p defines it: mean distance from the centre relative to a disk of the same area
+    r = np.bincount(idx, np.sqrt(dy * dy + dx * dx), n) / a
+    r_disk = (2 / 3) * np.sqrt(a / np.pi)
+    solidity = np.ones(n)
+    starts = np.r_[0, np.cumsum(area)].astype(int)
+    for i in range(n):
+        pts = np.stack([y[starts[i]:starts[i + 1]], x[starts[i]:starts[i + 1]]], 1)
+        if len(pts) >= 3:
+            corners = (pts[:, None, :] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]])[None]).reshape(-1, 2)
+            try:
+                solidity[i] = area[i] / ConvexHull(corners).volume
+            except QhullError:
+                pass
+    return np.stack([np.log(a), r / np.maximum(r_disk, 1e-9), np.sqrt(l1 / l2), np.sqrt(1 - l2 / l1), solidity], 1)

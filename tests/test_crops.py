@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from roicurate import RoicurateError
+from roicurate.crops import CropSpec, make_crops
+from roicurate.rois import RoiSet
+
+
+def square(cy, cx, r, w=1.0):
+    yy, xx = np.mgrid[cy - r:cy + r + 1, cx - r:cx + r + 1]
+    return yy.ravel(), xx.ravel(), np.full(yy.size, w, np.float32)
+
+
+def roiset(parts, shape=(100, 120), **kw):
+    return RoiSet.from_pixels(shape, [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], **kw)
+
+
+def naive_crop(rs, i, size, binarize):
+    """Loop version of the mask channel, written independently, to check the vectorised one."""
+    out = np.zeros((size, size), np.float32)
+    sl = slice(rs.indptr[i], rs.indptr[i + 1])
+    y, x, w = rs.y[sl], rs.x[sl], rs.weight[sl]
+    keep = w > binarize * w.max() if binarize is not None else np.ones(len(w), bool)
+    ww = keep.astype(float) if binarize is not None else w
+    cy = int(np.rint((ww * y).sum() / ww.sum()))
+    cx = int(np.rint((ww * x).sum() / ww.sum()))
+    for yy, xx, v in zip(y, x, (keep.astype(np.float32) if binarize is not None else w / w.max())):
+        a, b = yy - cy + size // 2, xx - cx + size // 2
+        if 0 <= a < size and 0 <= b < size:
+            out[a, b] = v
+    return out
+
+
+def test_target_centred_others_removed():
+    rs = roiset([square(50, 60, 3), square(52, 66, 2, 5.0)])
+    c = make_crops(rs, CropSpec(size=64))
+    assert c.shape == (2, 1, 64, 64) and c.dtype == np.float32
+    # ROI 0 fills a 7x7 square centred at (32, 32); ROI 1's pixels (only 6 px away) are absent
+    assert c[0, 0, 29:36, 29:36].min() == 1 and c[0, 0].sum() == 49
+    assert c[1, 0].max() == 1 and c[1, 0].sum() == 25   # weights scaled to max 1
+
+
+def test_border_rois_are_zero_padded():
+    rs = roiset([square(2, 3, 2), square(97, 117, 2)])
+    c = make_crops(rs, CropSpec(size=64))
+    assert c[0, 0].sum() == 25 and c[1, 0].sum() == 25
+    assert c[0, 0, :28].sum() == 0   # rows above the frame edge stay zero
+
+
+def test_matches_independent_loop_weighted_and_binarised():
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(30):
+        cy, cx = rng.integers(0, 100), rng.integers(0, 120)
+        y, x, _ = square(cy, cx, int(rng.integers(1, 6)))
+        ok = (y >= 0) & (y < 100) & (x >= 0) & (x < 120)
+        parts.append((y[ok], x[ok], rng.random(ok.sum()).astype(np.float32) + 0.01))
+    rs = roiset(parts)
+    for binarize in (None, 0.0, 0.5):
+        c = make_crops(rs, CropSpec(size=50, binarize=binarize))
+        for i in range(len(rs)):
+            np.testing.assert_allclose(c[i, 0], naive_crop(rs, i, 50, binarize), rtol=1e-6)
+
+
+def test_image_channels_are_windows_of_the_frame():
+    img = np.arange(100 * 120, dtype=np.float32).reshape(100, 120)
+    rs = roiset([square(50, 60, 1)], images={"mean": img})
+    c = make_crops(rs, CropSpec(size=8, channels=("mask", "mean"), image_norm="none"))
+    np.testing.assert_array_equal(c[0, 1], img[46:54, 56:64])
+    z = make_crops(rs, CropSpec(size=8, channels=("mean",)))[0, 0]
+    assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
+
+
+def test_missing_image_is_a_clear_error():
+    rs = roiset([square(50, 60, 1)])
+    with pytest.raises(RoicurateError, match="'corr' image"):
+        make_crops(rs, CropSpec(channels=("mask", "corr")))
+
+
+def test_subset_of_rois():
+    rs = roiset([square(20, 20, 1), square(50, 60, 2), square(80, 90, 3)])
+    c = make_crops(rs, CropSpec(size=32), index=[2, 0])
+    assert c[0, 0].sum() == 49 and c[1, 0].sum() == 9
