@@ -31,11 +31,13 @@ class Source:
         """Return a RoiSet, or raise RoicurateError with a one-line reason."""
         raise NotImplementedError
 
-    def check_writable(self, path):
-        """Raise RoicurateError if ``write`` could not complete (read-only folder, edited since last run ...)."""
+    def check_writable(self, path, force=False):
+        """Raise RoicurateError if ``write`` could not complete (read-only folder, edited since last run ...);
+        ``force`` overrides the checks that protect hand edits, never the ones that protect the original."""
 
-    def write(self, path, roiset, curation, force=False):
-        """Write the verdict where the pipeline's own tools read it, keeping the original."""
+    def write(self, path, roiset, curation, force=False, **options):
+        """Write the verdict where the pipeline's own tools read it, keeping the original.
+        ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for CaImAn)."""
         raise NotImplementedError
 
     def finish(self, paths):
@@ -70,17 +72,33 @@ def atomic_write(path, write):
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def _fsync_dir(folder):
+    """Make the rename itself durable (a crash right after os.replace must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_copy(src, dst):
-    """Byte-for-byte copy of ``src`` to ``dst`` through a temp file."""
-    with open(src, "rb") as f:
-        data = f.read()
-    atomic_write(dst, lambda out: out.write(data))
+    """Byte-for-byte copy of ``src`` to ``dst`` through a temp file, streamed (CaImAn files can be GBs)."""
+    def write(out):
+        with open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+    atomic_write(dst, write)
 
 
 def backup_once(original, backup):

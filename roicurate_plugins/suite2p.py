@@ -255,7 +255,7 @@ class Suite2pSource(Source):
             self._combined_rows(plane.parent)
             check_dir_writable(plane.parent / "combined")
 
-    def write(self, path, roiset, curation, force=False):
+    def write(self, path, roiset, curation, force=False, **options):
         plane = Path(path)
         n = len(roiset)
         if n == 0:
