@@ -25,6 +25,7 @@ class CropSpec:
     image_norm: str = "zscore"      # image windows: "zscore" (zero mean, unit variance) or "none"
     style: str = "centered"         # "centered" (above) or "caiman" (CaImAn's CNN patches, mask channel only)
     gsig: int | tuple | None = None  # "caiman" style: gSig (int or (gy, gx)); None = roiset.origin["gSig"], else 4
+    scaled_diameter: float = 12.0   # "mask_scaled" channel: the recording's median ROI diameter becomes this many px
 
     def to_dict(self):
         d = asdict(self)
@@ -60,6 +61,8 @@ def make_crops(roiset, spec, index=None, out=None):
     for ch, name in enumerate(spec.channels):
         if name == "mask":
             _mask_channel(roiset, spec, index, c, crops[:, ch])
+        elif name == "mask_scaled":
+            _scaled_mask_channel(roiset, spec, index, c, crops[:, ch])
         else:
             img = roiset.images.get(name)
             if img is None:
@@ -74,24 +77,41 @@ def make_crops(roiset, spec, index=None, out=None):
     return crops
 
 
-def _mask_channel(roiset, spec, index, c, out):
-    """Scatter each selected ROI's pixels around its centre: one fancy-indexing assignment for all ROIs."""
+def _gather(roiset, index, binarize):
+    """The stored pixels of the selected ROIs: (output row of each pixel, pixel positions, weights scaled to
+    max 1 — or 0/1 when ``binarize`` is set)."""
     npix = roiset.npix[index]
-    starts = roiset.indptr[index]
-    k = np.repeat(np.arange(len(index)), npix)                       # output row of every pixel
-    pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(starts, npix)
+    k = np.repeat(np.arange(len(index)), npix)
+    pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(roiset.indptr[index], npix)
     w = roiset.weight[pix]
     roimax = np.zeros(len(index), np.float32)
     np.maximum.at(roimax, k, w)
-    if spec.binarize is not None:
-        w = (w > spec.binarize * roimax[k]).astype(np.float32)
-    else:
-        w = w / np.maximum(roimax[k], 1e-12)
-    S, h = spec.size, spec.size // 2
+    if binarize is not None:
+        return k, pix, (w > binarize * roimax[k]).astype(np.float32)
+    return k, pix, w / np.maximum(roimax[k], 1e-12)
+
+
+def _mask_channel(roiset, spec, index, c, out, size=None):
+    """Scatter each selected ROI's pixels around its centre: one fancy-indexing assignment for all ROIs."""
+    k, pix, w = _gather(roiset, index, spec.binarize)
+    S = size or spec.size
+    h = S // 2
     yy = roiset.y[pix] - c[k, 0] + h
     xx = roiset.x[pix] - c[k, 1] + h
     ok = (yy >= 0) & (yy < S) & (xx >= 0) & (xx < S)
     out[k[ok], yy[ok], xx[ok]] = w[ok]
+
+
+def _scaled_mask_channel(roiset, spec, index, c, out):
+    """The mask resampled so that this recording's median ROI (equivalent diameter) spans
+    ``spec.scaled_diameter`` pixels: the size of a ROI relative to its neighbours, whatever the microscope's zoom."""
+    median_d = 2 * np.sqrt(np.median(roiset.npix) / np.pi) if len(roiset) else spec.scaled_diameter
+    scale = float(np.clip(spec.scaled_diameter / max(median_d, 1.0), 0.25, 4.0))
+    n_native = max(4, int(round(spec.size / scale)))
+    native = np.zeros((len(index), n_native, n_native), np.float32)
+    _mask_channel(roiset, spec, index, c, native, size=n_native)
+    r = linear_resize_matrix(n_native, spec.size).astype(np.float32)
+    out[:] = np.einsum("ij,njk,lk->nil", r, native, r)
 
 
 def _windows(img, c, S):
@@ -113,14 +133,8 @@ def _caiman_patches(roiset, spec, index, out):
     dims = np.array(roiset.shape)
     com = roiset.centroids(spec.binarize)[index]          # weighted centre of mass, like scipy.ndimage's
     com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)   # frames < 2*half: zero-padded here
-    npix = roiset.npix[index]
-    k = np.repeat(np.arange(len(index)), npix)
-    pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(roiset.indptr[index], npix)
-    w = roiset.weight[pix].astype(np.float64)
-    if spec.binarize is not None:
-        roimax = np.zeros(len(index))
-        np.maximum.at(roimax, k, w)
-        w = (w > spec.binarize * roimax[k]).astype(np.float64)
+    k, pix, w = _gather(roiset, index, spec.binarize)   # scaling to max 1 is undone by the L2 norm below
+    w = w.astype(np.float64)
     yy = roiset.y[pix] - com[k, 0] + half[0]
     xx = roiset.x[pix] - com[k, 1] + half[1]
     ok = (yy >= 0) & (yy < 2 * half[0]) & (xx >= 0) & (xx < 2 * half[1])

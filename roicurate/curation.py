@@ -34,4 +34,5 @@ def curate(roiset, classifier, threshold=None, progress=None):
     pos = classifier.positive
     card = classifier.card
     return Curation(proba, proba[:, pos] >= thr, thr, classifier.classes, pos,
-                    {"name": card["name"], "sha256": card["sha256"], "arch": card["arch"]})
+                    {"name": card["name"], "sha256": card["sha256"], "arch": card["arch"],
+                     "source": card.get("source", card["name"])})

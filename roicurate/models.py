@@ -134,6 +134,9 @@ class Classifier:
         except RuntimeError as e:
             raise RoicurateError(f"{weights}: weights do not fit architecture '{card['arch']}' ({str(e).splitlines()[0]})") from None
         card["sha256"] = digest
+        # how to find this model again (roicurate report, a later apply): its registered name, else its card's path
+        bundled = specs.get(card["name"])
+        card["source"] = card["name"] if bundled is not None and bundled.weights else str(Path(card_path).resolve())
         return cls(module, card, arch, **kw)
 
     def logits_to_proba(self, logits):

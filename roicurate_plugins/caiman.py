@@ -230,7 +230,7 @@ class CaimanSource(Source):
                                  f"(re-saved since roicurate backed it up?); move the old backup away, or use "
                                  f"--force to replace it with the current file")
 
-    def write(self, path, roiset, curation, force=False, as_cnn_preds=False):
+    def write(self, path, roiset, curation, force=False, as_cnn_preds=False, **options):
         path = Path(path)
         self.check_writable(path, force=force)
         K = len(curation.accepted)

@@ -1,0 +1,99 @@
+"""Speed on this machine: crop building, inference per registered network, and `roicurate apply` end to end.
+
+`python benchmarks/speed.py [--rois 5000] [--threads N] [--batch 256]` prints one table; peak RSS is the
+process's maximum resident memory at the end of each row's measurement.
+"""
+import argparse
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roicurate.crops import CropSpec, make_crops
+from roicurate.models import Classifier
+from roicurate.plugins import model_specs, sources
+from roicurate.rois import RoiSet
+
+from splits import DATA
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "s2p_sim2" / "suite2p"
+
+
+def tiled(roiset, n):
+    """``n`` ROIs made by repeating a real plane's ROIs over a larger frame (real shapes, realistic density)."""
+    reps = int(np.ceil(n / len(roiset)))
+    side = int(np.ceil(np.sqrt(reps)))
+    Ly, Lx = roiset.shape
+    ys, xs, ws = [], [], []
+    for k in range(reps):
+        oy, ox = (k // side) * Ly, (k % side) * Lx
+        for i in range(len(roiset)):
+            sl = slice(roiset.indptr[i], roiset.indptr[i + 1])
+            ys.append(roiset.y[sl] + oy), xs.append(roiset.x[sl] + ox), ws.append(roiset.weight[sl])
+    return RoiSet.from_pixels((side * Ly, side * Lx), ys[:n], xs[:n], ws[:n])
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timeit(fn, min_time=2.0):
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_time:
+        fn()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rois", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--batch", type=int, default=256)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    plane = sources()["suite2p"].read(DATA / "sim/s2p_sim1/suite2p/plane0")
+    big = tiled(plane, a.rois)
+    print(f"{a.rois} ROIs tiled from s2p_sim1/plane0; torch {torch.__version__}, {a.threads} threads, batch {a.batch}")
+    print("| what | crop | ROIs/s | peak RSS (MB) |")
+    print("|---|---|---|---|")
+    for spec in (CropSpec(64, binarize=0.0), CropSpec(50, binarize=0.2)):
+        dt = timeit(lambda: make_crops(big, spec))
+        print(f"| crop building | {spec.size}x{spec.size} mask | {a.rois / dt:,.0f} | {peak_mb():,.0f} |")
+    specs = model_specs()
+    for name, spec in specs.items():
+        if spec.weights:
+            clf = Classifier.load(name, specs, batch_size=a.batch)
+        else:
+            crop = spec.crop or CropSpec(64 if name == "resnet50" else 50)
+            kw = {"size": crop.size} if name == "cnn2" else {}
+            card = {"name": name, "arch": name, "crop": crop.to_dict(), "classes": list(spec.classes),
+                    "threshold": 0.5, "sha256": "-"}
+            clf = Classifier(spec.build(**kw), card, spec, batch_size=a.batch)
+        sub = big.subset(np.arange(min(a.rois, 512 if clf.crop.size == 64 else a.rois)))
+        dt = timeit(lambda: clf.predict_proba(sub), min_time=3.0)
+        kw = clf.card.get("build_kwargs", {})
+        label = name + (f" ({', '.join(f'{k}={v}' for k, v in kw.items() if k != 'size')})" if kw else "")
+        print(f"| inference (crop + network) {label} | {clf.crop.size}x{clf.crop.size} | {len(sub) / dt:,.0f} | "
+              f"{peak_mb():,.0f} |")
+    if "suite2p-resnet50" in specs:
+        with tempfile.TemporaryDirectory() as tmp:
+            dst = Path(tmp) / "suite2p"
+            shutil.copytree(EXAMPLE, dst)
+            n = sum(len(np.load(p, allow_pickle=True)) for p in dst.glob("plane*/stat.npy"))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(dst)], check=True, capture_output=True)
+            dt = time.perf_counter() - t0
+            print(f"| `roicurate apply` example ({n} ROIs, 2 planes + combined, incl. start-up) | 64x64 | "
+                  f"{n / dt:,.0f} | – |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Built-in plugin: the ``report`` and ``explain`` commands (``apply --report`` calls the same code).
+
+    roicurate report suite2p/plane0 --out report/                # report on an already-curated plane
+    roicurate explain suite2p/plane0 --rois 12,40,41 --out why/  # saliency + occlusion panels for chosen ROIs
+
+On a plane roicurate already curated, the model, threshold and the pipeline's original verdict are the ones
+it recorded (Suite2p: roicurate.json + iscell_suite2p.npy; CaImAn: the roicurate_* attributes + the backup
+file); elsewhere the pipeline's default model and its current verdict are used.
+"""
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from roicurate import RoicurateError
+from roicurate.hookspecs import hookimpl
+
+CELL_CLASSES = ("soma", "cell", "neuron")
+
+
+def recorded(src, unit):
+    """What roicurate recorded when it curated ``unit``: {model, sha256, threshold, before} (None when not curated)."""
+    if src.name == "suite2p":
+        from roicurate_plugins.suite2p import BACKUP, RECORD, _load_iscell
+        plane = Path(unit)
+        if not (plane / RECORD).exists():
+            return None
+        try:
+            rec = json.loads((plane / RECORD).read_text())
+        except (OSError, ValueError):
+            raise RoicurateError(f"{plane / RECORD}: unreadable") from None
+        before = _load_iscell(plane / BACKUP)[:, 0] > 0.5 if (plane / BACKUP).exists() else None
+        model = rec.get("model") or {}
+        return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"), "threshold": rec.get("threshold"),
+                "before": before}
+    if src.name == "caiman":
+        from roicurate_plugins.caiman import _backup, load_estimates
+        est = load_estimates(unit)
+        if not getattr(est, "roicurate_model", None):
+            return None
+        before, backup = None, _backup(unit)
+        if backup.exists():
+            idx, n = load_estimates(backup).idx_components, est.A.shape[1]
+            if idx is not None:
+                before = np.zeros(n, bool)
+                before[np.asarray(idx, np.int64)] = True
+        thr = getattr(est, "roicurate_threshold", None)
+        return {"model": str(est.roicurate_model), "sha256": getattr(est, "roicurate_sha256", None),
+                "threshold": None if thr is None else float(thr), "before": before}
+    return None
+
+
+def read_truth(path, shape):
+    """Ground-truth masks in the Neurofinder format (``[{"id", "coordinates": [[y, x], ...]}]``) as a RoiSet,
+    and which of them are cells (from a ``classes.json`` beside the file; all of them when there is none)."""
+    from roicurate.rois import RoiSet
+    path = Path(path)
+    try:
+        regions = json.loads(path.read_text())
+        yx = [np.asarray(r["coordinates"], np.int64).reshape(-1, 2) for r in regions]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RoicurateError(f"{path}: not a Neurofinder regions.json ({type(e).__name__}: {e})") from None
+    truth = RoiSet.from_pixels(shape, [c[:, 0] for c in yx], [c[:, 1] for c in yx], origin={"path": str(path)})
+    truth.validate(path)
+    is_cell = None
+    classes_file = path.with_name("classes.json")
+    if classes_file.exists():
+        c = json.loads(classes_file.read_text())
+        cells = set(c.get("cell_classes", CELL_CLASSES))
+        is_cell = np.array([c["classes"].get(str(r.get("id", i))) in cells for i, r in enumerate(regions)])
+    return truth, is_cell
+
+
+def truth_labels(roiset, path, iou=0.5):
+    """Labels from ground-truth masks: one-to-one Hungarian matching on IoU (the datasets' protocol)."""
+    from roicurate.report import binarize_for
+    from roicurate.rois import iou_matrix, match_labels
+    gt, is_cell = read_truth(path, roiset.shape)
+    lab, _, _ = match_labels(iou_matrix(roiset, gt, binarize_for(roiset)), iou, is_cell)
+    return lab, f"{path} (matched one-to-one, IoU >= {iou:g})"
+
+
+def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), iou=0.5):
+    """ReportUnits for every unit under ``paths``: scores from the recorded (or given, or default) model."""
+    from roicurate.cli import _progress, default_model
+    from roicurate.curation import curate
+    from roicurate.models import Classifier
+    from roicurate.plugins import model_specs, source_for
+    from roicurate.report import ReportUnit, pipeline_name
+
+    units = []
+    for path in paths:
+        src = source_for(path)
+        for unit in src.expand(path):
+            rs = src.read(unit)
+            if len(rs):
+                units.append((src, unit, rs))
+            else:
+                click.echo(f"{unit}: no ROIs, left out")
+    if truth and len(truth) != len(units):
+        raise RoicurateError(f"--truth: give one file per plane/file ({len(units)}), in the same order; "
+                             f"got {len(truth)}")
+    specs, classifiers, out = model_specs(), {}, []
+    bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
+    for k, (src, unit, rs) in enumerate(units):
+        rec = recorded(src, unit)
+        name = model_name or (rec and rec["model"]) or default_model(src.name, specs)
+        if name not in classifiers:
+            try:
+                classifiers[name] = Classifier.load(name, specs, device=device)
+            except RoicurateError as e:
+                if model_name or not rec:
+                    raise
+                raise RoicurateError(f"{unit}: was curated with model '{name}', which cannot be loaded here ({e}); "
+                                     f"pass --model") from None
+        clf = classifiers[name]
+        same_model = rec is not None and (not model_name or rec.get("sha256") == clf.card["sha256"])
+        thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
+        cur = curate(rs, clf, thr, progress=bar.update)
+        notes = []
+        if rec is None:
+            notes.append(f"roicurate has not written a verdict here: 'before' is {pipeline_name(rs)}'s current "
+                         f"verdict and the accepted/rejected split is what {clf.name} would write.")
+        else:
+            if same_model and rec.get("sha256") and rec["sha256"] != clf.card["sha256"]:
+                notes.append(f"The installed '{name}' differs from the one that curated this (sha256 "
+                             f"{str(rec['sha256'])[:12]} then, {clf.card['sha256'][:12]} now): scores may differ.")
+            edited = int(np.sum(np.asarray(rs.pipeline_accepted, bool) != cur.accepted)) \
+                if rs.pipeline_accepted is not None else 0
+            if edited:
+                notes.append(f"{edited} ROIs have a different verdict in the file than the model gives "
+                             f"(edited by hand since roicurate wrote it, or another model or threshold).")
+        before = rec["before"] if rec and rec["before"] is not None else rs.pipeline_accepted
+        labels, source = truth_labels(rs, truth[k], iou) if truth else (None, None)
+        out.append(ReportUnit.build(unit, rs, cur, clf, before=before, labels=labels, label_source=source,
+                                    notes=notes))
+    bar.close()
+    return out
+
+
+def _rois(text):
+    """'12,40,41' or '10-20,33' -> int array."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        a, _, b = part.partition("-")
+        try:
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+        except ValueError:
+            raise click.BadParameter(f"'{part}' is not an ROI number or range (e.g. 12,40-45)") from None
+    return np.asarray(out, np.int64)
+
+
+def _common(f):
+    opts = [
+        click.option("--model", "model_name", help="model to explain with (default: the one recorded when the "
+                                                   "plane was curated, else the pipeline's default)"),
+        click.option("--threshold", type=click.FloatRange(0, 1), help="default: the recorded or the model's"),
+        click.option("--window", default=5, show_default=True, help="occlusion patch size (pixels)"),
+        click.option("--stride", default=1, show_default=True, help="occlusion patch step (pixels)"),
+        click.option("--fill", default=0.0, show_default=True, help="value given to occluded pixels"),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def write_explanations(out, units, index=None, n=50, window=5, stride=1, fill=0.0, progress=True):
+    """For each unit: one PNG per ROI in ``index`` (default: the ``n`` closest to the threshold) and
+    ``explanations.npz`` with the arrays; ``out/index.html`` shows them all. Returns the page's path."""
+    import html
+    from roicurate.report import CSS, HOW_TO_READ, _gallery, _slugs, explain_panels
+    out, parts = Path(out), []
+    for u, slug in zip(units, _slugs(units)):
+        idx = u.curation.uncertain[:n] if index is None else np.asarray(index, np.int64)
+        panels, ex = explain_panels(u, idx, out / slug, {"window": window, "stride": stride, "fill": fill}, progress)
+        arrays = {k: v for k, v in ex.items() if isinstance(v, np.ndarray)}
+        np.savez_compressed(out / slug / "explanations.npz", **arrays)
+        parts.append(f"<section><h2>{html.escape(u.name, False)}</h2><p>model {html.escape(u.classifier.name, False)}"
+                     f", threshold {u.curation.threshold:.3f}</p>"
+                     f"<div class='gallery'>{_gallery(u, slug, idx, panels)}</div></section>")
+    (out / "index.html").write_text(
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>roicurate explain</title><style>{CSS}"
+        f"</style></head><body><h1>Why roicurate decided what it did</h1>{HOW_TO_READ.format(window=window)}"
+        f"{''.join(parts)}</body></html>\n", encoding="utf-8")
+    return out / "index.html"
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for index.html + figures")
+@click.option("--truth", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="ground-truth masks (Neurofinder regions.json) for ROC/PR curves; one per plane, in order")
+@click.option("--iou", default=0.5, show_default=True, help="IoU an ROI needs with a --truth mask to count as it")
+@click.option("--explain", "n_explain", default=50, show_default=True,
+              help="show saliency/occlusion for this many of the ROIs closest to the threshold")
+@click.option("--examples", "n_examples", default=4, show_default=True,
+              help="confident accepts and rejects shown as examples")
+@_common
+def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold, window, stride, fill, device):
+    """Write an HTML report (OUT/index.html) on the ROIs under PATHS: counts, score histogram, outlines on
+    the field of view, the closest calls with saliency and occlusion maps, curves against labels. Writes
+    nothing into PATHS."""
+    from roicurate.report import check_can_write, write_report
+    check_can_write(out)
+    units = load_units(paths, model_name, threshold, device, truth, iou)
+    page = write_report(out, units, n_explain=n_explain, n_examples=n_examples, window=window, stride=stride,
+                        fill=fill)
+    click.echo(f"report: {page}")
+
+
+@click.command("explain")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--rois", help="ROI numbers (0-based), e.g. 12,40,41 or 10-20 (default: the --n closest calls)")
+@click.option("--n", "n", default=50, show_default=True, help="without --rois: this many ROIs closest to the threshold")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for one PNG per ROI, explanations.npz (the arrays) and index.html")
+@_common
+def explain_cmd(paths, rois, n, out, model_name, threshold, window, stride, fill, device):
+    """Saliency (guided backprop) and occlusion maps for chosen ROIs."""
+    from roicurate.report import check_can_write
+    check_can_write(out)
+    units = load_units(paths, model_name, threshold, device)
+    index = None if rois is None else _rois(rois)
+    page = write_explanations(out, units, index, n=n, window=window, stride=stride, fill=fill)
+    click.echo(f"explanations: {page}")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(report)
+    cli.add_command(explain_cmd)
