@@ -163,19 +163,9 @@ def gui_problems(result, iscell_file):
     return problems
 
 
-def write_iscell_like_roicurate(plane_dir, seed=0):
-    """Stand-in for `roicurate apply`: float64 (N, 2) [accepted, probability] saved with np.save.
-
-    About a fifth of the labels are flipped relative to Suite2p's, and the probabilities are random (independent of the
-    labels, so a GUI that recomputed column 0 from column 1 would be caught).
-    """
-    path = Path(plane_dir) / "iscell.npy"
-    original = np.load(path)
-    rng = np.random.default_rng(seed)
-    accepted = original[:, 0].astype(bool)
-    flip = rng.choice(len(accepted), size=len(accepted) // 5, replace=False)
-    accepted[flip] = ~accepted[flip]
-    np.save(path, np.stack([accepted.astype(np.float64), rng.random(len(accepted))], axis=1))
+def roicurate_apply(plane_dir):
+    """The real thing: `roicurate apply` with the bundled Suite2p model writes iscell.npy."""
+    subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(plane_dir)], check=True, capture_output=True)
 
 
 def copy_plane(dst):
@@ -219,7 +209,7 @@ def loaded(tmp_path_factory):
         _unavailable(f"Suite2p GUI venv not found at {SUITE2P_ENV}; create it with: bash tests/suite2p_env.sh")
     base = tmp_path_factory.mktemp("s2p_gui")
     planes = {"untouched": copy_plane(base / "untouched"), "roicurate": copy_plane(base / "roicurate")}
-    write_iscell_like_roicurate(planes["roicurate"])       # the lead swaps this line for a `roicurate apply` run
+    roicurate_apply(planes["roicurate"])
     good = np.load(planes["roicurate"] / "iscell.npy")
     for name, writer in BAD_WRITERS.items():
         planes[name] = copy_plane(base / name)
@@ -253,8 +243,10 @@ def test_roicurate_iscell_loads_as_written(loaded):
     gui_prob = np.array(r["gui"]["probcell"]["values"])
     assert np.array_equal(gui_cell, written[:, 0] == 1) and np.array_equal(gui_prob, written[:, 1])
     assert r["gui"]["iscell"]["dtype"] == "bool" and r["gui"]["probcell"]["dtype"] == "float64"
-    # the GUI shows roicurate's labels, not Suite2p's (the hand-made writer flips a fifth of them)
+    # the GUI shows roicurate's labels, not Suite2p's (the model disagrees with Suite2p's classifier on some ROIs)
     assert (gui_cell != original[:, 0].astype(bool)).any()
+    backup = loaded["planes"]["roicurate"] / "iscell_suite2p.npy"
+    assert backup.read_bytes() == (SIM1_PLANE / "iscell.npy").read_bytes(), "Suite2p's own iscell.npy was not kept"
     assert loaded["after"]["roicurate"] == loaded["before"]["roicurate"], "loading changed a file"
 
 
