@@ -18,7 +18,7 @@ import numpy as np
 
 from splits import SPLITS, paths
 
-from roicurate.evaluate import metrics
+from roicurate.evaluate import jsonable, metrics
 from roicurate.models import Classifier
 from roicurate.shape import shape_features
 from roicurate.train import load_labelled
@@ -52,6 +52,8 @@ def main():
     ap.add_argument("pipeline", choices=SPLITS)
     ap.add_argument("--model", help="default: the bundled model of the pipeline")
     ap.add_argument("--json")
+    ap.add_argument("--record", action="store_true",
+                    help="store the numbers in the model card under 'test' (the weights and their sha256 are untouched)")
     a = ap.parse_args()
     model = a.model or {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}[a.pipeline]
     clf = Classifier.load(model)
@@ -88,7 +90,9 @@ def main():
         allm = metrics(y, np.ones(len(y)), 0.5)
         macro_f1 = float(np.nanmean([metrics(yy.astype(bool), s, clf.threshold)["f1"]
                                      for yy, s in zip(rows[name]["y"], rows[name]["model"])]))
-        out["datasets"][name] = {"recordings": g["recs"], "model": m, "model_macro_f1": macro_f1, "lr_shape": lrm,
+        per_rec = {r: metrics(yy.astype(bool), s, clf.threshold)
+                   for r, yy, s in zip(g["recs"], rows[name]["y"], rows[name]["model"])}
+        out["datasets"][name] = {"recordings": per_rec, "model": m, "model_macro_f1": macro_f1, "lr_shape": lrm,
                                  "pipeline_roc_auc": pm["roc_auc"] if pm else None,
                                  "pipeline_f1": pacc["f1"] if pacc else None, "accept_all_f1": allm["f1"]}
         pipe = f"{pm['roc_auc']:.3f} / {pacc['f1']:.3f}" if pm else "–"
@@ -97,7 +101,20 @@ def main():
               f"{lrm['roc_auc']:.3f} / {lrm['f1']:.3f} | {pipe} | {allm['f1']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(jsonable(out), f, indent=1)
+    if a.record:
+        card_path = clf.card["source"] if clf.card["source"].endswith(".json") else specs_card(clf.card["source"])
+        card = json.loads(open(card_path).read())
+        card["test"] = jsonable({k: v for k, v in out.items() if k not in ("model", "sha256", "pipeline")})
+        card["test"]["how"] = "benchmarks/accuracy.py: recordings never used in training, early stopping or threshold choice"
+        with open(card_path, "w") as f:
+            f.write(json.dumps(card, indent=1) + "\n")
+        print(f"recorded in {card_path}")
+
+
+def specs_card(name):
+    from roicurate.plugins import model_specs
+    return model_specs()[name].card_path
 
 
 if __name__ == "__main__":
