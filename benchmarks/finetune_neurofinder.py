@@ -9,7 +9,7 @@
 
     python benchmarks/finetune_neurofinder.py                          # suite2p, cnn2, fine-tune on 01.00
     python benchmarks/finetune_neurofinder.py --finetune-on all        # each video in turn as the fine-tuning one
-    python benchmarks/finetune_neurofinder.py --base suite2p-resnet50 --freeze-until layer3
+    python benchmarks/finetune_neurofinder.py --base suite2p-resnet50 --finetune-on 01.01 --evaluate-on 04.01
 """
 import argparse
 import json
@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--base", help="model to fine-tune (default: train cnn2 on the ABO sessions first)")
     ap.add_argument("--finetune-on", nargs="+", default=["01.00"], choices=NF + ["all"],
                     help="the video(s) to fine-tune on, each in turn; 'all': every one")
+    ap.add_argument("--evaluate-on", nargs="+", choices=NF, help="score only these videos (default: all the others); "
+                    "e.g. the bundled model's held-out 01.01 / 04.01, since it was trained on 01.00, 02.00, 04.00")
     ap.add_argument("--out", help="keep the trained models here (default: a temporary folder)")
     ap.add_argument("--freeze-until", default=None, help="default: head (cnn2) / layer3 (resnet50)")
     ap.add_argument("--base-epochs", type=int, default=15)
@@ -76,7 +78,8 @@ def main():
     for video in (NF if "all" in a.finetune_on else a.finetune_on):
         name = f"neurofinder_train/neurofinder.{video}"
         ft_sets = [rs for rs in nf_sets if rs.origin["recording"] == name]
-        test = [rs for rs in nf_sets if rs.origin["recording"] != name]
+        test = [rs for rs in nf_sets if rs.origin["recording"] != name
+                and (not a.evaluate_on or rs.origin["recording"][-5:] in a.evaluate_on)]
         share = sum(len(r) for r in ft_sets) / sum(len(r) for r in nf_sets)
         log(f"fine-tuning on {name}: {sum(len(r) for r in ft_sets)} ROIs ({share:.0%} of the Neurofinder ROIs)")
         hp = {"epochs": a.epochs, "lr": a.lr}

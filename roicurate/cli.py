@@ -46,7 +46,9 @@ def _progress(total, label):
 @click.option("--dry-run", is_flag=True, help="classify and print the summary, write nothing")
 @click.option("--force", is_flag=True, help="overwrite a verdict that was edited by hand after roicurate wrote it")
 @click.option("--as-cnn-preds", is_flag=True, help="CaImAn: also store the probabilities in estimates/cnn_preds")
-def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds):
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="also write an HTML report on these ROIs (DIR/index.html + figures; see roicurate report)")
+def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
@@ -55,6 +57,9 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds):
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, source_for
 
+    if report_dir:
+        from roicurate.report import check_can_write
+        check_can_write(report_dir)
     units = []
     for path in paths:
         src = source_for(path)
@@ -66,6 +71,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds):
     specs = model_specs()
     classifiers = {}
     written = {}
+    reported = []
     bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
     for src, unit, rs in units:
         if not len(rs):
@@ -76,6 +82,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds):
             classifiers[name] = Classifier.load(name, specs, device=device)
         clf = classifiers[name]
         cur = curate(rs, clf, threshold, progress=bar.update)
+        reported.append((unit, rs, cur, clf))
         if not dry_run:
             extra = {"as_cnn_preds": True} if as_cnn_preds else {}
             src.write(unit, rs, cur, force=force, **extra)
@@ -88,6 +95,9 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds):
     bar.close()
     for src, done in written.items():
         src.finish(done)
+    if report_dir and reported:
+        from roicurate.report import write_report
+        click.echo(f"report: {write_report(report_dir, reported)}")
 
 
 @cli.command()
@@ -130,10 +140,16 @@ def plugins():
 
 
 def _parse_val(val):
+    if val.strip().lower() == "none":
+        return None
     try:
         return float(val)
     except ValueError:
         return [v for v in val.split(",") if v]
+
+
+def _log(message):
+    click.echo(message, err=True)
 
 
 @cli.command()
@@ -143,28 +159,56 @@ def _parse_val(val):
 @click.option("--out", required=True, type=click.Path(), help="folder for NAME.safetensors + NAME.json")
 @click.option("--name", default="model", show_default=True)
 @click.option("--val", default="0.25", show_default=True,
-              help="validation recordings: comma-separated names (substrings) or a fraction of recordings")
+              help="validation recordings: comma-separated names, a fraction of recordings, or 'none'")
+@click.option("--test", help="comma-separated recordings held out of training and validation, evaluated at the end "
+                             "exactly as `roicurate evaluate` does (into OUT/NAME.test/)")
 @click.option("--epochs", default=20, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="peak learning rate (one-cycle schedule)")
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
+              help="final / peak learning rate of the schedule (default: PyTorch's one-cycle, 4e-6)")
+@click.option("--patience", default=6, show_default=True,
+              help="early stop after this many epochs without a better validation F1")
+@click.option("--seed", default=0, show_default=True, help="same seed, data and settings: the same weights")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)")
 @click.option("--target-precision", type=click.FloatRange(0, 1),
               help="threshold: the lowest reaching this validation precision (default: maximum validation F1)")
+@click.option("--calibrate", "calibration", type=click.Choice(["temperature", "isotonic", "none"]),
+              default="temperature", show_default=True, help="probability calibration, fitted on validation")
+@click.option("--init", "init_model", help="fine-tune: start from this model (bundled name, folder or NAME.json)")
+@click.option("--freeze-until", help="fine-tune: freeze every layer below this one (e.g. layer3 for resnet50, head for cnn2)")
+@click.option("--search", default=0, show_default=True, metavar="N",
+              help="random hyperparameter search with N trials (coarse, then fine around the best)")
+@click.option("--resume", is_flag=True, help="continue the interrupted run whose checkpoint is in --out")
 @click.option("--build", "build", multiple=True, metavar="KEY=VALUE", help="architecture option, e.g. width=16")
-def train(paths, pipeline, arch, out, name, val, epochs, lr, weight_decay, batch_size, seed, device,
-          target_precision, build):
-    """Train a classifier on labelled pipeline outputs (split by recording)."""
-    from roicurate.plugins import model_specs, source_for, sources
+@click.option("--suite2p-classifier", type=click.Path(exists=True),
+              help="Suite2p classifier file for the --test baseline (default: the built-in one, shipped)")
+def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
+          device, target_precision, calibration, init_model, freeze_until, search, resume, build, suite2p_classifier):
+    """Train a classifier on labelled pipeline outputs (split by recording).
+
+    Labels: roicurate_labels.json beside each output (`roicurate label`), else a dataset labels.json, else the
+    pipeline's own (curated) verdict."""
+    from roicurate.models import Classifier
+    from roicurate.plugins import model_specs, sources
     from roicurate.train import load_labelled, train as run_train
 
-    sets = load_labelled(paths, pipeline)
-    src = sources()[sets[0].origin["source"]] if not pipeline else sources()[pipeline]
+    sets = load_labelled(paths, pipeline, log=_log)
     if len({rs.origin["source"] for rs in sets}) > 1:
         raise RoicurateError("the paths mix pipelines; train one pipeline at a time (--pipeline)")
+    src = sources()[sets[0].origin["source"]]
     specs = model_specs()
-    arch = arch or {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name)
+    init = None
+    if init_model:
+        init = Classifier.load(init_model, specs)
+        if arch and arch != init.card["arch"]:
+            raise RoicurateError(f"--arch {arch} differs from the architecture of --init {init_model} ({init.card['arch']})")
+        if init.card.get("pipeline") not in (None, "any", src.name):
+            _log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
+    elif freeze_until:
+        raise RoicurateError("--freeze-until needs --init (a model to fine-tune)")
+    arch = arch or (init.card["arch"] if init else {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name))
     if arch not in specs:
         raise RoicurateError(f"unknown architecture '{arch}' (registered: {', '.join(specs)})")
     kwargs = {}
@@ -175,13 +219,119 @@ def train(paths, pipeline, arch, out, name, val, epochs, lr, weight_decay, batch
     crop = spec.crop or src.crop
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
-    card = run_train(sets, spec, crop, _parse_val(val), out, name, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                     batch_size=batch_size, seed=seed, device=device, target_precision=target_precision,
-                     build_kwargs=kwargs, log=lambda m: click.echo(m, err=True))
+    hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
+          "patience": patience}
+    held_out = [v for v in test.split(",") if v] if test else None
+    card = run_train(sets, spec, crop, _parse_val(val), out, name, hp=hp, seed=seed, device=device,
+                     target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
+                     freeze_until=freeze_until, search=search, test=held_out, resume=resume,
+                     suite2p_classifier=suite2p_classifier, log=_log)
     c = json.load(open(card))
-    v = c["validation"]["pooled"]
-    click.echo(f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']}); validation precision "
-               f"{v['precision']:.3f} recall {v['recall']:.3f} F1 {v['f1']:.3f} ROC AUC {v['roc_auc']:.3f}")
+    v = c.get("validation")
+    msg = f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']})"
+    if v:
+        msg += (f"; validation precision {v['pooled']['precision']:.3f} recall {v['pooled']['recall']:.3f} "
+                f"F1 {v['pooled']['f1']:.3f} ROC AUC {_num(v['pooled']['roc_auc'])}")
+    click.echo(msg)
+    if test:
+        t = json.load(open(f"{out}/{name}.test/metrics.json"))
+        _print_evaluation(t, f"{out}/{name}.test")
+
+
+def _num(v, fmt=".3f"):
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
+def _print_evaluation(numbers, out_dir=None):
+    """The table `roicurate evaluate` prints: the model per recording, pooled and macro; the baselines pooled."""
+    cols = ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+    click.echo(f"{'':<44} {'ROIs':>5} {'cells':>5} " + " ".join(f"{c:>9}" for c in cols))
+    row = lambda label, m: click.echo(f"{label[-44:]:<44} {m.get('n', ''):>5} {m.get('n_cell', ''):>5} "
+                                      + " ".join(f"{_num(m.get(c)):>9}" for c in cols))
+    for rec, m in numbers["per_recording"].items():
+        row(rec, m)
+    row(f"model, pooled (threshold {numbers['threshold']:.3f})", numbers["pooled"])
+    row("model, mean per recording", numbers["macro"])
+    from roicurate.baselines import NAMES
+    for k, b in numbers["baselines"].items():
+        row(f"{NAMES.get(k, k)}, pooled", b["pooled"])
+    if out_dir:
+        click.echo(f"numbers, per-ROI scores and figures in {out_dir}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "model_name", required=True,
+              help="registered model name, or a folder / NAME.json of a trained model")
+@click.option("--pipeline", type=click.Choice(["suite2p", "caiman"]), help="only accept this pipeline's outputs")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="accept ROIs with probability >= this (default: the model's)")
+@click.option("--out", type=click.Path(), help="folder for metrics.json, scores.csv and roc/pr/reliability PNGs")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto")
+@click.option("--suite2p-classifier", type=click.Path(exists=True),
+              help="Suite2p classifier file for the built-in baseline (default: the one Suite2p ships)")
+def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier):
+    """Score a model on labelled pipeline outputs, per recording and pooled, against the baselines (accept all,
+    the pipeline's own verdict, Suite2p's built-in classifier) on the same ROIs."""
+    from roicurate.evaluate import evaluate_model, write_evaluation
+    from roicurate.models import Classifier
+    from roicurate.train import load_labelled
+    sets = load_labelled(paths, pipeline, log=_log)
+    clf = Classifier.load(model_name, device=device)
+    bar = _progress(sum(len(rs) for rs in sets), "scoring")
+    numbers, table = evaluate_model(clf, sets, threshold, suite2p_classifier=suite2p_classifier, progress=bar.update)
+    bar.close()
+    if out:
+        figures = write_evaluation(out, numbers, table)
+        if not figures:
+            _log("note: matplotlib is not installed, so no PNG figures were written (pip install matplotlib)")
+    _print_evaluation(numbers, out)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--truth", "truths", multiple=True, required=True, type=click.Path(exists=True),
+              help="ground-truth masks, Neurofinder regions.json; one per plane, in plane order, for a suite2p/ folder")
+@click.option("--classes", "classes", multiple=True, type=click.Path(exists=True),
+              help="classes.json saying which regions are cells (default: classes.json beside the truth file, "
+                   "if any; else every region is a cell)")
+@click.option("--cell-class", "cell_classes", multiple=True, default=("soma",), show_default=True,
+              help="class names in --classes that count as cells")
+@click.option("--iou-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--binarize", type=click.FloatRange(0, 1),
+              help="ROI pixel kept if weight > this x ROI max (default: 0 for Suite2p, 0.2 for CaImAn)")
+@click.option("--recording", help="recording name, keeps planes together in train/validation splits")
+def label(path, truths, classes, cell_classes, iou_threshold, binarize, recording):
+    """Label every ROI under PATH from hand-drawn masks (one-to-one Hungarian matching on IoU) and write
+    roicurate_labels.json beside the pipeline output; `train` and `evaluate` use it before the pipeline's verdict."""
+    from pathlib import Path
+    from roicurate import labels as lab
+    from roicurate.plugins import source_for
+    src = source_for(path)
+    units = src.expand(path)
+    if len(truths) != len(units):
+        raise RoicurateError(f"{path} holds {len(units)} ROI sets ({', '.join(Path(u).name for u in units)}) "
+                             f"but {len(truths)} --truth files were given; give one per ROI set, in this order")
+    if classes and len(classes) != len(truths):
+        raise RoicurateError(f"give one --classes file per --truth file ({len(truths)}), or none")
+    jobs = []
+    for i, (unit, truth_path) in enumerate(zip(units, truths)):
+        rs = src.read(unit)
+        truth = lab.read_regions(truth_path, rs.shape)
+        cls_path = classes[i] if classes else (Path(truth_path).parent / "classes.json")
+        is_cell, names = (lab.read_classes(cls_path, truth.origin["ids"], cell_classes)
+                          if Path(cls_path).exists() else (None, None))
+        rec = lab.label_from_truth(rs, truth, is_cell, iou_threshold, binarize, names)
+        jobs.append((unit, rs, truth, truth_path, cls_path if names else None, rec))
+    for unit, rs, truth, truth_path, cls_path, rec in jobs:    # everything read and matched before writing
+        written = lab.write_own_labels(rs, rec, truth_path, cls_path, recording)
+        a, ai = rec["assigned_gt"], rec["assigned_iou"]
+        other = sum(1 for g, v, l in zip(a, ai, rec["label"]) if g >= 0 and v >= iou_threshold and not l)
+        extra = f"; {other} matched a non-cell object" if cls_path else ""
+        dropped = truth.origin["dropped_pixels"]
+        click.echo(f"{unit}: {rec['n_rois']} ROIs, {rec['n_label1']} matched one-to-one to a cell at IoU >= "
+                   f"{iou_threshold:g} (truth: {rec['n_gt_cells']} cells of {rec['n_gt']} regions"
+                   f"{', classes from ' + str(cls_path) if cls_path else ''}){extra}"
+                   f"{f'; {dropped} truth pixels outside the frame ignored' if dropped else ''}; wrote {written}")
 
 
 def main():

@@ -1,10 +1,18 @@
-"""Classification metrics, written out so that every number in a card or README has one definition.
+"""Classification metrics, written out so that every number in a card, an evaluation JSON or a README has one
+definition.
 
-Positives are ROIs labelled cell (1). Pooled ("micro") numbers concatenate all ROIs; "macro" is the mean over
-recordings. AUCs are NaN when a recording has a single class.
+Positives are ROIs labelled cell (1); ``score`` is the probability of the cell class. Pooled numbers concatenate
+all ROIs (micro); ``macro`` is the mean over recordings. AUCs are NaN when a group has a single class.
+ECE (expected calibration error): 15 equal-width bins of the score; the mean, weighted by bin size, of
+|fraction of cells in the bin - mean score in the bin|.
 """
+import json
+
 import numpy as np
 from scipy.stats import rankdata
+
+METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
+ECE_BINS = 15
 
 
 def roc_auc(y, s):
@@ -16,19 +24,29 @@ def roc_auc(y, s):
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
-def pr_curve(y, s):
-    """Precision and recall at every distinct threshold (descending), and the thresholds."""
+def _cumulative(y, s):
+    """True/false positives accepted at every distinct score, taken as threshold (descending), and the scores."""
     y = np.asarray(y, bool)
     s = np.asarray(s, float)
     order = np.argsort(-s, kind="stable")
     ys, ss = y[order], s[order]
-    tp = np.cumsum(ys)
-    fp = np.cumsum(~ys)
-    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]   # last index of each distinct score
-    tp, fp, thr = tp[last], fp[last], ss[last]
+    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1] if len(ss) else np.zeros(0, np.int64)
+    return np.cumsum(ys)[last], np.cumsum(~ys)[last], ss[last]
+
+
+def pr_curve(y, s):
+    """Precision and recall at every distinct threshold (descending), and the thresholds."""
+    tp, fp, thr = _cumulative(y, s)
     precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / max(y.sum(), 1)
+    recall = tp / max(int(np.sum(y)), 1)
     return precision, recall, thr
+
+
+def roc_curve(y, s):
+    """False and true positive rates from (0, 0) to (1, 1), the distinct thresholds in between."""
+    y = np.asarray(y, bool)
+    tp, fp, thr = _cumulative(y, s)
+    return (np.r_[0, fp] / max(int((~y).sum()), 1), np.r_[0, tp] / max(int(y.sum()), 1), np.r_[np.inf, thr])
 
 
 def pr_auc(y, s):
@@ -40,32 +58,66 @@ def pr_auc(y, s):
     return float(np.sum(np.diff(np.r_[0, r]) * p))
 
 
+def reliability(y, s, bins=ECE_BINS):
+    """Per equal-width score bin: (count, mean score, fraction of cells); empty bins have count 0 and NaN."""
+    y, s = np.asarray(y, float), np.clip(np.asarray(s, float), 0, 1)
+    b = np.minimum((s * bins).astype(np.int64), bins - 1)
+    n = np.bincount(b, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(b, s, bins) / n
+        frac = np.bincount(b, y, bins) / n
+    return n, conf, frac
+
+
+def ece(y, s, bins=ECE_BINS):
+    """NaN for scores that are not probabilities (outside [0, 1], e.g. CaImAn's SNR)."""
+    s = np.asarray(s, float)
+    if len(s) and (s.min() < 0 or s.max() > 1):
+        return float("nan")
+    n, conf, frac = reliability(y, s, bins)
+    if not n.sum():
+        return float("nan")
+    ok = n > 0
+    return float(np.sum(n[ok] * np.abs(frac[ok] - conf[ok])) / n.sum())
+
+
 def prf(y, accepted):
     y, a = np.asarray(y, bool), np.asarray(accepted, bool)
     tp, fp, fn, tn = int((y & a).sum()), int((~y & a).sum()), int((y & ~a).sum()), int((~y & ~a).sum())
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
     f = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
-    return {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "confusion_matrix": [[tn, fp], [fn, tp]]}
 
 
-def metrics(y, s, threshold):
+def metrics(y, s, threshold, accepted=None):
+    """Every number for one group of ROIs. ``accepted`` overrides ``s >= threshold`` (a pipeline's own verdict,
+    which need not follow its score)."""
     y = np.asarray(y, bool)
-    out = prf(y, np.asarray(s) >= threshold)
-    out.update(roc_auc=roc_auc(y, s), pr_auc=pr_auc(y, s), n=int(len(y)), n_cell=int(y.sum()),
+    s = np.asarray(s, float)
+    out = prf(y, s >= threshold if accepted is None else accepted)
+    out.update(roc_auc=roc_auc(y, s), pr_auc=pr_auc(y, s), ece=ece(y, s), n=int(len(y)), n_cell=int(y.sum()),
                cell_fraction=float(y.mean()) if len(y) else float("nan"), threshold=float(threshold))
     return out
 
 
 def evaluate_groups(groups, threshold):
-    """``groups``: {recording: (labels, scores)} -> {"pooled": ..., "macro": ..., "per_recording": {...}}."""
-    per = {k: metrics(y, s, threshold) for k, (y, s) in groups.items()}
-    ys = np.concatenate([np.asarray(y) for y, _ in groups.values()]) if groups else np.zeros(0)
-    ss = np.concatenate([np.asarray(s) for _, s in groups.values()]) if groups else np.zeros(0)
-    pooled = metrics(ys, ss, threshold)
-    macro = {k: float(np.nanmean([m[k] for m in per.values()])) if per else float("nan")
-             for k in ("precision", "recall", "f1", "roc_auc", "pr_auc")}
+    """``groups``: {recording: (labels, scores) or (labels, scores, accepted)} ->
+    {"pooled": ..., "macro": ..., "per_recording": {...}}."""
+    groups = {k: tuple(v) + (None,) * (3 - len(v)) for k, v in groups.items()}
+    per = {k: metrics(y, s, threshold, a) for k, (y, s, a) in groups.items()}
+    cat = lambda i: np.concatenate([np.asarray(v[i]) for v in groups.values()]) if groups else np.zeros(0)
+    acc = None if any(v[2] is None for v in groups.values()) else cat(2).astype(bool)
+    pooled = metrics(cat(0), cat(1), threshold, acc)
+    macro = {k: _nanmean([m[k] for m in per.values()]) for k in METRICS}
     return {"pooled": pooled, "macro": macro, "per_recording": per}
+
+
+def _nanmean(values):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def threshold_for_precision(y, s, target):
@@ -77,6 +129,94 @@ def threshold_for_precision(y, s, target):
 
 def best_f1_threshold(y, s):
     p, r, thr = pr_curve(y, s)
+    if not len(thr):
+        return 0.5, float("nan")
     f = 2 * p * r / np.maximum(p + r, 1e-12)
     i = int(np.argmax(f))
     return float(thr[i]), float(f[i])
+
+
+# ---- a model (and the baselines) on labelled ROI sets --------------------------------------------------------
+def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_classifier=None, progress=None):
+    """Score every labelled RoiSet in ``sets`` with ``classifier`` (calibration from its card applied) and the
+    baselines. Returns (numbers, table): ``numbers`` is what ``roicurate evaluate`` writes as JSON (the model's
+    pooled / macro / per-recording metrics, and the same for each baseline); ``table`` holds per-ROI arrays."""
+    from roicurate import baselines as bl
+    from roicurate.calibrate import model_scores
+    thr = classifier.threshold if threshold is None else float(threshold)
+    rows = {"recording": [], "unit": [], "roi": [], "label": [], "model": []}
+    base = {}
+    for rs in sets:
+        n = len(rs)
+        rows["recording"] += [rs.origin["recording"]] * n
+        rows["unit"] += [rs.origin.get("path", "")] * n
+        rows["roi"].append(np.arange(n))
+        rows["label"].append((np.asarray(rs.labels) > 0))
+        rows["model"].append(model_scores(classifier, rs, progress=progress))
+        if baselines:
+            found = bl.all_baselines(rs, suite2p_classifier)
+            if rs.origin.get("label_source") == "pipeline verdict":
+                found.pop("pipeline", None)        # the labels themselves
+            base[id(rs)] = found
+    table = {k: (np.concatenate(v) if k in ("roi", "label", "model") else np.asarray(v)) for k, v in rows.items()}
+    names = [k for k in bl.NAMES if base and all(k in b for b in base.values())]
+    for k in names:
+        found = [base[id(rs)][k] for rs in sets]
+        if any(score is None for score, _ in found):     # scores on one scale for all, or the verdicts themselves
+            found = [(np.asarray(acc, float), acc) for _, acc in found]
+        table[f"{k}_score"] = np.concatenate([score for score, _ in found])
+        table[f"{k}_accepted"] = np.concatenate([base[id(rs)][k][1] for rs in sets]).astype(bool)
+
+    def grouped(score, accepted=None):
+        out = {}
+        for rec in dict.fromkeys(table["recording"]):
+            m = table["recording"] == rec
+            out[rec] = (table["label"][m], score[m], None if accepted is None else accepted[m])
+        return evaluate_groups(out, thr if accepted is None else 0.5)
+
+    card = classifier.card
+    numbers = {"model": {"name": card.get("name"), "sha256": card.get("sha256"), "arch": card.get("arch"),
+                         "threshold": thr, "calibration": (card.get("calibration") or {}).get("method", "none")},
+               "threshold": thr, "n_rois": int(len(table["label"])), "recordings": list(dict.fromkeys(table["recording"])),
+               "label_sources": sorted({str(rs.origin.get("label_source")) for rs in sets}),
+               **grouped(table["model"]),
+               "baselines": {k: grouped(table[f"{k}_score"], table[f"{k}_accepted"]) for k in names}}
+    return numbers, table
+
+
+def jsonable(o):
+    """JSON-ready: numpy types to Python, NaN and infinities to null (strict JSON)."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (o.tolist() if isinstance(o, np.ndarray) else o)]
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    return o
+
+
+def write_evaluation(out_dir, numbers, table):
+    """``metrics.json`` (every number), ``scores.csv`` (one row per ROI) and the figures (ROC, PR, reliability)."""
+    import csv
+    from pathlib import Path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(jsonable(numbers), indent=1, allow_nan=False) + "\n")
+    cols = [c for c in table if c != "label"]
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["recording", "unit", "roi", "label"] + [c for c in cols if c not in ("recording", "unit", "roi")])
+        extra = [c for c in cols if c not in ("recording", "unit", "roi")]
+        for i in range(len(table["label"])):
+            w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
+                       + [_fmt(table[c][i]) for c in extra])
+    from roicurate.figures import write_figures
+    return write_figures(out, numbers, table)
+
+
+def _fmt(v):
+    return int(v) if isinstance(v, (bool, np.bool_)) else repr(float(v))

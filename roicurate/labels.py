@@ -1,17 +1,27 @@
-"""Where training/evaluation labels come from, in this order of precedence:
+"""Labels for training and evaluation, and where they come from, in this order of precedence:
 
-1. labels roicurate itself wrote beside the pipeline output (``roicurate_labels.json``: ``roicurate label``),
+1. labels roicurate wrote beside the pipeline output (``roicurate_labels.json``, made by ``roicurate label`` from
+   ground-truth masks),
 2. a dataset ``labels.json`` in a parent folder (the layout of ../shared/datasets: ``rois[<relative ROI file>].label``),
-3. the pipeline's own verdict, which is a human's after curation in the Suite2p GUI / a CaImAn script.
+3. the pipeline's own verdict — a human's after curation in the Suite2p GUI or a CaImAn script — unless that verdict
+   is still exactly what ``roicurate apply`` wrote (a model's output is not a label).
+
+Matching ground truth (the protocol of the shared datasets, see datasets/README.md): binarise each ROI
+(Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
+one-to-one Hungarian assignment, label 1 iff the partner has IoU >= threshold (0.5) and is a cell.
 """
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate import RoicurateError, __version__
+from roicurate.rois import RoiSet, iou_matrix, match_labels
 
 LABELS_NAME = "roicurate_labels.json"
+MATCH_BINARIZE = {"suite2p": 0.0, "caiman": 0.2}   # fraction of each ROI's max weight (the published protocols)
+CELL_CLASSES = ("soma",)
 
 
 def own_labels_path(roiset):
@@ -20,6 +30,84 @@ def own_labels_path(roiset):
     return p / LABELS_NAME if p.is_dir() else p.with_name(p.stem + "." + LABELS_NAME)
 
 
+def mask_fingerprint(roiset):
+    """sha256 of the ROI pixels (not weights, not verdicts): labels stay valid while the masks are the same."""
+    h = hashlib.sha256()
+    for a in (np.asarray(roiset.shape, np.int64), roiset.indptr, roiset.y, roiset.x):
+        h.update(np.ascontiguousarray(a, a.dtype.newbyteorder("<")).tobytes())
+    return h.hexdigest()
+
+
+# ---- ground truth ------------------------------------------------------------------------------------------
+def read_regions(path, shape):
+    """A Neurofinder ``regions.json`` (list of {"id", "coordinates": [[y, x], ...]}) as a RoiSet of binary masks;
+    pixels outside the frame are dropped (as the reference implementation does) and counted in origin."""
+    try:
+        regions = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RoicurateError(f"{path}: cannot read ground truth ({e.__class__.__name__}: {e})") from None
+    if not isinstance(regions, list) or not all(isinstance(r, dict) and "coordinates" in r for r in regions):
+        raise RoicurateError(f"{path}: expected a JSON list of {{\"id\", \"coordinates\": [[y, x], ...]}} (Neurofinder format)")
+    Ly, Lx = shape
+    ys, xs, dropped = [], [], 0
+    for i, r in enumerate(regions):
+        c = np.asarray(r["coordinates"], np.int64).reshape(-1, 2) if len(r["coordinates"]) else np.zeros((0, 2), np.int64)
+        ok = (c[:, 0] >= 0) & (c[:, 0] < Ly) & (c[:, 1] >= 0) & (c[:, 1] < Lx)
+        dropped += int((~ok).sum())
+        flat = np.unique(c[ok, 0] * Lx + c[ok, 1])
+        ys.append(flat // Lx), xs.append(flat % Lx)
+    ids = [str(r.get("id", i)) for i, r in enumerate(regions)]
+    return RoiSet.from_pixels(shape, ys, xs, origin={"path": str(path), "ids": ids, "dropped_pixels": dropped})
+
+
+def read_classes(path, ids, cell_classes=CELL_CLASSES):
+    """Which regions are cells, from a ``classes.json`` ({"classes": {id: class}}); regions missing there are not."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RoicurateError(f"{path}: cannot read classes ({e.__class__.__name__}: {e})") from None
+    classes = d.get("classes", d) if isinstance(d, dict) else None
+    if not isinstance(classes, dict):
+        raise RoicurateError(f"{path}: expected {{\"classes\": {{region id: class name}}}}")
+    names = [str(classes.get(i, "")) for i in ids]
+    return np.array([n in cell_classes for n in names], bool), names
+
+
+def label_from_truth(roiset, truth, is_cell=None, iou_threshold=0.5, binarize=None, class_names=None):
+    """Per-ROI record of the one-to-one match of ``roiset`` against ``truth`` (a RoiSet of ground-truth masks);
+    ``class_names`` (one per truth mask) adds each ROI's ``assigned_class``."""
+    if binarize is None:
+        binarize = MATCH_BINARIZE.get(roiset.origin.get("pipeline"), 0.0)
+    iou = iou_matrix(roiset, truth, binarize_a=binarize)
+    label, assigned, aiou = match_labels(iou, iou_threshold, is_cell)
+    best = iou.argmax(1) if iou.shape[1] else np.zeros(len(roiset), np.int64)
+    best_iou = iou.max(1) if iou.shape[1] else np.zeros(len(roiset))
+    best = np.where(best_iou > 0, best, -1)
+    n_cells = int(len(truth) if is_cell is None else np.sum(is_cell))
+    extra = {} if class_names is None else {"assigned_class": [class_names[g] if g >= 0 else None for g in assigned]}
+    return {"n_rois": len(roiset), "n_gt": len(truth), "n_gt_cells": n_cells, "n_label1": int(label.sum()),
+            "label": label.tolist(), "matched_gt": np.where(label > 0, assigned, -1).tolist(),
+            "assigned_gt": assigned.tolist(), "assigned_iou": [round(float(v), 5) for v in aiou],
+            "best_gt": best.tolist(), "best_iou": [round(float(v), 5) for v in best_iou], **extra,
+            "protocol": {"iou_threshold": iou_threshold, "binarize": binarize,
+                         "matching": "one-to-one Hungarian assignment on IoU; IoU-0 pairs are not assignments"}}
+
+
+def write_own_labels(roiset, record, truth_path, classes_path=None, recording=None):
+    """Write ``record`` as ``roicurate_labels.json`` beside the pipeline output (never into the pipeline's files)."""
+    from roicurate.sources import atomic_write
+    out = own_labels_path(roiset)
+    data = dict(record, roicurate_version=__version__, recording=recording,
+                truth={"file": str(Path(truth_path).resolve()), "classes": None if classes_path is None else
+                       str(Path(classes_path).resolve())},
+                roi_file=str(Path(roiset.origin.get("roi_file", roiset.origin["path"])).resolve()),
+                masks_sha256=mask_fingerprint(roiset))
+    text = (json.dumps(data) + "\n").encode()
+    atomic_write(out, lambda f: f.write(text))
+    return out
+
+
+# ---- attaching labels -----------------------------------------------------------------------------------------
 def _dataset_labels(roi_file, max_up=4):
     roi_file = Path(roi_file).resolve()
     for parent in list(roi_file.parents)[:max_up]:
@@ -32,24 +120,65 @@ def _dataset_labels(roi_file, max_up=4):
     return None
 
 
-def attach_labels(roiset, use_pipeline=True):
+def default_recording(roiset):
+    """What groups ROI sets in a split when nothing names the recording: the planes of one ``suite2p/`` folder
+    belong together (the folder that holds it names them); anything else is its own recording."""
+    p = Path(roiset.origin.get("path", "input"))
+    if roiset.origin.get("pipeline") == "suite2p" and p.name.startswith("plane") and p.parent.name == "suite2p":
+        return str(p.parent.parent)
+    return str(p)
+
+
+def verdict_is_roicurate_output(roiset):
+    """True when the pipeline's verdict file still holds exactly what ``roicurate apply`` wrote."""
+    p = Path(roiset.origin.get("path", ""))
+    if roiset.origin.get("pipeline") == "suite2p":
+        record = p / "roicurate.json"
+        try:
+            written = json.loads(record.read_text()).get("written_sha256") if record.exists() else None
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(written) and hashlib.sha256((p / "iscell.npy").read_bytes()).hexdigest() == written
+    if roiset.origin.get("pipeline") == "caiman" and p.is_file():
+        import h5py
+        with h5py.File(p, "r") as f:
+            est = f.get("estimates")
+            if est is None or "roicurate_probability" not in est or "roicurate_threshold" not in est.attrs:
+                return False
+            prob, idx = est["roicurate_probability"][()], est["idx_components"][()]
+            thr = float(est.attrs["roicurate_threshold"])
+        return isinstance(idx, np.ndarray) and np.array_equal(np.flatnonzero(prob >= thr), np.sort(idx))
+    return False
+
+
+def attach_labels(roiset, use_pipeline=True, log=None):
     """Set ``roiset.labels`` and ``origin['recording']`` / ``origin['label_source']``; returns the RoiSet.
 
-    ``recording`` groups ROI sets that must stay on the same side of a train/validation split
-    (the planes of one session, say)."""
+    ``recording`` groups ROI sets that must stay on the same side of a train/validation split."""
     where = roiset.origin.get("path", "input")
     n = len(roiset)
-    labels, recording, source = None, roiset.origin.get("path"), None
+    labels, recording, source = None, default_recording(roiset), None
     own = own_labels_path(roiset)
     found = _dataset_labels(roiset.origin.get("roi_file", where))
     if own.exists():
-        d = json.loads(own.read_text())
-        labels, source = np.asarray(d["label"], np.int64), str(own)
+        try:
+            d = json.loads(own.read_text())
+            labels = np.asarray(d["label"], np.int64)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RoicurateError(f"{own}: unreadable labels ({e.__class__.__name__}: {e})") from None
+        if d.get("masks_sha256") and d["masks_sha256"] != mask_fingerprint(roiset):
+            raise RoicurateError(f"{own}: was made for other ROI masks than {where} has now (pipeline re-run?); "
+                                 f"make it again with: roicurate label {where} --truth ...")
+        source = str(own)
         recording = d.get("recording") or (found[1] if found else recording)
     elif found:
         labels, recording, source = found
     elif use_pipeline and roiset.pipeline_accepted is not None:
-        labels, source = roiset.pipeline_accepted.astype(np.int64), "pipeline verdict"
+        if verdict_is_roicurate_output(roiset):
+            if log:
+                log(f"{where}: its verdict is roicurate's own unedited output, not a human's; skipped (no labels)")
+        else:
+            labels, source = roiset.pipeline_accepted.astype(np.int64), "pipeline verdict"
     if labels is not None and len(labels) != n:
         raise RoicurateError(f"{source}: has {len(labels)} labels for {n} ROIs in {where}")
     roiset.labels = labels

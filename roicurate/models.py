@@ -146,8 +146,11 @@ class Classifier:
             return torch.stack([1 - p, p], 1)
         return torch.softmax(logits, 1)
 
+    applies_calibration = True   # predict_proba returns probabilities calibrated as the card says
+
     def predict_proba(self, roiset, progress=None):
         import torch
+        from roicurate.calibrate import apply as calibrate
         n = len(roiset)
         out = np.zeros((n, len(self.classes)), np.float64)
         buf = None
@@ -159,6 +162,9 @@ class Classifier:
                 out[idx] = self.logits_to_proba(self.module(x)).double().cpu().numpy()
                 if progress:
                     progress(len(idx))
+        if len(self.classes) == 2 and self.card.get("calibration"):
+            p = calibrate(self.card["calibration"], out[:, self.positive])
+            out[:, self.positive], out[:, 1 - self.positive] = p, 1 - p
         return out
 
 

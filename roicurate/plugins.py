@@ -9,6 +9,7 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.nets",
     "roicurate_plugins.suite2p",
     "roicurate_plugins.caiman",
+    "roicurate_plugins.report",
 )
 
 pm = pluggy.PluginManager("roicurate")

@@ -117,10 +117,10 @@ def test_report_on_curated_folder_has_one_section_per_plane_and_writes_nothing(c
     for pl in ("plane0", "plane1"):      # 3 closest calls + 1 confident accept + 1 confident reject (if any)
         rejected = (np.load(s2p / pl / "iscell.npy")[:, 0] == 0).sum()
         assert len([i for i in imgs if i.startswith(f"{pl}/roi")]) == 3 + 1 + min(1, rejected)
-    # without --model, the recorded model name ('small' from a folder) cannot be resolved: say so in one line
-    p = run("report", s2p, "--out", tmp_path / "r2", ok=False)
-    assert p.returncode == 1 and "was curated with model 'small'" in p.stderr and "--model" in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
+    # without --model, the model recorded in roicurate.json (by the path of its card) is used again
+    run("report", s2p, "--out", tmp_path / "r2", "--explain", 1, "--examples", 1)
+    assert hash_tree(s2p) == tree
+    assert check_page(tmp_path / "r2" / "index.html")[0].count("small (cnn2") == 2
 
 
 def test_report_on_a_caiman_file(datasets, small_caiman_model, tmp_path):

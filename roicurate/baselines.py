@@ -1,0 +1,251 @@
+"""What a model is compared with, on the same ROIs: accepting everything, the pipeline's own verdict, and
+Suite2p's built-in classifier re-implemented from its published procedure (no Suite2p needed).
+
+Each baseline returns ``(score, accepted)`` per ROI, or None where it does not apply.
+
+Suite2p's built-in classifier (suite2p/classification/classifier.py, identical in 0.14 and 1.1.0): for each
+feature (``skew``, ``npix_norm``, ``compact`` — those the ROIs have), 100 grid nodes at the quantiles of the
+training values; for each of the 99 bins the fraction of cells among the training ROIs sorted into it, smoothed
+by ``gaussian_filter(p, (2, 0))``; a value becomes log(p) - log(1 - p) of its bin (clipped to the grid, NaN to the
+lowest node; a value at or below the training minimum lands in the last bin, a quirk kept on purpose); a logistic
+regression (scikit-learn ``LogisticRegression(C=100, solver="liblinear")``) on those log-odds gives the probability.
+The regression is fitted here by the same trust-region Newton method liblinear uses (:func:`_tron_logistic`),
+so no scikit-learn is needed.
+
+The training set is Suite2p's ``classifiers/classifier.npy`` (GPL-3.0, from the suite2p package), shipped as
+``roicurate/data/suite2p_classifier.npz`` (see roicurate/data/README.md). Suite2p puts ROIs into bins with
+``np.argsort``, whose order of equal values depends on the CPU's numpy sort kernels; the shipped file keeps the
+order Suite2p 1.1.0 produced for the reference datasets, so the result is the same on every machine.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from roicurate import RoicurateError
+
+BUILTIN_FILE = Path(__file__).parent / "data" / "suite2p_classifier.npz"
+SUITE2P_KEYS = ("skew", "npix_norm", "compact")
+NAMES = {"accept_all": "accept all", "pipeline": "pipeline's own verdict", "suite2p_builtin": "Suite2p built-in"}
+
+
+# ---- the simple ones ------------------------------------------------------------------------------------------
+def accept_all(roiset):
+    n = len(roiset)
+    return np.ones(n), np.ones(n, bool)
+
+
+def pipeline_verdict(roiset):
+    """The verdict the pipeline itself made (before any ``roicurate apply``) and its score where it has one
+    (Suite2p's classifier probability; CaImAn's ``cnn_preds`` when its CNN ran, else its ``SNR_comp``), else None."""
+    accepted, score = original_verdict(roiset)
+    return None if accepted is None else (score, accepted)
+
+
+def original_verdict(roiset):
+    """(accepted, score) as the pipeline wrote them: read from roicurate's backup when ``apply`` replaced them."""
+    p = Path(roiset.origin.get("path", ""))
+    f = roiset.features
+    if roiset.origin.get("pipeline") == "suite2p":
+        backup = p / "iscell_suite2p.npy"
+        if backup.exists():
+            iscell = np.load(backup, allow_pickle=False)
+            if len(iscell) == len(roiset):
+                return iscell[:, 0] > 0.5, iscell[:, 1].astype(float)
+        if roiset.pipeline_accepted is None:
+            return None, None
+        return roiset.pipeline_accepted, f.get("suite2p_prob")
+    if roiset.origin.get("pipeline") == "caiman":
+        accepted, est = roiset.pipeline_accepted, None
+        backup = p.with_name(p.stem + ".roicurate-backup" + p.suffix)
+        if backup.exists():
+            from roicurate_plugins.caiman import load_estimates
+            est = load_estimates(backup)
+            idx = getattr(est, "idx_components", None)
+            if idx is not None:
+                accepted = np.zeros(len(roiset), bool)
+                accepted[np.asarray(idx, np.int64)] = True
+        get = (lambda k: getattr(est, k, None)) if est is not None else f.get
+        for key in ("cnn_preds", "SNR_comp"):
+            v = get(key)
+            if v is not None and np.ndim(v) == 1 and len(v) == len(roiset) and np.isfinite(v).all():
+                return accepted, np.asarray(v, float)
+        return accepted, None
+    return roiset.pipeline_accepted, None
+
+
+# ---- Suite2p's built-in classifier ----------------------------------------------------------------------------
+def load_suite2p_training(path=None):
+    """(stats (n, k) float64, keys, iscell (n,), order or None) of a Suite2p classifier training set.
+
+    ``path`` None is the shipped built-in set; a ``.npz`` is read without pickle; a ``.npy`` is Suite2p's own
+    pickled format (a user's ``classifier_user.npy``), unpickled only because the user named it."""
+    path = Path(path) if path else BUILTIN_FILE
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as d:
+                stats, keys, iscell = d["stats"], [str(k) for k in d["keys"]], d["iscell"]
+                order = d["order"] if "order" in d else None
+        else:
+            d = np.load(path, allow_pickle=True).item()
+            stats, keys, iscell, order = d["stats"], list(d["keys"]), d["iscell"], None
+    except FileNotFoundError:
+        raise RoicurateError(f"{path}: Suite2p classifier file is missing") from None
+    except Exception as e:
+        raise RoicurateError(f"{path}: not a Suite2p classifier file ({e.__class__.__name__}: {e})") from None
+    stats = np.asarray(stats, np.float64)
+    if stats.ndim != 2 or stats.shape != (len(iscell), len(keys)):
+        raise RoicurateError(f"{path}: stats, keys and iscell do not fit together")
+    return stats, keys, np.asarray(iscell), order
+
+
+def convert_suite2p_classifier(src, dst):
+    """Suite2p's pickled ``classifier.npy`` -> a plain ``.npz`` (stats, keys, iscell, order), loadable without
+    pickle. ``order`` is ``np.argsort(stats, axis=0)`` as computed by this process (Suite2p's own call)."""
+    stats, keys, iscell, _ = load_suite2p_training(src)
+    np.savez_compressed(dst, stats=stats, keys=np.array(keys), iscell=iscell,
+                        order=np.argsort(stats, axis=0).astype(np.int32))
+
+
+class Suite2pClassifier:
+    """Suite2p's classifier fitted on ``keys`` (a subset of the training set's keys, in the training set's order)."""
+
+    def __init__(self, stats, keys, iscell, order=None, use=SUITE2P_KEYS):
+        ikey = [i for i, k in enumerate(keys) if k in use]
+        if not ikey:
+            raise RoicurateError(f"the Suite2p classifier has none of the features {', '.join(use)}")
+        self.keys = [keys[i] for i in ikey]
+        x = stats[:, ikey]
+        isort = (order[:, ikey] if order is not None else np.argsort(x, axis=0)).astype(np.int64)
+        nodes, n = 100, len(x)
+        ix = np.linspace(0, n - 1, nodes).astype("int32")
+        self.grid = np.sort(x, axis=0)[ix]
+        p = np.zeros((nodes - 1, len(ikey)))
+        for j in range(nodes - 1):
+            p[j] = iscell[isort[ix[j]:ix[j + 1]]].mean(0)
+        self.p = gaussian_filter(p, (2.0, 0))
+        self.w = _tron_logistic(self._logp(x), np.asarray(iscell) > 0.5, C=100.0)
+
+    def _logp(self, x):
+        x = np.array(x, np.float64)
+        out = np.zeros(x.shape)
+        for k in range(x.shape[1]):
+            g = self.grid[:, k]
+            v = np.clip(x[:, k], g[0], g[-1])
+            v[np.isnan(v)] = g[0]
+            ibin = np.digitize(v, g, right=True) - 1
+            out[:, k] = np.log(self.p[ibin, k] + 1e-6) - np.log(1 - self.p[ibin, k] + 1e-6)
+        return out
+
+    def predict_proba(self, features):
+        """P(cell) for per-ROI features {key: (N,)}."""
+        x = np.stack([np.asarray(features[k], np.float64) for k in self.keys], 1)
+        z = self._logp(x) @ self.w[:-1] + self.w[-1]
+        return 1 / (1 + np.exp(-z))
+
+
+@lru_cache(maxsize=16)
+def _classifier(path, keys):
+    return Suite2pClassifier(*load_suite2p_training(path), use=keys)
+
+
+def suite2p_builtin(roiset, classifier_file=None):
+    """Suite2p's classifier on Suite2p ROI sets: the keys of ``skew, npix_norm, compact`` the ROIs have (as
+    Suite2p intersects them with ``stat[0]``); accepted when P > 0.5 (Suite2p's ``iscell[:, 0]``)."""
+    if roiset.origin.get("pipeline") != "suite2p":
+        return None
+    keys = tuple(k for k in SUITE2P_KEYS if k in roiset.features)
+    if not keys:
+        return None
+    p = _classifier(str(classifier_file) if classifier_file else None, keys).predict_proba(roiset.features)
+    return p, p > 0.5
+
+
+def all_baselines(roiset, suite2p_classifier=None):
+    """{name: (score, accepted)} for the baselines that apply to ``roiset`` (the pipeline's score may be None)."""
+    out = {"accept_all": accept_all(roiset), "pipeline": pipeline_verdict(roiset),
+           "suite2p_builtin": suite2p_builtin(roiset, suite2p_classifier)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# ---- liblinear's logistic regression ------------------------------------------------------------------------------
+def _tron_logistic(x, y, C=100.0, tol=1e-4, max_iter=100):
+    """L2-regularised logistic regression with the intercept as a regularised feature of value 1, solved by
+    liblinear's trust-region Newton method (tron.cpp, as scikit-learn ships it) with liblinear's stopping rule
+    (gradient norm <= tol * max(min(#pos, #neg), 1) / n of the first one): the coefficients liblinear returns,
+    not just the optimum (liblinear stops early, which moves probabilities by ~1e-4). Returns [w..., intercept]."""
+    X = np.c_[np.asarray(x, np.float64), np.ones(len(x))]
+    t = np.where(np.asarray(y, bool), 1.0, -1.0)
+    npos = int((t > 0).sum())
+    eps = tol * max(min(npos, len(t) - npos), 1) / len(t)
+    D = np.zeros(len(t))
+
+    def fun(w):
+        return 0.5 * w @ w + C * np.sum(np.logaddexp(0, -t * (X @ w)))
+
+    def grad(w):
+        s = 1 / (1 + np.exp(-t * (X @ w)))
+        D[:] = s * (1 - s)
+        return w + X.T @ (C * (s - 1) * t)
+
+    def hv(v):
+        return v + X.T @ (C * D * (X @ v))
+
+    def trcg(delta, g):
+        s, r = np.zeros_like(g), -g
+        d = r.copy()
+        cgtol = 0.1 * np.linalg.norm(g)
+        rtr = r @ r
+        while np.linalg.norm(r) > cgtol:
+            hd = hv(d)
+            alpha = rtr / (d @ hd)
+            s += alpha * d
+            if np.linalg.norm(s) > delta:
+                s -= alpha * d
+                std, sts, dtd = s @ d, s @ s, d @ d
+                rad = np.sqrt(std * std + dtd * (delta * delta - sts))
+                alpha = (delta * delta - sts) / (std + rad) if std >= 0 else (rad - std) / dtd
+                s += alpha * d
+                r -= alpha * hd
+                break
+            r -= alpha * hd
+            rnew = r @ r
+            d = r + (rnew / rtr) * d
+            rtr = rnew
+        return s, r
+
+    w = np.zeros(X.shape[1])
+    f, g = fun(w), grad(w)
+    delta = gnorm1 = np.linalg.norm(g)
+    it, search = 1, gnorm1 > eps * gnorm1
+    while it <= max_iter and search:
+        s, r = trcg(delta, g)
+        w_new = w + s
+        gs = g @ s
+        prered = -0.5 * (gs - s @ r)
+        fnew = fun(w_new)
+        actred = f - fnew
+        snorm = np.linalg.norm(s)
+        if it == 1:
+            delta = min(delta, snorm)
+        alpha = 4.0 if fnew - f - gs <= 0 else max(0.25, -0.5 * (gs / (fnew - f - gs)))
+        if actred < 1e-4 * prered:
+            delta = min(max(alpha, 0.25) * snorm, 0.5 * delta)
+        elif actred < 0.25 * prered:
+            delta = max(0.25 * delta, min(alpha * snorm, 0.5 * delta))
+        elif actred < 0.75 * prered:
+            delta = max(0.25 * delta, min(alpha * snorm, 4.0 * delta))
+        else:
+            delta = max(delta, min(alpha * snorm, 4.0 * delta))
+        if actred > 1e-4 * prered:
+            it += 1
+            w, f = w_new, fnew
+            g = grad(w)
+            if np.linalg.norm(g) <= eps * gnorm1:
+                break
+        if abs(actred) <= 0 and prered <= 0:
+            break
+        if abs(actred) <= 1e-12 * abs(f) and abs(prered) <= 1e-12 * abs(f):
+            break
+    return w

@@ -1,0 +1,178 @@
+"""The training loop: 8 rotations/flips as augmentation, class balance by weighting the loss (BCE ``pos_weight`` =
+negatives / positives: no item is ever copied), a one-cycle learning-rate schedule, early stopping on validation F1,
+a progress bar per epoch, and a checkpoint after every epoch that ``resume`` continues exactly (same weights as an
+uninterrupted run). Also what fine-tuning needs: freezing the layers below a named one."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from roicurate import RoicurateError
+from roicurate.evaluate import best_f1_threshold, roc_auc
+from roicurate.models import _device
+
+DEFAULTS = {"epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "lr_decay": None, "patience": 6}
+
+
+def _dihedral(x, k):
+    import torch
+    x = torch.rot90(x, k % 4, (2, 3))
+    return torch.flip(x, (3,)) if k >= 4 else x
+
+
+def predict_scores(module, x, device, batch=256):
+    import torch
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            logit = module(torch.from_numpy(x[i:i + batch]).to(device))
+            out.append((torch.sigmoid(logit[:, 0]) if logit.shape[1] == 1 else torch.softmax(logit, 1)[:, -1]).cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def freeze_below(module, layer):
+    """Freeze every parameter that comes before ``layer`` (a name such as ``layer3`` or ``head.1``) in the
+    network; ``layer`` and everything after it train. Returns the frozen parameter names."""
+    names = [n for n, _ in module.named_parameters()]
+    first = next((i for i, n in enumerate(names) if n == layer or n.startswith(layer + ".")), None)
+    if first is None:
+        tops = list(dict.fromkeys(n.split(".")[0] for n in names))
+        raise RoicurateError(f"--freeze-until {layer}: the network has no such layer (layers: {', '.join(tops)})")
+    for i, (_, p) in enumerate(module.named_parameters()):
+        p.requires_grad_(i >= first)
+    return names[:first]
+
+
+def _freeze_bn_of_frozen(module):
+    """Batch-norm layers whose parameters are frozen also keep their running statistics (fine-tuning)."""
+    import torch
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+def _epoch_metrics(y, s):
+    if not len(y):
+        return float("nan"), float("nan"), float("nan")
+    thr, f1 = best_f1_threshold(y, s)
+    return f1, thr, roc_auc(y, s)
+
+
+def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, checkpoint=None, resume=False,
+        config=None, callback=None):
+    """Train ``module`` (one sigmoid output) in place and restore the epoch with the best validation F1 (the last
+    epoch when there is no validation set). ``hp``: epochs, lr, weight_decay, batch_size, lr_decay (final / peak
+    learning rate of the one-cycle schedule; None: PyTorch's default), patience. With ``checkpoint`` (a path) the
+    state is saved after every epoch; ``resume`` continues from it (``config`` must match). Returns the history."""
+    import torch
+    from tqdm import tqdm
+    hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = _device(device)
+    module.to(dev)
+    npos = max(float(y_tr.sum()), 1.0)
+    pos_weight = torch.tensor((len(y_tr) - npos) / npos, dtype=torch.float32, device=dev)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise RoicurateError("every parameter is frozen; name a lower layer with --freeze-until")
+    opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    bs = int(hp["batch_size"])
+    steps = hp["epochs"] * int(np.ceil(len(y_tr) / bs))
+    sched_kw = {} if hp["lr_decay"] is None else {"final_div_factor": 1 / (25.0 * hp["lr_decay"])}
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], total_steps=max(steps, 1), pct_start=0.15,
+                                                **sched_kw)
+    state = {"epoch": 0, "best": -1.0, "stale": 0, "history": [], "best_state": None}
+    if resume:
+        state = _load_checkpoint(checkpoint, config, module, opt, sched, rng)
+        log(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+    for epoch in range(state["epoch"], hp["epochs"]):
+        if state["stale"] >= hp["patience"]:
+            break
+        t0 = time.time()
+        module.train()
+        _freeze_bn_of_frozen(module)
+        order = rng.permutation(len(y_tr))
+        total, seen = 0.0, 0
+        bar = tqdm(total=int(np.ceil(len(order) / bs)), desc=f"epoch {epoch + 1}/{hp['epochs']}", unit="batch",
+                   leave=False, disable=None, file=sys.stderr)
+        for i in range(0, len(order), bs):
+            idx = torch.from_numpy(order[i:i + bs])
+            bar.update(1)
+            if len(idx) < 2:
+                continue
+            k = torch.from_numpy(rng.integers(0, 8, len(idx)))
+            xb, yb = xt[idx], yt[idx]
+            xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
+            yb = torch.cat([yb[k == j] for j in range(8)])
+            loss = loss_fn(module(xb.to(dev))[:, 0], yb.to(dev))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.close()
+        has_val = len(y_va) > 0
+        s = predict_scores(module, x_va if has_val else x_tr, dev)
+        f1, thr, auc = _epoch_metrics(y_va if has_val else y_tr, s)
+        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_f1": f1 if has_val else None,
+               "val_f1_threshold": thr if has_val else None, "val_roc_auc": auc if has_val else None,
+               "train_f1": None if has_val else f1, "seconds": round(time.time() - t0, 2)}
+        state["history"].append(row)
+        what = "val" if has_val else "train (no validation)"
+        log(f"epoch {epoch + 1}/{hp['epochs']}  loss {row['loss']:.4f}  {what} F1 {f1:.3f}  ROC AUC {auc:.3f}"
+            f"  ({row['seconds']:.0f} s)")
+        state["epoch"] = epoch + 1
+        if not has_val or f1 > state["best"]:
+            state["best"], state["stale"] = f1, 0
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        else:
+            state["stale"] += 1
+            if state["stale"] >= hp["patience"]:
+                log(f"early stop: no better validation F1 for {hp['patience']} epochs")
+        if checkpoint:
+            _save_checkpoint(checkpoint, config, state, module, opt, sched, rng)
+        if callback:
+            callback(row)
+    module.load_state_dict(state["best_state"])
+    return state["history"]
+
+
+def _save_checkpoint(path, config, state, module, opt, sched, rng):
+    """Our own file, read back with ``torch.load(weights_only=True)`` (tensors and plain Python values only)."""
+    import os
+    import torch
+    ckpt = {"config": json.dumps(config, sort_keys=True), "epoch": state["epoch"], "best": state["best"],
+            "stale": state["stale"], "history": json.dumps(state["history"]), "best_state": state["best_state"],
+            "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state()}
+    tmp = Path(str(path) + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, config, module, opt, sched, rng):
+    import torch
+    if not path or not Path(path).exists():
+        raise RoicurateError(f"--resume: no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise RoicurateError(f"{path}: unreadable checkpoint ({e.__class__.__name__})") from None
+    if ckpt["config"] != json.dumps(config, sort_keys=True):
+        raise RoicurateError(f"{path}: was made with other data or settings; run without --resume to start over")
+    module.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    rng.bit_generator.state = ckpt["numpy_rng"]
+    torch.set_rng_state(ckpt["torch_rng"])
+    return {"epoch": ckpt["epoch"], "best": ckpt["best"], "stale": ckpt["stale"],
+            "history": json.loads(ckpt["history"]), "best_state": ckpt["best_state"]}

@@ -1,0 +1,158 @@
+"""Metrics, calibration, baselines and `roicurate evaluate`, checked against independent recomputation."""
+import csv
+import glob
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from roicurate import calibrate
+from roicurate.baselines import Suite2pClassifier, _tron_logistic, load_suite2p_training, suite2p_builtin
+from roicurate.cli import cli
+from roicurate.evaluate import ece, metrics, roc_auc
+from roicurate.plugins import sources
+from roicurate.train import load_labelled
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def manual_ece(y, s, bins=15):
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        m = (s >= lo) & ((s < hi) if b < bins - 1 else (s <= hi))
+        if m.any():
+            total += m.sum() * abs(y[m].mean() - s[m].mean())
+    return total / len(y)
+
+
+def test_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.random(500) < 0.4
+    s = np.round(np.clip(0.3 * y + rng.random(500) * 0.8, 0, 1), 2)     # rounded: many ties
+    m = metrics(y, s, 0.5)
+    a = s >= 0.5
+    assert m["precision"] == pytest.approx(sklearn_metrics.precision_score(y, a))
+    assert m["recall"] == pytest.approx(sklearn_metrics.recall_score(y, a))
+    assert m["f1"] == pytest.approx(sklearn_metrics.f1_score(y, a))
+    assert m["roc_auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s))
+    assert m["pr_auc"] == pytest.approx(sklearn_metrics.average_precision_score(y, s))
+    assert m["confusion_matrix"] == sklearn_metrics.confusion_matrix(y, a).tolist()
+    assert m["ece"] == pytest.approx(manual_ece(y.astype(float), s))
+    assert np.isnan(roc_auc(np.ones(5, bool), np.arange(5))) and np.isnan(ece(y, s * 10))
+
+
+def test_calibration_lowers_ece_on_held_out_scores():
+    """An over-confident score (logits x3) fitted on one half, measured on the other half."""
+    rng = np.random.default_rng(1)
+    p_true = rng.beta(2, 2, 4000)
+    y = rng.random(4000) < p_true
+    s = calibrate.sigmoid(3 * calibrate.logit(p_true))
+    fit, held = slice(0, 2000), slice(2000, None)
+    before = ece(y[held], s[held])
+    for method in ("temperature", "isotonic"):
+        c = calibrate.fit(method, y[fit], s[fit])
+        assert c["ece_after"] < c["ece_before"]
+        after = ece(y[held], calibrate.apply(c, s[held]))
+        assert after < before / 2, (method, before, after)
+    assert calibrate.fit("temperature", y[fit], s[fit])["temperature"] == pytest.approx(3, rel=0.15)
+
+
+def test_temperature_folds_exactly_into_the_network():
+    import torch
+    from roicurate_plugins.nets import cnn2
+    torch.manual_seed(0)
+    net = cnn2(size=50).eval()
+    x = torch.randn(8, 1, 50, 50)
+    with torch.no_grad():
+        p = torch.sigmoid(net(x)[:, 0]).double().numpy()
+    calibrate.fold_temperature(net, 2.5, x)
+    with torch.no_grad():
+        q = torch.sigmoid(net(x)[:, 0]).double().numpy()
+    np.testing.assert_allclose(q, calibrate.apply({"method": "temperature", "temperature": 2.5}, p), atol=1e-6)
+
+
+def test_suite2p_builtin_reproduces_suite2p(datasets):
+    """Suite2p 1.1.0's own iscell[:, 1] of the simulated runs (skew, npix_norm, compact), without Suite2p."""
+    for plane in ("s2p_sim1/suite2p/plane0", "s2p_sim2/suite2p/plane0", "s2p_sim2/suite2p/plane1", "s2p_sim3/suite2p/plane0"):
+        rs = sources()["suite2p"].read(datasets / "sim" / plane)
+        p, accepted = suite2p_builtin(rs)
+        iscell = np.load(datasets / "sim" / plane / "iscell.npy")
+        np.testing.assert_allclose(p, iscell[:, 1], rtol=0, atol=1e-9)
+        assert np.array_equal(accepted, iscell[:, 0] > 0.5)
+
+
+def test_liblinear_solver_matches_scikit_learn():
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    stats, keys, iscell, order = load_suite2p_training()
+    clf = Suite2pClassifier(stats, keys, iscell, order, use=("npix_norm", "compact"))
+    x = clf._logp(stats[:, [keys.index(k) for k in clf.keys]])
+    ref = linear_model.LogisticRegression(C=100.0, solver="liblinear").fit(x, iscell)
+    np.testing.assert_allclose(clf.w, np.r_[ref.coef_[0], ref.intercept_], rtol=1e-9)
+    w = _tron_logistic(x[:300], iscell[:300] > 0.5, C=1.0)
+    ref = linear_model.LogisticRegression(C=1.0, solver="liblinear").fit(x[:300], iscell[:300])
+    np.testing.assert_allclose(w, np.r_[ref.coef_[0], ref.intercept_], rtol=1e-9)
+
+
+def test_suite2p_builtin_on_real_sets_matches_dataset_readme(datasets):
+    """The README's baseline table: ABO 275 Suite2p ROIs, keys npix_norm + compact: ROC AUC 0.655, F1 0.870."""
+    sets = load_labelled(sorted(glob.glob(str(datasets / "real/abo275/*/suite2p"))), use_pipeline_labels=False)
+    y = np.concatenate([rs.labels for rs in sets]).astype(bool)
+    p, a = map(np.concatenate, zip(*[suite2p_builtin(rs) for rs in sets]))
+    assert round(roc_auc(y, p), 3) == 0.655 and round(metrics(y, p, 0.5, a)["f1"], 3) == 0.870
+
+
+def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, tiny_model):
+    paths = (datasets / "sim/s2p_sim2/suite2p", datasets / "sim/s2p_sim1/suite2p")
+    run("evaluate", *paths, "--model", tiny_model, "--out", tmp_path / "first")
+    with open(tmp_path / "first/scores.csv") as f:
+        thr = float(np.median([float(r["model"]) for r in csv.DictReader(f)]))   # an untrained model: pick a threshold
+    out = tmp_path / "eval"
+    r = run("evaluate", *paths, "--model", tiny_model, "--out", out, "--threshold", thr)
+    assert "s2p_sim2" in r.output and "Suite2p built-in" in r.output
+    for f in ("metrics.json", "scores.csv", "roc.png", "pr.png", "reliability.png"):
+        assert (out / f).stat().st_size > 0
+    numbers = json.loads((out / "metrics.json").read_text())
+    for k in ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece", "confusion_matrix"):
+        assert k in numbers["pooled"] and k in numbers["per_recording"]["s2p_sim1"]
+    assert set(numbers["baselines"]) == {"accept_all", "pipeline", "suite2p_builtin"}
+    assert set(numbers["per_recording"]) == {"s2p_sim1", "s2p_sim2"}          # s2p_sim2's two planes: one recording
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 155 + 34 + 27 == numbers["n_rois"]
+    y = np.array([int(r["label"]) for r in rows], bool)
+    s = np.array([float(r["model"]) for r in rows])
+    rec = np.array([r["recording"] for r in rows])
+    for key, want in (("pooled", slice(None)), ("s2p_sim2", rec == "s2p_sim2")):
+        m = numbers["pooled"] if key == "pooled" else numbers["per_recording"][key]
+        yy, ss = y[want], s[want]
+        assert m["f1"] == pytest.approx(sklearn_metrics.f1_score(yy, ss >= thr))
+        assert m["precision"] == pytest.approx(sklearn_metrics.precision_score(yy, ss >= thr))
+        assert m["recall"] == pytest.approx(sklearn_metrics.recall_score(yy, ss >= thr))
+        assert m["roc_auc"] == pytest.approx(sklearn_metrics.roc_auc_score(yy, ss))
+        assert m["pr_auc"] == pytest.approx(sklearn_metrics.average_precision_score(yy, ss))
+        assert m["ece"] == pytest.approx(manual_ece(yy.astype(float), ss))
+    per = numbers["per_recording"]
+    assert numbers["macro"]["f1"] == pytest.approx(np.mean([per[k]["f1"] for k in per]))
+    iscell = np.concatenate([np.load(datasets / "sim" / p / "iscell.npy") for p in
+                             ("s2p_sim2/suite2p/plane0", "s2p_sim2/suite2p/plane1", "s2p_sim1/suite2p/plane0")])
+    assert numbers["baselines"]["pipeline"]["pooled"]["f1"] == pytest.approx(sklearn_metrics.f1_score(y, iscell[:, 0] > 0))
+    assert numbers["baselines"]["accept_all"]["pooled"]["recall"] == 1.0
+
+
+def test_pipeline_baseline_is_the_original_verdict_after_apply(copy_dataset, tiny_model, tmp_path):
+    s2p = copy_dataset("sim/s2p_sim2")
+    original = np.load(s2p / "suite2p/plane0/iscell.npy")
+    run("apply", s2p / "suite2p", "--model", tiny_model, "--threshold", "0.9")
+    run("evaluate", s2p / "suite2p/plane0", "--model", tiny_model, "--out", tmp_path / "e")
+    with open(tmp_path / "e/scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    np.testing.assert_allclose([float(r["pipeline_score"]) for r in rows], original[:, 1])
+    assert [int(r["pipeline_accepted"]) for r in rows] == original[:, 0].astype(int).tolist()
