@@ -69,7 +69,13 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
                 src.check_writable(unit, force=force)
             units.append((src, unit, rs))
     specs = model_specs()
-    classifiers = {}
+    # every model is loaded before the first write: a missing model must not leave a half-curated batch
+    classifiers, by_name = {}, {}
+    for src in {src for src, _, rs in units if len(rs)}:
+        name = model_name or default_model(src.name, specs)
+        if name not in by_name:
+            by_name[name] = Classifier.load(name, specs, device=device)
+        classifiers[src.name] = by_name[name]
     written = {}
     reported = []
     bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
@@ -77,10 +83,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         if not len(rs):
             click.echo(f"{unit}: no ROIs, nothing written")
             continue
-        name = model_name or default_model(src.name, specs)
-        if name not in classifiers:
-            classifiers[name] = Classifier.load(name, specs, device=device)
-        clf = classifiers[name]
+        clf = classifiers[src.name]
         cur = curate(rs, clf, threshold, progress=bar.update)
         reported.append((unit, rs, cur, clf))
         if not dry_run:
