@@ -5,7 +5,6 @@ process's maximum resident memory at the end of each row's measurement.
 """
 import argparse
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +20,6 @@ from roicurate.plugins import model_specs, sources
 from roicurate.rois import RoiSet
 
 from splits import DATA
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "s2p_sim2" / "suite2p"
 
 
 def tiled(roiset, n):
@@ -56,12 +53,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rois", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     plane = sources()["suite2p"].read(DATA / "sim/s2p_sim1/suite2p/plane0")
     big = tiled(plane, a.rois)
-    print(f"{a.rois} ROIs tiled from s2p_sim1/plane0; torch {torch.__version__}, {a.threads} threads, batch {a.batch}")
+    print(f"{a.rois} ROIs tiled from s2p_sim1/plane0; torch {torch.__version__}, {a.threads} threads, batch {a.batch}, "
+          "channels-last")
     print("| what | crop | ROIs/s | peak RSS (MB) |")
     print("|---|---|---|---|")
     for spec in (CropSpec(64, binarize=0.0), CropSpec(50, binarize=0.2)):
@@ -77,7 +75,7 @@ def main():
             kw = {"size": crop.size} if name == "cnn2" else {}
             card = {"name": name, "arch": name, "crop": crop.to_dict(), "classes": list(spec.classes),
                     "threshold": 0.5, "sha256": "-"}
-            clf = Classifier(spec.build(**kw), card, spec, batch_size=a.batch if name != "resnet50" else 32)
+            clf = Classifier(spec.build(**kw), card, spec, batch_size=a.batch if name != "resnet50" else 16)
         sub = big.subset(np.arange(min(a.rois, 512 if clf.crop.size == 64 else a.rois, 64 if name == "resnet50" else a.rois)))
         dt = timeit(lambda: clf.predict_proba(sub), min_time=3.0)
         kw = clf.card.get("build_kwargs", {})
@@ -86,19 +84,28 @@ def main():
               f"{peak_mb():,.0f} |")
     if "suite2p-resnet50" in specs:
         with tempfile.TemporaryDirectory() as tmp:
-            dirs = []
-            for k, src in enumerate((EXAMPLE, DATA / "sim/s2p_sim1/suite2p", DATA / "sim/s2p_sim3/suite2p")):
-                shutil.copytree(src, Path(tmp) / f"s{k}" / "suite2p")
-                dirs.append(str(Path(tmp) / f"s{k}" / "suite2p"))
-            for f in Path(tmp).rglob("*"):
-                f.chmod(0o755 if f.is_dir() else 0o644)
-            n = sum(len(np.load(p, allow_pickle=True)) for p in Path(tmp).glob("*/suite2p/plane*/stat.npy"))
+            plane = write_plane(Path(tmp) / "plane0", big)
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", *dirs], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(plane)], check=True, capture_output=True)
             dt = time.perf_counter() - t0
-            print(f"| `roicurate apply` on 3 Suite2p runs, 4 planes ({n} ROIs; read + crop + infer + write, "
-                  f"incl. ~2 s start-up) | 64x64 | {n / dt:,.0f} | – |")
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(f"| `roicurate apply` on one {a.rois}-ROI Suite2p plane (read + crop + infer + write, "
+                  f"incl. ~2 s start-up) | 64x64 | {a.rois / dt:,.0f} | {rss:,.0f} |")
 
+
+def write_plane(folder, roiset):
+    """A Suite2p plane folder (stat.npy, iscell.npy, ops.npy) holding ``roiset``: what `apply` reads."""
+    folder.mkdir(parents=True)
+    stat = np.empty(len(roiset), object)
+    for i in range(len(roiset)):
+        sl = slice(roiset.indptr[i], roiset.indptr[i + 1])
+        stat[i] = {"ypix": roiset.y[sl].astype(np.int64), "xpix": roiset.x[sl].astype(np.int64),
+                   "lam": roiset.weight[sl], "npix": int(roiset.npix[i])}
+    np.save(folder / "stat.npy", stat, allow_pickle=True)
+    np.save(folder / "iscell.npy", np.ones((len(roiset), 2)))
+    Ly, Lx = roiset.shape
+    np.save(folder / "ops.npy", {"Ly": Ly, "Lx": Lx, "yrange": [0, Ly], "xrange": [0, Lx]}, allow_pickle=True)
+    return folder
 
 if __name__ == "__main__":
     main()

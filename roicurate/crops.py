@@ -41,8 +41,12 @@ class CropSpec:
         return cls(**d)
 
 
-def centers(roiset, spec):
-    return np.rint(roiset.centroids(spec.binarize)).astype(np.int64)
+def _centroids(roiset, index, binarize):
+    """(n, 2) weighted centre of mass of the selected ROIs only (a batch must not cost O(all ROIs))."""
+    k, pix, w = _gather(roiset, index, binarize)
+    tot = np.maximum(np.bincount(k, w, len(index)), 1e-12)
+    return np.stack([np.bincount(k, w * roiset.y[pix], len(index)) / tot,
+                     np.bincount(k, w * roiset.x[pix], len(index)) / tot], 1)
 
 
 def make_crops(roiset, spec, index=None, out=None):
@@ -57,7 +61,7 @@ def make_crops(roiset, spec, index=None, out=None):
         return _caiman_patches(roiset, spec, index, crops)
     if spec.style != "centered":
         raise RoicurateError(f"unknown crop style '{spec.style}' (known: centered, caiman)")
-    c = centers(roiset, spec)[index]
+    c = np.rint(_centroids(roiset, index, spec.binarize)).astype(np.int64)
     for ch, name in enumerate(spec.channels):
         if name == "mask":
             _mask_channel(roiset, spec, index, c, crops[:, ch])
@@ -131,7 +135,7 @@ def _caiman_patches(roiset, spec, index, out):
     g = np.broadcast_to(np.asarray(4 if g is None else g, np.int64).ravel(), (2,))
     half = np.minimum(4 * g + 1, spec.size)
     dims = np.array(roiset.shape)
-    com = roiset.centroids(spec.binarize)[index]          # weighted centre of mass, like scipy.ndimage's
+    com = _centroids(roiset, index, spec.binarize)        # weighted centre of mass, like scipy.ndimage's
     com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)   # frames < 2*half: zero-padded here
     k, pix, w = _gather(roiset, index, spec.binarize)   # scaling to max 1 is undone by the L2 norm below
     w = w.astype(np.float64)

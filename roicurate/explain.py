@@ -165,7 +165,7 @@ def _touched(changed, centres, window):
     return (ii[hi[:, 0], hi[:, 1]] - ii[lo[:, 0], hi[:, 1]] - ii[hi[:, 0], lo[:, 1]] + ii[lo[:, 0], lo[:, 1]]) > 0
 
 
-def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", batch_size=256,
+def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", batch_size=64,
               progress=None):
     """Occlusion maps (n, S, S) float32 of the ROIs in ``index`` (all when None), in crop coordinates.
 
@@ -202,7 +202,7 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
                 for start in range(0, len(live), batch_size):
                     pos = live[start:start + batch_size]
                     m = torch.from_numpy(patch_masks(centres[pos], S, window)).to(clf.device)[:, None]
-                    x = torch.where(m, fill_t, crop)
+                    x = torch.where(m, fill_t, crop).contiguous(memory_format=torch.channels_last)
                     drops[pos] = base - scores(clf, x, score).float().cpu().numpy()
                 out[k] = drops.reshape(len(grid), len(grid))[near][:, near]
                 if progress:

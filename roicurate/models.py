@@ -84,7 +84,9 @@ def resolve_model_files(name_or_path, specs):
 class Classifier:
     """A network with its card: ``predict_proba(roiset) -> (N, K)`` with batching, threads and device here, once."""
 
-    def __init__(self, module, card, arch_spec, device="cpu", batch_size=256, threads=None):
+    def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None):
+        """``batch_size`` 64: on a 2-core CPU larger batches spill the cache and run 2-3x slower per ROI;
+        channels-last memory layout is another 1.2-1.7x (benchmarks/speed.py measures both)."""
         import torch
         self.card = card
         self.spec = arch_spec
@@ -95,7 +97,7 @@ class Classifier:
         self.batch_size = batch_size
         if threads:
             torch.set_num_threads(int(threads))
-        self.module = module.to(self.device).eval()
+        self.module = module.to(self.device).eval().to(memory_format=torch.channels_last)
 
     @property
     def name(self):
@@ -158,7 +160,7 @@ class Classifier:
             for start in range(0, n, self.batch_size):
                 idx = np.arange(start, min(n, start + self.batch_size))
                 buf = make_crops(roiset, self.crop, idx, out=None if buf is None or len(buf) != len(idx) else buf)
-                x = torch.from_numpy(buf).to(self.device)
+                x = torch.from_numpy(buf).to(self.device).contiguous(memory_format=torch.channels_last)
                 out[idx] = self.logits_to_proba(self.module(x)).double().cpu().numpy()
                 if progress:
                     progress(len(idx))
