@@ -44,35 +44,12 @@ def pipeline_verdict(roiset):
 
 
 def original_verdict(roiset):
-    """(accepted, score) as the pipeline wrote them: read from roicurate's backup when ``apply`` replaced them."""
-    p = Path(roiset.origin.get("path", ""))
-    f = roiset.features
-    if roiset.origin.get("pipeline") == "suite2p":
-        backup = p / "iscell_suite2p.npy"
-        if backup.exists():
-            iscell = np.load(backup, allow_pickle=False)
-            if len(iscell) == len(roiset):
-                return iscell[:, 0] > 0.5, iscell[:, 1].astype(float)
-        if roiset.pipeline_accepted is None:
-            return None, None
-        return roiset.pipeline_accepted, f.get("suite2p_prob")
-    if roiset.origin.get("pipeline") == "caiman":
-        accepted, est = roiset.pipeline_accepted, None
-        backup = p.with_name(p.stem + ".roicurate-backup" + p.suffix)
-        if backup.exists():
-            from roicurate_plugins.caiman import load_estimates
-            est = load_estimates(backup)
-            idx = getattr(est, "idx_components", None)
-            if idx is not None:
-                accepted = np.zeros(len(roiset), bool)
-                accepted[np.asarray(idx, np.int64)] = True
-        get = (lambda k: getattr(est, k, None)) if est is not None else f.get
-        for key in ("cnn_preds", "SNR_comp"):
-            v = get(key)
-            if v is not None and np.ndim(v) == 1 and len(v) == len(roiset) and np.isfinite(v).all():
-                return accepted, np.asarray(v, float)
-        return accepted, None
-    return roiset.pipeline_accepted, None
+    """(accepted, score) as the pipeline wrote them: its source reads roicurate's backup when ``apply`` replaced them."""
+    from roicurate.plugins import sources
+    src = sources().get(roiset.origin.get("pipeline"))
+    if src is None or "path" not in roiset.origin:
+        return roiset.pipeline_accepted, None
+    return src.original_verdict(roiset.origin["path"], roiset)
 
 
 # ---- Suite2p's built-in classifier ----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def _centroids(roiset, index, binarize):
 def make_crops(roiset, spec, index=None, out=None):
     """float32 (n, C, S, S) crops for the ROIs in ``index`` (all when None)."""
     index = np.arange(len(roiset)) if index is None else np.asarray(index, np.int64)
-    S, h = spec.size, spec.size // 2
+    S = spec.size
     crops = out if out is not None else np.zeros((len(index), len(spec.channels), S, S), np.float32)
     crops[:] = 0
     if not len(index):

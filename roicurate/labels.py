@@ -131,24 +131,10 @@ def default_recording(roiset):
 
 def verdict_is_roicurate_output(roiset):
     """True when the pipeline's verdict file still holds exactly what ``roicurate apply`` wrote."""
-    p = Path(roiset.origin.get("path", ""))
-    if roiset.origin.get("pipeline") == "suite2p":
-        record = p / "roicurate.json"
-        try:
-            written = json.loads(record.read_text()).get("written_sha256") if record.exists() else None
-        except (OSError, ValueError, AttributeError):
-            return False
-        return bool(written) and hashlib.sha256((p / "iscell.npy").read_bytes()).hexdigest() == written
-    if roiset.origin.get("pipeline") == "caiman" and p.is_file():
-        import h5py
-        with h5py.File(p, "r") as f:
-            est = f.get("estimates")
-            if est is None or "roicurate_probability" not in est or "roicurate_threshold" not in est.attrs:
-                return False
-            prob, idx = est["roicurate_probability"][()], est["idx_components"][()]
-            thr = float(est.attrs["roicurate_threshold"])
-        return isinstance(idx, np.ndarray) and np.array_equal(np.flatnonzero(prob >= thr), np.sort(idx))
-    return False
+    from roicurate.plugins import sources
+    src = sources().get(roiset.origin.get("pipeline"))
+    rec = src.recorded(roiset.origin["path"]) if src is not None and "path" in roiset.origin else None
+    return bool(rec and rec["intact"])
 
 
 def attach_labels(roiset, use_pipeline=True, log=None):

@@ -110,7 +110,6 @@ class Classifier:
 
     @classmethod
     def load(cls, name_or_path, specs=None, **kw):
-        import torch
         from safetensors.torch import load_file
         if specs is None:
             from roicurate.plugins import model_specs

@@ -88,10 +88,6 @@ def outline_pixels(roiset, binarize=0.0):
 
 def check_can_write(out):
     """Raise RoicurateError now (before anything else is written) if a report could not be written to ``out``."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise RoicurateError("the report needs matplotlib: pip install matplotlib") from None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RoicurateError(f"{out}: exists and is not a folder")

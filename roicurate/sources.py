@@ -47,6 +47,16 @@ class Source:
         """Restore the pipeline's original verdict byte for byte."""
         raise NotImplementedError
 
+    def recorded(self, path):
+        """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
+        "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated."""
+        return None
+
+    def original_verdict(self, path, roiset):
+        """(accepted (N,) bool or None, score (N,) float or None): the pipeline's own verdict and score, from
+        roicurate's backup when ``apply`` has replaced them."""
+        return roiset.pipeline_accepted, None
+
 
 def check_dir_writable(folder):
     """Create and delete a probe file: os.access lies on some mounts and for root."""

@@ -248,7 +248,8 @@ class CaimanSource(Source):
                     "roicurate_probability": np.asarray(curation.score, np.float64)}
         if as_cnn_preds:
             datasets["cnn_preds"] = datasets["roicurate_probability"].copy()
-        attrs = dict(zip(ATTRS, (str(curation.model.get("name", "")), str(curation.model.get("sha256", "")),
+        model = curation.model.get("source") or curation.model.get("name", "")   # a name, or a card's path
+        attrs = dict(zip(ATTRS, (str(model), str(curation.model.get("sha256", "")),
                                  repr(float(curation.threshold)), __version__)))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -270,6 +271,30 @@ class CaimanSource(Source):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def recorded(self, path):
+        with _open(path) as f:
+            est = f.get("estimates")
+            if est is None or "roicurate_model" not in est.attrs:
+                return None
+            thr, sha = est.attrs.get("roicurate_threshold"), est.attrs.get("roicurate_sha256")
+            return {"model": str(est.attrs["roicurate_model"]), "sha256": None if sha is None else str(sha),
+                    "threshold": None if thr is None else float(thr),
+                    "intact": "roicurate_probability" in est and not _edited_after_write(est)}
+
+    def original_verdict(self, path, roiset):
+        backup = _backup(path)
+        est = load_estimates(backup) if backup.exists() else None
+        accepted = roiset.pipeline_accepted
+        if est is not None and est.idx_components is not None:
+            accepted = np.zeros(len(roiset), bool)
+            accepted[np.asarray(est.idx_components, np.int64)] = True
+        get = (lambda k: getattr(est, k, None)) if est is not None else roiset.features.get
+        for key in ("cnn_preds", "SNR_comp"):      # CaImAn's CNN score when it ran, else its SNR
+            v = get(key)
+            if v is not None and np.ndim(v) == 1 and len(v) == len(roiset) and np.isfinite(v).all():
+                return accepted, np.asarray(v, float)
+        return accepted, None
 
     def revert(self, path):
         path = Path(path)

@@ -7,7 +7,6 @@ On a plane roicurate already curated, the model, threshold and the pipeline's or
 it recorded (Suite2p: roicurate.json + iscell_suite2p.npy; CaImAn: the roicurate_* attributes + the backup
 file); elsewhere the pipeline's default model and its current verdict are used.
 """
-import json
 from pathlib import Path
 
 import click
@@ -16,68 +15,14 @@ import numpy as np
 from roicurate import RoicurateError
 from roicurate.hookspecs import hookimpl
 
-CELL_CLASSES = ("soma", "cell", "neuron")
-
-
-def recorded(src, unit):
-    """What roicurate recorded when it curated ``unit``: {model, sha256, threshold, before} (None when not curated)."""
-    if src.name == "suite2p":
-        from roicurate_plugins.suite2p import BACKUP, RECORD, _load_iscell
-        plane = Path(unit)
-        if not (plane / RECORD).exists():
-            return None
-        try:
-            rec = json.loads((plane / RECORD).read_text())
-        except (OSError, ValueError):
-            raise RoicurateError(f"{plane / RECORD}: unreadable") from None
-        before = _load_iscell(plane / BACKUP)[:, 0] > 0.5 if (plane / BACKUP).exists() else None
-        model = rec.get("model") or {}
-        return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"), "threshold": rec.get("threshold"),
-                "before": before}
-    if src.name == "caiman":
-        from roicurate_plugins.caiman import _backup, load_estimates
-        est = load_estimates(unit)
-        if not getattr(est, "roicurate_model", None):
-            return None
-        before, backup = None, _backup(unit)
-        if backup.exists():
-            idx, n = load_estimates(backup).idx_components, est.A.shape[1]
-            if idx is not None:
-                before = np.zeros(n, bool)
-                before[np.asarray(idx, np.int64)] = True
-        thr = getattr(est, "roicurate_threshold", None)
-        return {"model": str(est.roicurate_model), "sha256": getattr(est, "roicurate_sha256", None),
-                "threshold": None if thr is None else float(thr), "before": before}
-    return None
-
-
-def read_truth(path, shape):
-    """Ground-truth masks in the Neurofinder format (``[{"id", "coordinates": [[y, x], ...]}]``) as a RoiSet,
-    and which of them are cells (from a ``classes.json`` beside the file; all of them when there is none)."""
-    from roicurate.rois import RoiSet
-    path = Path(path)
-    try:
-        regions = json.loads(path.read_text())
-        yx = [np.asarray(r["coordinates"], np.int64).reshape(-1, 2) for r in regions]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RoicurateError(f"{path}: not a Neurofinder regions.json ({type(e).__name__}: {e})") from None
-    truth = RoiSet.from_pixels(shape, [c[:, 0] for c in yx], [c[:, 1] for c in yx], origin={"path": str(path)})
-    truth.validate(path)
-    is_cell = None
-    classes_file = path.with_name("classes.json")
-    if classes_file.exists():
-        c = json.loads(classes_file.read_text())
-        cells = set(c.get("cell_classes", CELL_CLASSES))
-        is_cell = np.array([c["classes"].get(str(r.get("id", i))) in cells for i, r in enumerate(regions)])
-    return truth, is_cell
-
-
 def truth_labels(roiset, path, iou=0.5):
-    """Labels from ground-truth masks: one-to-one Hungarian matching on IoU (the datasets' protocol)."""
-    from roicurate.report import binarize_for
-    from roicurate.rois import iou_matrix, match_labels
-    gt, is_cell = read_truth(path, roiset.shape)
-    lab, _, _ = match_labels(iou_matrix(roiset, gt, binarize_for(roiset)), iou, is_cell)
+    """Labels from ground-truth masks (and the classes.json beside them, if any), matched one-to-one on IoU
+    exactly as ``roicurate label`` does."""
+    from roicurate.labels import label_from_truth, read_classes, read_regions
+    truth = read_regions(path, roiset.shape)
+    classes = Path(path).with_name("classes.json")
+    is_cell = read_classes(classes, truth.origin["ids"])[0] if classes.exists() else None
+    lab = np.asarray(label_from_truth(roiset, truth, is_cell, iou_threshold=iou)["label"])
     return lab, f"{path} (matched one-to-one, IoU >= {iou:g})"
 
 
@@ -104,7 +49,7 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
     specs, classifiers, out = model_specs(), {}, []
     bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
     for k, (src, unit, rs) in enumerate(units):
-        rec = recorded(src, unit)
+        rec = src.recorded(unit)
         name = model_name or (rec and rec["model"]) or default_model(src.name, specs)
         if name not in classifiers:
             try:
@@ -131,7 +76,7 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
             if edited:
                 notes.append(f"{edited} ROIs have a different verdict in the file than the model gives "
                              f"(edited by hand since roicurate wrote it, or another model or threshold).")
-        before = rec["before"] if rec and rec["before"] is not None else rs.pipeline_accepted
+        before = src.original_verdict(unit, rs)[0]
         labels, source = truth_labels(rs, truth[k], iou) if truth else (None, None)
         out.append(ReportUnit.build(unit, rs, cur, clf, before=before, labels=labels, label_source=source,
                                     notes=notes))

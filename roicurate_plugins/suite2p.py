@@ -239,18 +239,34 @@ class Suite2pSource(Source):
         return F
 
     # ---- writing -------------------------------------------------------------------------------------
+    def recorded(self, path):
+        record = Path(path) / RECORD
+        if not record.exists():
+            return None
+        try:
+            rec = json.loads(record.read_text())
+            model = rec.get("model") or {}
+        except (ValueError, OSError, AttributeError):
+            raise RoicurateError(f"{record}: unreadable; use --force to overwrite iscell.npy anyway") from None
+        iscell = Path(path) / ISCELL
+        return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
+                "threshold": rec.get("threshold"),
+                "intact": bool(rec.get("written_sha256")) and iscell.exists() and _sha256(iscell) == rec["written_sha256"]}
+
+    def original_verdict(self, path, roiset):
+        backup = Path(path) / BACKUP
+        if backup.exists():
+            iscell = _load_iscell(backup, len(roiset))
+            return iscell[:, 0] > 0.5, iscell[:, 1]
+        return roiset.pipeline_accepted, roiset.features.get("suite2p_prob")
+
     def check_writable(self, path, force=False):
         plane = Path(path)
         check_dir_writable(plane)
-        record = plane / RECORD
-        if record.exists() and not force:
-            try:
-                written = json.loads(record.read_text()).get("written_sha256")
-            except (ValueError, OSError, AttributeError):
-                raise RoicurateError(f"{record}: unreadable; use --force to overwrite iscell.npy anyway") from None
-            if (plane / ISCELL).exists() and written != _sha256(plane / ISCELL):
-                raise RoicurateError(f"{plane / ISCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
-                                     f"use --force to overwrite those edits")
+        rec = None if force else self.recorded(plane)
+        if rec is not None and (plane / ISCELL).exists() and not rec["intact"]:
+            raise RoicurateError(f"{plane / ISCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
+                                 f"use --force to overwrite those edits")
         if (plane.parent / "combined" / ISCELL).exists():
             self._combined_rows(plane.parent)
             check_dir_writable(plane.parent / "combined")

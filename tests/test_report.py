@@ -106,7 +106,7 @@ def test_report_on_curated_folder_has_one_section_per_plane_and_writes_nothing(c
     originals = {pl: np.load(s2p / pl / "iscell.npy")[:, 0] > 0.5 for pl in ("plane0", "plane1")}
     run("apply", s2p, "--model", small_model, "--threshold", "0.45")
     tree = hash_tree(s2p)
-    p = run("report", s2p, "--out", tmp_path / "r", "--model", small_model, "--explain", 3, "--examples", 1)
+    run("report", s2p, "--out", tmp_path / "r", "--model", small_model, "--explain", 3, "--examples", 1)
     assert hash_tree(s2p) == tree
     text, imgs = check_page(tmp_path / "r" / "index.html")
     for pl in ("plane0", "plane1"):
