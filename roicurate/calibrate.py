@@ -1,9 +1,11 @@
 """Probability calibration, fitted on validation recordings only.
 
-* ``temperature``: one scalar T, p' = sigmoid(logit(p) / T), T minimising the validation log-loss. Because the
-  networks end in a linear layer, T is folded into that layer's weights when the model is saved, so every
-  consumer of the model (apply, evaluate, the CaImAn live path) gets calibrated probabilities with no extra code;
-  the card keeps T for the record (``"folded": true``).
+* ``platt`` (default): p' = sigmoid(a * logit(p) + b), a > 0 and b minimising the validation log-loss. The bias b
+  undoes the shift that class-balanced training gives every score, which a temperature alone cannot.
+* ``temperature``: one scalar T, p' = sigmoid(logit(p) / T), T minimising the validation log-loss.
+  Both are affine in the logit: because the networks end in a linear layer, they are folded into that layer when
+  the model is saved, so every consumer of the model (apply, evaluate, the CaImAn live path) gets calibrated
+  probabilities with no extra code; the card keeps the parameters for the record (``"folded": true``).
 * ``isotonic``: the pool-adjacent-violators fit of the cell fraction as a non-decreasing function of the score,
   interpolated linearly between the fitted points (as scikit-learn's IsotonicRegression does); stored in the card
   as ``x``/``y`` and applied by :func:`apply`.
@@ -16,7 +18,7 @@ from scipy.optimize import minimize_scalar
 from roicurate import RoicurateError
 from roicurate.evaluate import ece
 
-METHODS = ("temperature", "isotonic", "none")
+METHODS = ("platt", "temperature", "isotonic", "none")
 _EPS = 1e-7
 
 
@@ -39,6 +41,29 @@ def fit_temperature(y, p):
 
     res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-8})
     return float(np.exp(res.x))
+
+
+def fit_platt(y, p):
+    """(a, b) minimising the mean binary log-loss of sigmoid(a * logit(p) + b) against ``y`` (a kept positive, so
+    the ranking never changes)."""
+    from scipy.optimize import minimize
+    y, z = np.asarray(y, float), logit(p)
+
+    def nll(v):
+        q = np.clip(sigmoid(np.exp(v[0]) * z + v[1]), 1e-12, 1 - 1e-12)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))
+
+    res = minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000})
+    return float(np.exp(res.x[0])), float(res.x[1])
+
+
+def affine(calibration):
+    """(a, b) with calibrated logit = a * logit + b, for the methods that are affine in the logit; else None."""
+    if calibration.get("method") == "temperature":
+        return 1.0 / calibration["temperature"], 0.0
+    if calibration.get("method") == "platt":
+        return calibration["a"], calibration["b"]
+    return None
 
 
 def fit_isotonic(y, p):
@@ -77,6 +102,9 @@ def fit(method, y, p):
                              "(use --calibrate none)")
     if method == "temperature":
         cal = {"method": "temperature", "temperature": fit_temperature(y, p)}
+    elif method == "platt":
+        a, b = fit_platt(y, p)
+        cal = {"method": "platt", "a": a, "b": b}
     else:
         x, v = fit_isotonic(y, p)
         cal = {"method": "isotonic", "x": x.tolist(), "y": v.tolist()}
@@ -89,8 +117,9 @@ def apply(calibration, p):
     p = np.asarray(p, float)
     if not calibration or calibration.get("folded") or calibration["method"] == "none":
         return p
-    if calibration["method"] == "temperature":
-        return sigmoid(logit(p) / calibration["temperature"])
+    if affine(calibration):
+        a, b = affine(calibration)
+        return sigmoid(a * logit(p) + b)
     if calibration["method"] == "isotonic":
         return np.interp(p, calibration["x"], calibration["y"])
     raise RoicurateError(f"unknown calibration method '{calibration['method']}' in the model card")
@@ -112,24 +141,28 @@ def output_layer(module):
 
 
 def fold_temperature(module, temperature, probe):
-    """Divide the output layer by ``temperature`` in place; checks on ``probe`` inputs that the logits scaled
-    exactly so (i.e. that the layer really is the last operation), else restores it and raises."""
+    """Divide the output layer by ``temperature`` in place (see :func:`fold_affine`)."""
+    fold_affine(module, 1.0 / temperature, 0.0, probe)
+
+
+def fold_affine(module, a, b, probe):
+    """Make the network's output logit ``a * logit + b`` by rescaling its final linear layer in place; checks on
+    ``probe`` inputs that the logits changed exactly so (i.e. that the layer really is the last operation), else
+    restores it and raises."""
     import torch
     layer = output_layer(module)
-    if layer is None:
-        raise RoicurateError("this architecture has no final linear layer to fold a temperature into; "
+    if layer is None or layer.bias is None:
+        raise RoicurateError("this architecture has no final linear layer (with bias) to fold the calibration into; "
                              "use --calibrate isotonic")
     module.eval()
     with torch.no_grad():
         before = module(probe).double()
-        saved = layer.weight.clone(), None if layer.bias is None else layer.bias.clone()
-        layer.weight /= temperature
-        if layer.bias is not None:
-            layer.bias /= temperature
+        saved = layer.weight.clone(), layer.bias.clone()
+        layer.weight *= a
+        layer.bias.mul_(a).add_(b)
         after = module(probe).double()
-    if not torch.allclose(after * temperature, before, rtol=1e-4, atol=1e-4):
+    if not torch.allclose(after, before * a + b, rtol=1e-4, atol=1e-4):
         with torch.no_grad():
             layer.weight.copy_(saved[0])
-            if saved[1] is not None:
-                layer.bias.copy_(saved[1])
+            layer.bias.copy_(saved[1])
         raise RoicurateError("the last linear layer is not the network's output; use --calibrate isotonic")

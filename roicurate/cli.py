@@ -177,8 +177,8 @@ def _log(message):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)")
 @click.option("--target-precision", type=click.FloatRange(0, 1),
               help="threshold: the lowest reaching this validation precision (default: maximum validation F1)")
-@click.option("--calibrate", "calibration", type=click.Choice(["temperature", "isotonic", "none"]),
-              default="temperature", show_default=True, help="probability calibration, fitted on validation")
+@click.option("--calibrate", "calibration", type=click.Choice(["platt", "temperature", "isotonic", "none"]),
+              default="platt", show_default=True, help="probability calibration, fitted on validation")
 @click.option("--init", "init_model", help="fine-tune: start from this model (bundled name, folder or NAME.json)")
 @click.option("--freeze-until", help="fine-tune: freeze every layer below this one (e.g. layer3 for resnet50, head for cnn2)")
 @click.option("--search", default=0, show_default=True, metavar="N",

@@ -118,7 +118,7 @@ def _fp16_round(module):
 
 
 def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto", target_precision=None,
-          build_kwargs=None, calibration="temperature", init=None, freeze_until=None, search=0, test=None,
+          build_kwargs=None, calibration="platt", init=None, freeze_until=None, search=0, test=None,
           resume=False, suite2p_classifier=None, log=print):
     """Split, fit (or search), calibrate, choose the threshold on validation, save weights + card; evaluate held-out
     ``test`` recordings the way ``roicurate evaluate`` does (into ``OUT/NAME.test/``). Returns the card path.
@@ -204,8 +204,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     calib = None
     if val_sets and calibration != "none":
         calib = cal.fit(calibration, y_va_all, score(card))
-        if calib["method"] == "temperature":
-            cal.fold_temperature(module, calib["temperature"], torch.from_numpy(x_va[:64]))
+        if cal.affine(calib):
+            cal.fold_affine(module, *cal.affine(calib), torch.from_numpy(x_va[:64]))
             _fp16_round(module)
             calib["folded"] = True
         log(f"calibration ({calib['method']}, on validation): ECE {calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")

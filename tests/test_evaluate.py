@@ -65,6 +65,34 @@ def test_calibration_lowers_ece_on_held_out_scores():
     assert calibrate.fit("temperature", y[fit], s[fit])["temperature"] == pytest.approx(3, rel=0.15)
 
 
+def test_platt_undoes_a_shift_that_temperature_cannot():
+    """Class-balanced training shifts every logit (here by +1.5): Platt's bias removes it, a temperature does not."""
+    rng = np.random.default_rng(2)
+    p_true = rng.beta(2, 2, 4000)
+    y = rng.random(4000) < p_true
+    s = calibrate.sigmoid(calibrate.logit(p_true) + 1.5)
+    fit, held = slice(0, 2000), slice(2000, None)
+    platt, temp = calibrate.fit("platt", y[fit], s[fit]), calibrate.fit("temperature", y[fit], s[fit])
+    assert platt["a"] == pytest.approx(1, abs=0.15) and platt["b"] == pytest.approx(-1.5, abs=0.2)
+    e_platt = ece(y[held], calibrate.apply(platt, s[held]))
+    e_temp = ece(y[held], calibrate.apply(temp, s[held]))
+    assert e_platt < e_temp / 2 and e_platt < 0.05
+
+
+def test_platt_folds_exactly_into_the_network():
+    import torch
+    from roicurate_plugins.nets import cnn2
+    torch.manual_seed(0)
+    net = cnn2(size=50).eval()
+    x = torch.randn(8, 1, 50, 50)
+    with torch.no_grad():
+        p = torch.sigmoid(net(x)[:, 0]).double().numpy()
+    calibrate.fold_affine(net, 0.7, -1.2, x)
+    with torch.no_grad():
+        q = torch.sigmoid(net(x)[:, 0]).double().numpy()
+    np.testing.assert_allclose(q, calibrate.apply({"method": "platt", "a": 0.7, "b": -1.2}, p), atol=1e-6)
+
+
 def test_temperature_folds_exactly_into_the_network():
     import torch
     from roicurate_plugins.nets import cnn2

@@ -41,7 +41,7 @@ def test_same_seed_same_weights(sims, tmp_path):
     card = json.loads((tmp_path / "a/model.json").read_text())
     assert card["sha256"] == digest["a"] and card["training"]["recordings"] == ["s2p_sim1"]
     assert card["training"]["validation_recordings"] == ["s2p_sim2"] and not (tmp_path / "a/model.ckpt.pt").exists()
-    assert card["calibration"]["method"] == "temperature" and card["calibration"]["folded"]
+    assert card["calibration"]["method"] == "platt" and card["calibration"]["folded"]
     # the folder is a model `apply` and `evaluate` take
     assert Classifier.load(str(tmp_path / "a")).threshold == card["threshold"]
 
