@@ -140,11 +140,6 @@ def output_layer(module):
     return linear[-1] if linear else None
 
 
-def fold_temperature(module, temperature, probe):
-    """Divide the output layer by ``temperature`` in place (see :func:`fold_affine`)."""
-    fold_affine(module, 1.0 / temperature, 0.0, probe)
-
-
 def fold_affine(module, a, b, probe):
     """Make the network's output logit ``a * logit + b`` by rescaling its final linear layer in place; checks on
     ``probe`` inputs that the logits changed exactly so (i.e. that the layer really is the last operation), else

@@ -79,7 +79,9 @@ def test_platt_undoes_a_shift_that_temperature_cannot():
     assert e_platt < e_temp / 2 and e_platt < 0.05
 
 
-def test_platt_folds_exactly_into_the_network():
+@pytest.mark.parametrize("calibration", [{"method": "platt", "a": 0.7, "b": -1.2},
+                                         {"method": "temperature", "temperature": 2.5}])
+def test_calibration_folds_exactly_into_the_network(calibration):
     import torch
     from roicurate_plugins.nets import cnn2
     torch.manual_seed(0)
@@ -87,24 +89,10 @@ def test_platt_folds_exactly_into_the_network():
     x = torch.randn(8, 1, 50, 50)
     with torch.no_grad():
         p = torch.sigmoid(net(x)[:, 0]).double().numpy()
-    calibrate.fold_affine(net, 0.7, -1.2, x)
+    calibrate.fold_affine(net, *calibrate.affine(calibration), x)
     with torch.no_grad():
         q = torch.sigmoid(net(x)[:, 0]).double().numpy()
-    np.testing.assert_allclose(q, calibrate.apply({"method": "platt", "a": 0.7, "b": -1.2}, p), atol=1e-6)
-
-
-def test_temperature_folds_exactly_into_the_network():
-    import torch
-    from roicurate_plugins.nets import cnn2
-    torch.manual_seed(0)
-    net = cnn2(size=50).eval()
-    x = torch.randn(8, 1, 50, 50)
-    with torch.no_grad():
-        p = torch.sigmoid(net(x)[:, 0]).double().numpy()
-    calibrate.fold_temperature(net, 2.5, x)
-    with torch.no_grad():
-        q = torch.sigmoid(net(x)[:, 0]).double().numpy()
-    np.testing.assert_allclose(q, calibrate.apply({"method": "temperature", "temperature": 2.5}, p), atol=1e-6)
+    np.testing.assert_allclose(q, calibrate.apply(calibration, p), atol=1e-6)
 
 
 def test_suite2p_builtin_reproduces_suite2p(datasets):
