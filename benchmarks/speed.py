@@ -91,6 +91,32 @@ def main():
             rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             print(f"| `roicurate apply` on one {a.rois}-ROI Suite2p plane (read + crop + infer + write, "
                   f"incl. ~2 s start-up) | 64x64 | {a.rois / dt:,.0f} | {rss:,.0f} |")
+    if "caiman-cnn2" in specs:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_caiman(Path(tmp) / "cnmf.hdf5", big)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(path)], check=True, capture_output=True)
+            dt = time.perf_counter() - t0
+            print(f"| `roicurate apply` on one {a.rois}-component CaImAn file (read + crop + infer + backup + write, "
+                  f"incl. ~2 s start-up) | 50x50 | {a.rois / dt:,.0f} | – |")
+
+
+def write_caiman(path, roiset):
+    """The part of a ``cnm.save()`` file `apply` reads and writes: estimates/A (CSC, Fortran pixel order), dims,
+    idx_components / idx_components_bad."""
+    import h5py
+    import scipy.sparse as sp
+    Ly, Lx = roiset.shape
+    rows = roiset.y.astype(np.int64) + roiset.x.astype(np.int64) * Ly       # order="F" pixel index
+    A = sp.csc_matrix((roiset.weight.astype(np.float64), (rows, roiset.roi_index)), shape=(Ly * Lx, len(roiset)))
+    with h5py.File(path, "w") as f:
+        g = f.create_group("estimates/A")
+        for key, value in (("data", A.data), ("indices", A.indices), ("indptr", A.indptr), ("shape", A.shape)):
+            g.create_dataset(key, data=np.asarray(value))
+        f["estimates/dims"] = np.array([Ly, Lx])
+        f["estimates/idx_components"] = np.arange(len(roiset))
+        f["estimates/idx_components_bad"] = np.zeros(0, np.int64)
+    return path
 
 
 def write_plane(folder, roiset):
