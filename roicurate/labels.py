@@ -120,19 +120,21 @@ def _dataset_labels(roi_file, max_up=4):
     return None
 
 
+def _source(roiset):
+    from roicurate.plugins import sources
+    return sources().get(roiset.origin.get("pipeline"))
+
+
 def default_recording(roiset):
-    """What groups ROI sets in a split when nothing names the recording: the planes of one ``suite2p/`` folder
-    belong together (the folder that holds it names them); anything else is its own recording."""
-    p = Path(roiset.origin.get("path", "input"))
-    if roiset.origin.get("pipeline") == "suite2p" and p.name.startswith("plane") and p.parent.name == "suite2p":
-        return str(p.parent.parent)
-    return str(p)
+    """What groups ROI sets in a split when nothing names the recording: the source's answer (the planes of
+    one ``suite2p/`` folder belong together), else the path itself."""
+    path, src = roiset.origin.get("path", "input"), _source(roiset)
+    return src.recording(path) if src is not None else str(path)
 
 
 def verdict_is_roicurate_output(roiset):
     """True when the pipeline's verdict file still holds exactly what ``roicurate apply`` wrote."""
-    from roicurate.plugins import sources
-    src = sources().get(roiset.origin.get("pipeline"))
+    src = _source(roiset)
     rec = src.recorded(roiset.origin["path"]) if src is not None and "path" in roiset.origin else None
     return bool(rec and rec["intact"])
 

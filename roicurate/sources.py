@@ -47,6 +47,11 @@ class Source:
         """Restore the pipeline's original verdict byte for byte."""
         raise NotImplementedError
 
+    def recording(self, path):
+        """The recording ``path`` belongs to, when nothing else names it: units of one recording stay on the same
+        side of a train/validation split."""
+        return str(path)
+
     def recorded(self, path):
         """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
         "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated."""

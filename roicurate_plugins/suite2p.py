@@ -239,6 +239,11 @@ class Suite2pSource(Source):
         return F
 
     # ---- writing -------------------------------------------------------------------------------------
+    def recording(self, path):
+        """The planes of one suite2p/ folder are one recording, named by the folder that holds suite2p/."""
+        p = Path(path)
+        return str(p.parent.parent) if p.name.startswith("plane") and p.parent.name == "suite2p" else str(p)
+
     def recorded(self, path):
         record = Path(path) / RECORD
         if not record.exists():
