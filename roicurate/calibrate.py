@@ -125,14 +125,6 @@ def apply(calibration, p):
     raise RoicurateError(f"unknown calibration method '{calibration['method']}' in the model card")
 
 
-def model_scores(classifier, roiset, progress=None):
-    """The calibrated cell probability of every ROI: the one way evaluate and train score a model."""
-    p = classifier.predict_proba(roiset, progress=progress)[:, classifier.positive]
-    if getattr(classifier, "applies_calibration", False):   # a Classifier that applies its card itself
-        return p
-    return apply(classifier.card.get("calibration"), p)
-
-
 def output_layer(module):
     """The final ``nn.Linear`` of a network that ends in one (its output is the logit), else None."""
     import torch

@@ -142,7 +142,6 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
     baselines. Returns (numbers, table): ``numbers`` is what ``roicurate evaluate`` writes as JSON (the model's
     pooled / macro / per-recording metrics, and the same for each baseline); ``table`` holds per-ROI arrays."""
     from roicurate import baselines as bl
-    from roicurate.calibrate import model_scores
     thr = classifier.threshold if threshold is None else float(threshold)
     rows = {"recording": [], "unit": [], "roi": [], "label": [], "model": []}
     base = {}
@@ -152,7 +151,7 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
         rows["unit"] += [rs.origin.get("path", "")] * n
         rows["roi"].append(np.arange(n))
         rows["label"].append((np.asarray(rs.labels) > 0))
-        rows["model"].append(model_scores(classifier, rs, progress=progress))
+        rows["model"].append(classifier.predict_proba(rs, progress=progress)[:, classifier.positive])
         if baselines:
             found = bl.all_baselines(rs, suite2p_classifier)
             if rs.origin.get("label_source") == "pipeline verdict":

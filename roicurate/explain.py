@@ -131,7 +131,7 @@ def scores(clf, x, kind="proba"):
         return target_logit(clf, logits)
     if kind != "proba":
         raise RoicurateError(f"unknown score '{kind}' (known: proba, logit)")
-    return clf.logits_to_proba(logits)[:, clf.positive]
+    return _torch().from_numpy(clf.logits_to_proba(logits)[:, clf.positive])
 
 
 def patch_centres(size, stride=1):

@@ -141,17 +141,23 @@ class Classifier:
         return cls(module, card, arch, **kw)
 
     def logits_to_proba(self, logits):
+        """(N, K) float64 probabilities of a batch of network outputs, calibrated as the card says (isotonic maps
+        are applied here; affine calibrations are already folded into the weights): the one place that turns
+        logits into what thresholds, reports and explanations compare."""
         import torch
+        from roicurate.calibrate import apply as calibrate
         if logits.shape[1] == 1:
-            p = torch.sigmoid(logits[:, 0])
-            return torch.stack([1 - p, p], 1)
-        return torch.softmax(logits, 1)
-
-    applies_calibration = True   # predict_proba returns probabilities calibrated as the card says
+            p = torch.sigmoid(logits[:, 0].double())
+            out = torch.stack([1 - p, p], 1).cpu().numpy()
+        else:
+            out = torch.softmax(logits.double(), 1).cpu().numpy()
+        if len(self.classes) == 2 and self.card.get("calibration"):
+            p = calibrate(self.card["calibration"], out[:, self.positive])
+            out[:, self.positive], out[:, 1 - self.positive] = p, 1 - p
+        return out
 
     def predict_proba(self, roiset, progress=None):
         import torch
-        from roicurate.calibrate import apply as calibrate
         n = len(roiset)
         out = np.zeros((n, len(self.classes)), np.float64)
         buf = None
@@ -160,12 +166,9 @@ class Classifier:
                 idx = np.arange(start, min(n, start + self.batch_size))
                 buf = make_crops(roiset, self.crop, idx, out=None if buf is None or len(buf) != len(idx) else buf)
                 x = torch.from_numpy(buf).to(self.device).contiguous(memory_format=torch.channels_last)
-                out[idx] = self.logits_to_proba(self.module(x)).double().cpu().numpy()
+                out[idx] = self.logits_to_proba(self.module(x))
                 if progress:
                     progress(len(idx))
-        if len(self.classes) == 2 and self.card.get("calibration"):
-            p = calibrate(self.card["calibration"], out[:, self.positive])
-            out[:, self.positive], out[:, 1 - self.positive] = p, 1 - p
         return out
 
 

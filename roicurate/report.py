@@ -16,6 +16,7 @@ import numpy as np
 from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec, make_crops
 from roicurate.evaluate import pr_auc, pr_curve, prf, roc_auc, roc_curve
+from roicurate.labels import match_binarize
 from roicurate.rois import RoiSet
 
 _e = functools.partial(html.escape, quote=False)     # text, never attribute values
@@ -43,14 +44,6 @@ class ReportUnit:
         labels, source = (labels, label_source) if labels is not None else labels_for(roiset)
         return cls(str(name), roiset, curation, classifier, roiset.pipeline_accepted if before is None else before,
                    labels, source, list(notes))
-
-
-def binarize_for(roiset):
-    """The binarisation roicurate's datasets use to compare masks: Suite2p lam > 0, CaImAn A > 0.2 max."""
-    from roicurate.plugins import sources
-    src = sources().get(roiset.origin.get("pipeline", ""))
-    frac = getattr(getattr(src, "crop", None), "binarize", None)
-    return 0.0 if frac is None else float(frac)
 
 
 def labels_for(roiset):
@@ -157,7 +150,7 @@ def _fov_image(rs):
 def fov(u, path, numbered=()):
     rs, acc = u.roiset, np.asarray(u.curation.accepted, bool)
     img, what = _fov_image(rs)
-    roi, y, x = outline_pixels(rs, binarize_for(rs))
+    roi, y, x = outline_pixels(rs, match_binarize(rs))
     rgba = np.zeros(rs.shape + (4,))
     from matplotlib.colors import to_rgba
     for sel, colour in ((~acc[roi], REJECTED), (acc[roi], ACCEPTED)):   # accepted drawn last, on top
@@ -268,7 +261,7 @@ def context_windows(u, index):
     """The summary image and a binary mask around each ROI, centred like a default crop: what a person would
     look at in the pipeline's GUI (the model may not see the image at all)."""
     rs, S = u.roiset, u.classifier.crop.size
-    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=binarize_for(rs)), index)[:, 0]
+    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=match_binarize(rs)), index)[:, 0]
     name = next((n for n in FOV_IMAGES if n in rs.images), None)
     image = None if name is None else make_crops(rs, CropSpec(S, (name,), image_norm="none"), index)[:, 0]
     return {"mask": mask, "image": image, "image_name": name}

@@ -200,7 +200,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             "crop": crop.to_dict(), "classes": list(arch_spec.classes), "positive_class": arch_spec.classes[-1],
             "threshold": 0.5, "name": name, "sha256": None}
     y_va_all = np.concatenate([rs.labels > 0 for rs in val_sets]) if val_sets else None
-    score = lambda c: np.concatenate([cal.model_scores(Classifier(module, c, arch_spec), rs) for rs in val_sets])
+    score = lambda c: np.concatenate([Classifier(module, c, arch_spec).predict_proba(rs)[:, -1] for rs in val_sets])
     calib = None
     if val_sets and calibration != "none":
         calib = cal.fit(calibration, y_va_all, score(card))

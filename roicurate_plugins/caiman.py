@@ -143,6 +143,16 @@ def _value(group, key):
     return None if _none(v) else v
 
 
+def _time_mean(group, key, block=256):
+    """The row means of a K x T dataset as a K x 1 array (its own time mean), read a block of rows at a time:
+    C can be GBs and only its mean is needed (for the mean-image stand-in)."""
+    obj = group.get(key)
+    if not isinstance(obj, _h5py().Dataset) or obj.ndim != 2 or obj.dtype.kind not in "fiu":
+        return None
+    return np.concatenate([obj[i:i + block].mean(1) for i in range(0, obj.shape[0], block)] or
+                          [np.zeros(0)])[:, None]
+
+
 def _is_selected(est):
     """select_components() ran: idx_components is None and discarded_components is a group."""
     h5py = _h5py()
@@ -204,7 +214,8 @@ class CaimanSource(Source):
                                      _value(f["params/data"], "dims") if "params/data" in f else None)
                          if d is not None), None)
             gsig = _value(f["params/init"], "gSig") if "params/init" in f else None
-            arrays = {k: _value(est, k) for k in ("b", "f", "C", "Cn", "idx_components")}
+            arrays = {k: _value(est, k) for k in ("b", "f", "Cn", "idx_components")}
+            arrays["C"] = _time_mean(est, "C")
             features = {k: _value(est, k) for k in FEATURES}
             selected = _is_selected(est)
         origin = {"path": str(path), "roi_file": str(path),
