@@ -284,9 +284,7 @@ def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classi
     numbers, table = evaluate_model(clf, sets, threshold, suite2p_classifier=suite2p_classifier, progress=bar.update)
     bar.close()
     if out:
-        figures = write_evaluation(out, numbers, table)
-        if not figures:
-            _log("note: matplotlib is not installed, so no PNG figures were written (pip install matplotlib)")
+        write_evaluation(out, numbers, table)
     _print_evaluation(numbers, out)
 
 

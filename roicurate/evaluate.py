@@ -205,11 +205,10 @@ def write_evaluation(out_dir, numbers, table):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(jsonable(numbers), indent=1, allow_nan=False) + "\n")
-    cols = [c for c in table if c != "label"]
+    extra = [c for c in table if c not in ("recording", "unit", "roi", "label")]
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["recording", "unit", "roi", "label"] + [c for c in cols if c not in ("recording", "unit", "roi")])
-        extra = [c for c in cols if c not in ("recording", "unit", "roi")]
+        w.writerow(["recording", "unit", "roi", "label"] + extra)
         for i in range(len(table["label"])):
             w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
                        + [_fmt(table[c][i]) for c in extra])

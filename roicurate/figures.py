@@ -1,5 +1,6 @@
-"""PNG figures of an evaluation: ROC and precision-recall curves (the model and every baseline with a score),
-and the model's reliability diagram. matplotlib is imported here only, and only when figures are written."""
+"""PNG figures: the evaluation's ROC and precision-recall curves (the model and every baseline with a score) and the
+model's reliability diagram, and the two helpers every roicurate figure is made with (matplotlib's object API:
+no pyplot, no global backend change)."""
 import numpy as np
 
 from roicurate.evaluate import ECE_BINS, pr_curve, reliability, roc_curve
@@ -17,19 +18,27 @@ def _curves(numbers, table):
     return out
 
 
+def figure(w, h):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path, dpi=100, tight=True):
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
+    return path
+
+
 def write_figures(out, numbers, table):
-    """Write roc.png, pr.png and reliability.png into ``out``; returns their paths ([] without matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
+    """Write roc.png, pr.png and reliability.png into ``out``; returns their paths."""
     y = table["label"].astype(bool)
     pooled = lambda k: (numbers if k == "model" else numbers["baselines"][k])["pooled"]
     paths = []
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = figure(4.5, 4.5)
+    ax = fig.add_subplot()
     for k, label, s in _curves(numbers, table):
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, label=f"{label}: AUC {pooled(k)['roc_auc']:.3f}", lw=2 if k == "model" else 1)
@@ -37,9 +46,10 @@ def write_figures(out, numbers, table):
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({len(y)} ROIs, pooled)",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)
-    paths.append(_save(fig, out / "roc.png"))
+    paths.append(save(fig, out / "roc.png", dpi=110))
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = figure(4.5, 4.5)
+    ax = fig.add_subplot()
     for k, label, s in _curves(numbers, table):
         p, r, _ = pr_curve(y, s)
         ax.step(np.r_[0, r], np.r_[p[:1], p], where="pre", label=f"{label}: AP {pooled(k)['pr_auc']:.3f}",
@@ -49,9 +59,10 @@ def write_figures(out, numbers, table):
     ax.axhline(y.mean(), color="0.7", lw=0.8, ls="--", label=f"accept all: precision {y.mean():.2f}")
     ax.set(xlabel="recall", ylabel="precision", title="precision-recall (pooled)", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower left", fontsize=7)
-    paths.append(_save(fig, out / "pr.png"))
+    paths.append(save(fig, out / "pr.png", dpi=110))
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = figure(4.5, 4.5)
+    ax = fig.add_subplot()
     n, conf, frac = reliability(y, table["model"], ECE_BINS)
     ok = n > 0
     edges = np.linspace(0, 1, ECE_BINS + 1)
@@ -62,13 +73,6 @@ def write_figures(out, numbers, table):
     ax.set(xlabel="model score (probability of cell)", ylabel="fraction of cells",
            title=f"reliability (ECE {m['ece']:.3f}, {numbers['model'].get('calibration')})", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=7)
-    paths.append(_save(fig, out / "reliability.png"))
+    paths.append(save(fig, out / "reliability.png", dpi=110))
     return paths
 
-
-def _save(fig, path):
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

@@ -16,6 +16,7 @@ import numpy as np
 from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec, make_crops
 from roicurate.evaluate import pr_auc, pr_curve, prf, roc_auc, roc_curve
+from roicurate.figures import figure, save
 from roicurate.labels import match_binarize
 from roicurate.rois import RoiSet
 
@@ -90,26 +91,13 @@ def check_can_write(out):
 
 
 # ---- figures ---------------------------------------------------------------------------------------------
-def _figure(w, h):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path, dpi=100, tight=True):
-    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
-    return path
-
-
 def _pname(u):
     return u.curation.classes[u.curation.positive]
 
 
 def histogram(u, path):
     s, thr = u.curation.score, u.curation.threshold
-    fig = _figure(7, 3)
+    fig = figure(7, 3)
     ax = fig.add_subplot()
     bins = np.linspace(0, 1, 41)
     if u.before is not None:
@@ -127,7 +115,7 @@ def histogram(u, path):
     ax.set_ylabel("number of ROIs (log scale)")
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _pipe(u):
@@ -157,7 +145,7 @@ def fov(u, path, numbered=()):
         rgba[y[sel], x[sel]] = to_rgba(colour)
     Ly, Lx = rs.shape
     w = float(np.clip(Lx / 60, 6, 10))
-    fig = _figure(w, w * Ly / Lx + 0.4)
+    fig = figure(w, w * Ly / Lx + 0.4)
     ax = fig.add_axes([0, 0, 1, 1 - 0.4 / (w * Ly / Lx + 0.4)])
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.imshow(rgba, interpolation="nearest")
@@ -171,7 +159,7 @@ def fov(u, path, numbered=()):
     ax.legend(handles=[Patch(color=ACCEPTED, label=f"accepted ({acc.sum()})"),
                        Patch(color=REJECTED, label=f"rejected ({(~acc).sum()})")],
               loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=9, frameon=False)
-    _save(fig, path, dpi=120)
+    save(fig, path, dpi=120)
     return what
 
 
@@ -180,7 +168,7 @@ def curves(u, path):
     known = u.labels >= 0
     y, s = u.labels[known] > 0, u.curation.score[known]
     acc = np.asarray(u.curation.accepted, bool)[known]
-    fig = _figure(12, 3.6)
+    fig = figure(12, 3.6)
     a1, a2, a3 = fig.subplots(1, 3)
     fpr, tpr, _ = roc_curve(y, s)
     a1.plot(fpr, tpr, color="#4c72b0", label=f"{u.classifier.name} (AUC {roc_auc(y, s):.3f})")
@@ -210,7 +198,7 @@ def curves(u, path):
     a3.set_yticks([0, 1], ["labelled cell", "labelled not cell"])
     a3.set_title(f"at threshold {u.curation.threshold:.3f}")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _outline(mask):
@@ -233,7 +221,7 @@ def roi_panel(u, ex, k, path, context):
         panels.append(("saliency (guided backprop)", sal[k], "magma", None))
     panels.append((f"occlusion: drop in P({_pname(u)})", occ, "RdBu_r", None))
     width = 1.75 * len(panels) + 0.6
-    fig = _figure(width, 2.0)
+    fig = figure(width, 2.0)
     for j, (title, img, cmap, own_outline) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), j + 1)
         kw = {}
@@ -254,7 +242,7 @@ def roi_panel(u, ex, k, path, context):
             ax.text(0.5, 0.5, f"no evidence for\n'{_pname(u)}' anywhere", transform=ax.transAxes, color="white",
                     ha="center", va="center", fontsize=7)
     fig.subplots_adjust(wspace=0.1, left=0.01, right=1 - 0.62 / width, top=0.9, bottom=0.01)   # room: colour bar
-    return _save(fig, path, dpi=100, tight=False)   # a fixed layout: half the drawing time of "tight"
+    return save(fig, path, dpi=100, tight=False)   # a fixed layout: half the drawing time of "tight"
 
 
 def context_windows(u, index):
