@@ -82,23 +82,36 @@ def main():
         label = name + (f" ({', '.join(f'{k}={v}' for k, v in kw.items() if k != 'size')})" if kw else "")
         print(f"| inference (crop + network) {label} | {clf.crop.size}x{clf.crop.size} | {len(sub) / dt:,.0f} | "
               f"{peak_mb():,.0f} |")
-    if "suite2p-resnet50" in specs:
-        with tempfile.TemporaryDirectory() as tmp:
-            plane = write_plane(Path(tmp) / "plane0", big)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(plane)], check=True, capture_output=True)
-            dt = time.perf_counter() - t0
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            print(f"| `roicurate apply` on one {a.rois}-ROI Suite2p plane (read + crop + infer + write, "
-                  f"incl. ~2 s start-up) | 64x64 | {a.rois / dt:,.0f} | {rss:,.0f} |")
-    if "caiman-cnn2" in specs:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_caiman(Path(tmp) / "cnmf.hdf5", big)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "roicurate.cli", "apply", str(path)], check=True, capture_output=True)
-            dt = time.perf_counter() - t0
-            print(f"| `roicurate apply` on one {a.rois}-component CaImAn file (read + crop + infer + backup + write, "
-                  f"incl. ~2 s start-up) | 50x50 | {a.rois / dt:,.0f} | – |")
+    end_to_end = (("suite2p-resnet50", "ROI Suite2p plane (read + crop + infer + write", write_plane, "plane0"),
+                  ("caiman-cnn2", "component CaImAn file (read + crop + infer + backup + write", write_caiman,
+                   "cnmf.hdf5"))
+    for model, what, write, name in end_to_end:
+        if model in specs:
+            with tempfile.TemporaryDirectory() as tmp:
+                seconds, rss = time_apply(write(Path(tmp) / name, big))
+            crop = specs[model].crop.size
+            print(f"| `roicurate apply` on one {a.rois}-{what}, incl. ~2 s start-up) | {crop}x{crop} | "
+                  f"{a.rois / seconds:,.0f} | {rss:,.0f} |")
+
+
+# Runs `roicurate apply` and reports the child's own peak memory: VmHWM is reset by exec, while ru_maxrss of a
+# child would include this (large) benchmark process as it was at fork time.
+_APPLY = """import sys, runpy
+try:
+    runpy.run_module("roicurate.cli", run_name="__main__")
+finally:
+    print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1], file=sys.stderr)
+"""
+
+
+def time_apply(path):
+    """(seconds, peak RSS in MB) of `roicurate apply PATH` in a fresh process."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", _APPLY, "apply", str(path)], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if p.returncode:
+        raise SystemExit(p.stderr)
+    return seconds, int(p.stderr.strip().splitlines()[-1]) / 1024
 
 
 def write_caiman(path, roiset):
