@@ -18,7 +18,7 @@ import numpy as np
 
 from splits import SPLITS, paths
 
-from roicurate.evaluate import jsonable, metrics
+from roicurate.evaluate import jsonable, metrics, pr_curve
 from roicurate.models import Classifier
 from roicurate.shape import shape_features
 from roicurate.train import load_labelled
@@ -45,6 +45,12 @@ def lr_baseline(train_sets, binarize):
     X = np.concatenate([shape_features(rs, binarize) for rs in train_sets])
     y = np.concatenate([rs.labels for rs in train_sets])
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+
+
+def precision_at_recall(y, s, recall=0.7):
+    """The best precision among the thresholds that keep at least ``recall`` (read off the PR curve)."""
+    p, r, _ = pr_curve(y, s)
+    return float(p[r >= recall].max())
 
 
 def main():
@@ -76,7 +82,7 @@ def main():
            "test_recordings": SPLITS[a.pipeline]["test"], "datasets": {}}
     print(f"{a.pipeline}: {clf.name} (threshold {clf.threshold:.3f}) on test recordings never seen in training")
     hdr = ("dataset", "recs", "ROIs", "cell frac", "model P", "model R", "model F1", "model ROC AUC", "model PR AUC",
-           "LR shape ROC AUC / F1", "pipeline ROC AUC / F1", "accept-all F1")
+           "model P at R ≥ 0.7", "LR shape ROC AUC / F1", "pipeline ROC AUC / F1", "accept-all F1")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name in sorted(rows):
@@ -92,12 +98,14 @@ def main():
                                      for yy, s in zip(rows[name]["y"], rows[name]["model"])]))
         per_rec = {r: metrics(yy.astype(bool), s, clf.threshold)
                    for r, yy, s in zip(g["recs"], rows[name]["y"], rows[name]["model"])}
-        out["datasets"][name] = {"recordings": per_rec, "model": m, "model_macro_f1": macro_f1, "lr_shape": lrm,
+        p70 = precision_at_recall(y, g["model"])
+        out["datasets"][name] = {"recordings": per_rec, "model": m, "model_macro_f1": macro_f1,
+                                 "model_precision_at_recall_0.7": p70, "lr_shape": lrm,
                                  "pipeline_roc_auc": pm["roc_auc"] if pm else None,
                                  "pipeline_f1": pacc["f1"] if pacc else None, "accept_all_f1": allm["f1"]}
         pipe = f"{pm['roc_auc']:.3f} / {pacc['f1']:.3f}" if pm else "–"
         print(f"| {name} | {len(g['recs'])} | {len(y)} | {y.mean():.2f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-              f"{m['f1']:.3f} (macro {macro_f1:.3f}) | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | "
+              f"{m['f1']:.3f} (macro {macro_f1:.3f}) | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {p70:.3f} | "
               f"{lrm['roc_auc']:.3f} / {lrm['f1']:.3f} | {pipe} | {allm['f1']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:

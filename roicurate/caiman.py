@@ -9,6 +9,8 @@
 Objects are taken by duck typing (a ``CNMF``/``OnACID`` with ``.estimates``, or an ``Estimates``): nothing
 here imports CaImAn. The RoiSet is built by the same function the file reader uses.
 """
+import json
+
 import numpy as np
 
 from roicurate import RoicurateError, __version__
@@ -32,19 +34,22 @@ def roiset(obj):
         origin={"path": "<in memory>", "gSig": gsig})
 
 
-def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu"):
+def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", also_accept=()):
     """Classify every component of ``obj`` (a CNMF or its ``.estimates``) and update it in place.
 
     Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and
     the ``roicurate_*`` provenance strings that ``cnm.save()`` writes as attributes, exactly as the file writer
     does; with ``as_cnn_preds`` also ``cnn_preds``, so CaImAn's ``filter_components`` can combine our
-    probabilities with its SNR and r-values. Returns the ``Curation``. (CaImAn's ``select_components`` subsets
-    only its own per-component fields, so ``roicurate_probability`` keeps all K entries afterwards.)"""
+    probabilities with its SNR and r-values. A model with more than two classes also sets
+    ``roicurate_class_probability`` (components x classes), ``roicurate_classes`` and ``roicurate_accept`` (JSON
+    lists of class names), as the file writer does; ``also_accept`` names classes accepted besides the positive
+    one. Returns the ``Curation``. (CaImAn's ``select_components`` subsets only its own per-component fields, so
+    ``roicurate_probability`` keeps all K entries afterwards.)"""
     from roicurate.curation import curate as run
     from roicurate.models import Classifier
     rs = roiset(obj)
     clf = Classifier.load(model or DEFAULT_MODEL, device=device)
-    cur = run(rs, clf, threshold)
+    cur = run(rs, clf, threshold, also_accept=also_accept)
     est = getattr(obj, "estimates", obj)
     est.idx_components = np.flatnonzero(cur.accepted).astype(np.int64)
     est.idx_components_bad = np.flatnonzero(~cur.accepted).astype(np.int64)
@@ -53,6 +58,14 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu"):
     est.roicurate_sha256 = str(cur.model["sha256"])
     est.roicurate_threshold = repr(float(cur.threshold))
     est.roicurate_version = __version__
+    if len(cur.classes) > 2:
+        est.roicurate_class_probability = np.asarray(cur.probabilities, np.float64)
+        est.roicurate_classes = json.dumps(list(cur.classes))
+        est.roicurate_accept = json.dumps(cur.accepted_classes)
+    else:                                  # left by an earlier curate() with a K-class model
+        for key in ("roicurate_class_probability", "roicurate_classes", "roicurate_accept"):
+            if hasattr(est, key):
+                delattr(est, key)
     if as_cnn_preds:
         est.cnn_preds = est.roicurate_probability.copy()
     return cur

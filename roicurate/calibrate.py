@@ -43,18 +43,23 @@ def fit_temperature(y, p):
     return float(np.exp(res.x))
 
 
-def fit_platt(y, p):
+def fit_platt(y, p, offset=None):
     """(a, b) minimising the mean binary log-loss of sigmoid(a * logit(p) + b) against ``y`` (a kept positive, so
-    the ranking never changes)."""
+    the ranking never changes). With ``offset`` (a second per-ROI logit, e.g. a shape prior's) the model is
+    sigmoid(a * logit(p) + w * offset + b), w also kept positive, and (a, b, w) is returned."""
     from scipy.optimize import minimize
     y, z = np.asarray(y, float), logit(p)
+    o = np.zeros_like(z) if offset is None else np.asarray(offset, float)
 
     def nll(v):
-        q = np.clip(sigmoid(np.exp(v[0]) * z + v[1]), 1e-12, 1 - 1e-12)
+        w = np.exp(v[2]) if len(v) > 2 else 0.0
+        q = np.clip(sigmoid(np.exp(v[0]) * z + w * o + v[1]), 1e-12, 1 - 1e-12)
         return -np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))
 
-    res = minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000})
-    return float(np.exp(res.x[0])), float(res.x[1])
+    res = minimize(nll, np.zeros(2 if offset is None else 3), method="Nelder-Mead",
+                   options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000})
+    a, b = float(np.exp(res.x[0])), float(res.x[1])
+    return (a, b) if offset is None else (a, b, float(np.exp(res.x[2])))
 
 
 def affine(calibration):
@@ -90,10 +95,13 @@ def fit_isotonic(y, p):
     return np.asarray(x_out), np.asarray(y_out)
 
 
-def fit(method, y, p):
-    """A card's ``calibration`` entry for ``method`` fitted on validation (y, p), with ECE before and after."""
+def fit(method, y, p, offset=None):
+    """A card's ``calibration`` entry for ``method`` fitted on validation (y, p), with ECE before and after.
+    ``offset``: a shape prior's logit per validation ROI (Platt only), weighted by ``prior_weight``."""
     if method not in METHODS:
         raise RoicurateError(f"unknown calibration '{method}' (known: {', '.join(METHODS)})")
+    if offset is not None and method != "platt":
+        raise RoicurateError("a shape prior is weighted by Platt calibration (use --calibrate platt)")
     y = np.asarray(y, bool)
     if method == "none":
         return {"method": "none", "ece_before": ece(y, p), "ece_after": ece(y, p)}
@@ -103,23 +111,27 @@ def fit(method, y, p):
     if method == "temperature":
         cal = {"method": "temperature", "temperature": fit_temperature(y, p)}
     elif method == "platt":
-        a, b = fit_platt(y, p)
-        cal = {"method": "platt", "a": a, "b": b}
+        fitted = fit_platt(y, p, offset)
+        cal = {"method": "platt", "a": fitted[0], "b": fitted[1]}
+        if offset is not None:
+            cal["prior_weight"] = fitted[2]
     else:
         x, v = fit_isotonic(y, p)
         cal = {"method": "isotonic", "x": x.tolist(), "y": v.tolist()}
-    cal.update(ece_before=ece(y, p), ece_after=ece(y, apply(cal, p)), fitted_on="validation recordings")
+    cal.update(ece_before=ece(y, p), ece_after=ece(y, apply(cal, p, offset)), fitted_on="validation recordings")
     return cal
 
 
-def apply(calibration, p):
-    """Calibrated scores for raw scores ``p`` (a card's ``calibration`` entry; None or folded: unchanged)."""
+def apply(calibration, p, offset=None):
+    """Calibrated scores for raw scores ``p`` (a card's ``calibration`` entry; None or folded: unchanged);
+    ``offset``: the shape prior's logits, added with the entry's ``prior_weight``."""
     p = np.asarray(p, float)
     if not calibration or calibration.get("folded") or calibration["method"] == "none":
         return p
     if affine(calibration):
         a, b = affine(calibration)
-        return sigmoid(a * logit(p) + b)
+        z = a * logit(p) + b
+        return sigmoid(z if offset is None else z + calibration.get("prior_weight", 0.0) * np.asarray(offset, float))
     if calibration["method"] == "isotonic":
         return np.interp(p, calibration["x"], calibration["y"])
     raise RoicurateError(f"unknown calibration method '{calibration['method']}' in the model card")
@@ -153,3 +165,46 @@ def fold_affine(module, a, b, probe):
             layer.weight.copy_(saved[0])
             layer.bias.copy_(saved[1])
         raise RoicurateError("the last linear layer is not the network's output; use --calibrate isotonic")
+
+
+# ---- K-class networks --------------------------------------------------------------------------------------
+def fit_classes(method, y, proba, positive):
+    """Calibration of a K-class (softmax) network on validation class indices ``y`` and its probabilities
+    ``proba`` (N, K): every logit becomes ``logit / T + bias[k]``, so rows still sum to 1 and the ranking within a
+    row is what the biases make it. ``platt`` (the default, its K-class form): one temperature T and a bias per
+    class present in validation (the first of them fixed at 0), undoing the shift that class-weighted training
+    gives rare classes; ``temperature``: T alone. Both minimise the multi-class log-loss and are folded into the
+    output layer. Returns the card entry (ECE of class ``positive`` against the rest, before and after) and
+    ``(1 / T, bias)`` for :func:`fold_affine`."""
+    from scipy.optimize import minimize
+    if method not in ("platt", "temperature"):
+        raise RoicurateError(f"--calibrate {method}: a {proba.shape[1]}-class model is calibrated with platt "
+                             f"(temperature and per-class biases) or temperature, or none")
+    y = np.asarray(y, np.int64)
+    z = np.log(np.clip(np.asarray(proba, float), 1e-12, 1))      # logits up to a per-row constant
+    present = np.flatnonzero(np.bincount(y, minlength=z.shape[1]) > 0)
+    free = present[1:] if method == "platt" else present[:0]
+
+    def unpack(v):
+        bias = np.zeros(z.shape[1])
+        bias[free] = v[1:]
+        return np.exp(-v[0]), bias
+
+    def nll(v):
+        a, bias = unpack(v)
+        s = a * z + bias
+        s = s - s.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(s).sum(1)) - s[np.arange(len(y)), y]))
+
+    res = minimize(nll, np.zeros(1 + len(free)), method="Nelder-Mead",
+                   options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 20000})
+    a, bias = unpack(res.x)
+    after = a * z + bias
+    after = np.exp(after - after.max(1, keepdims=True))
+    after /= after.sum(1, keepdims=True)
+    cell = y == positive
+    entry = {"method": method, "classes": True, "temperature": float(1 / a), "bias": bias.tolist(),
+             "log_loss_before": nll(np.zeros(1 + len(free))), "log_loss_after": float(res.fun),
+             "ece_before": ece(cell, proba[:, positive]), "ece_after": ece(cell, after[:, positive]),
+             "fitted_on": "validation recordings"}
+    return entry, (float(a), bias)

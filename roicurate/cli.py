@@ -48,12 +48,15 @@ def _progress(total, label):
 @click.option("--as-cnn-preds", is_flag=True, help="CaImAn: also store the probabilities in estimates/cnn_preds")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="also write an HTML report on these ROIs (DIR/index.html + figures; see roicurate report)")
-def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir):
+@click.option("--also-accept", "also_accept", multiple=True, metavar="CLASS",
+              help="models with more than two classes: also accept this class (repeatable); an ROI is accepted when "
+                   "P(positive class) + P(each such class) >= the threshold")
+def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, also_accept):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
     .hdf5 files. Everything is read and checked first: if any input is bad, nothing is written."""
-    from roicurate.curation import curate
+    from roicurate.curation import accept_columns, curate
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, source_for
 
@@ -75,6 +78,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         name = model_name or default_model(src.name, specs)
         if name not in by_name:
             by_name[name] = Classifier.load(name, specs, device=device)
+            accept_columns(by_name[name].classes, by_name[name].positive, also_accept, f"model '{name}'")
         classifiers[src.name] = by_name[name]
     written = {}
     reported = []
@@ -84,7 +88,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             click.echo(f"{unit}: no ROIs, nothing written")
             continue
         clf = classifiers[src.name]
-        cur = curate(rs, clf, threshold, progress=bar.update)
+        cur = curate(rs, clf, threshold, progress=bar.update, also_accept=also_accept)
         reported.append((unit, rs, cur, clf))
         if not dry_run:
             extra = {"as_cnn_preds": True} if as_cnn_preds else {}
@@ -93,8 +97,12 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         before = "" if rs.pipeline_accepted is None else f" (pipeline accepted {int(rs.pipeline_accepted.sum())})"
         s = cur.summary()
         bar.clear()
+        rule = "" if not cur.also_accept else f" on P({' + '.join(cur.accepted_classes)})"
+        counts = "" if "classes" not in s else \
+            "; most probable class: " + ", ".join(f"{c} {k}" for c, k in s["classes"].items())
         click.echo(f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-                   f"{clf.name} at threshold {s['threshold']:.3f}{'  [dry run: nothing written]' if dry_run else ''}")
+                   f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}"
+                   f"{'  [dry run: nothing written]' if dry_run else ''}")
     bar.close()
     for src, done in written.items():
         src.finish(done)
@@ -126,12 +134,13 @@ def models(as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'name':<20} {'pipeline':<8} {'classes':<16} {'threshold':<9} {'sha256':<12} description")
+    w = max([16] + [len(",".join(r["classes"])) for r in rows])
+    click.echo(f"{'name':<20} {'pipeline':<8} {'classes':<{w}} {'threshold':<9} {'sha256':<12} description")
     for r in rows:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         sha = (r["sha256"] or "-")[:12]
         desc = r["description"] + ("" if r["trained"] else " (architecture: train it with roicurate train --arch)")
-        click.echo(f"{r['name']:<20} {r['pipeline']:<8} {','.join(r['classes']):<16} {thr:<9} {sha:<12} {desc}")
+        click.echo(f"{r['name']:<20} {r['pipeline']:<8} {','.join(r['classes']):<{w}} {thr:<9} {sha:<12} {desc}")
 
 
 @cli.command()
@@ -179,6 +188,8 @@ def _log(message):
               help="threshold: the lowest reaching this validation precision (default: maximum validation F1)")
 @click.option("--calibrate", "calibration", type=click.Choice(["platt", "temperature", "isotonic", "none"]),
               default="platt", show_default=True, help="probability calibration, fitted on validation")
+@click.option("--shape-prior", is_flag=True,
+              help="add a logistic regression on five shape features to the network's logit (weighted on validation)")
 @click.option("--init", "init_model", help="fine-tune: start from this model (bundled name, folder or NAME.json)")
 @click.option("--freeze-until", help="fine-tune: freeze every layer below this one (e.g. layer3 for resnet50, head for cnn2)")
 @click.option("--search", default=0, show_default=True, metavar="N",
@@ -187,8 +198,12 @@ def _log(message):
 @click.option("--build", "build", multiple=True, metavar="KEY=VALUE", help="architecture option, e.g. width=16")
 @click.option("--suite2p-classifier", type=click.Path(exists=True),
               help="Suite2p classifier file for the --test baseline (default: the built-in one, shipped)")
+@click.option("--class-rule", "class_rule_path", type=click.Path(exists=True, dir_okay=False),
+              help="models with more than two classes: JSON rule mapping each ROI's ground-truth partner (object "
+                   "class, IoU) to a class (default: the architecture's own rule)")
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
-          device, target_precision, calibration, init_model, freeze_until, search, resume, build, suite2p_classifier):
+          device, target_precision, calibration, shape_prior, init_model, freeze_until, search, resume, build,
+          suite2p_classifier, class_rule_path):
     """Train a classifier on labelled pipeline outputs (split by recording).
 
     Labels: roicurate_labels.json beside each output (`roicurate label`), else a dataset labels.json, else the
@@ -218,7 +233,11 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     for item in build:
         key, _, value = item.partition("=")
         kwargs[key] = json.loads(value) if value else None
-    spec = specs[arch]
+    spec = init.spec if init else specs[arch]
+    rule = _class_rule(class_rule_path, init.card.get("class_rule") if init else spec.class_rule, spec.classes)
+    if rule is not None:
+        from roicurate.labels import attach_labels
+        sets = [attach_labels(rs, log=_log, class_rule=rule) for rs in sets]
     crop = spec.crop or src.crop
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
@@ -228,7 +247,7 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     card = run_train(sets, spec, crop, _parse_val(val), out, name, hp=hp, seed=seed, device=device,
                      target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
                      freeze_until=freeze_until, search=search, test=held_out, resume=resume,
-                     suite2p_classifier=suite2p_classifier, log=_log)
+                     suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, log=_log)
     c = json.load(open(card))
     v = c.get("validation")
     msg = f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']})"
@@ -239,6 +258,22 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     if test:
         t = json.load(open(f"{out}/{name}.test/metrics.json"))
         _print_evaluation(t, f"{out}/{name}.test")
+
+
+def _class_rule(path, default, classes, required=True):
+    """The class rule a K-class model trains or is evaluated with: ``path`` (--class-rule), else ``default``
+    (the architecture's or the card's); None for a two-class model (and, unless ``required``, when there is none:
+    evaluation on cell / not cell only)."""
+    from roicurate.labels import read_class_rule
+    if len(classes) <= 2:
+        if path:
+            raise RoicurateError(f"--class-rule: the model has only the classes {', '.join(classes)}")
+        return None
+    rule = read_class_rule(path) if path else default
+    if rule is None and required:
+        raise RoicurateError(f"the model has {len(classes)} classes ({', '.join(classes)}) but no class rule; "
+                             f"give one with --class-rule FILE.json")
+    return rule
 
 
 def _num(v, fmt=".3f"):
@@ -258,8 +293,24 @@ def _print_evaluation(numbers, out_dir=None):
     from roicurate.baselines import NAMES
     for k, b in numbers["baselines"].items():
         row(f"{NAMES.get(k, k)}, pooled", b["pooled"])
+    if "classes" in numbers:
+        _print_classes(numbers["classes"]["pooled"])
     if out_dir:
         click.echo(f"numbers, per-ROI scores and figures in {out_dir}")
+
+
+def _print_classes(m):
+    """Per-class precision / recall / F1 and the confusion matrix of a K-class model (most probable class)."""
+    names = m["classes"]
+    w = max(len(c) for c in names) + 2
+    click.echo(f"\n{m['n']} ROIs with class labels: accuracy {_num(m['accuracy'])} (majority class "
+               f"{_num(m['majority_rate'])}), macro-F1 {_num(m['macro_f1'])}")
+    click.echo(f"{'class':<{w}} {'ROIs':>5} {'precision':>9} {'recall':>9} {'F1':>9}   predicted as: "
+               + " ".join(f"{c:>{w}}" for c in names))
+    for c, row in zip(names, m["confusion_matrix"]):
+        pc = m["per_class"][c]
+        click.echo(f"{c:<{w}} {pc['support']:>5} {_num(pc['precision']):>9} {_num(pc['recall']):>9} "
+                   f"{_num(pc['f1']):>9}                 " + " ".join(f"{v:>{w}}" for v in row))
 
 
 @cli.command()
@@ -272,14 +323,18 @@ def _print_evaluation(numbers, out_dir=None):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto")
 @click.option("--suite2p-classifier", type=click.Path(exists=True),
               help="Suite2p classifier file for the built-in baseline (default: the one Suite2p ships)")
-def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier):
+@click.option("--class-rule", "class_rule_path", type=click.Path(exists=True, dir_okay=False),
+              help="models with more than two classes: JSON rule giving the ROIs' classes (default: the model card's)")
+def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier, class_rule_path):
     """Score a model on labelled pipeline outputs, per recording and pooled, against the baselines (accept all,
-    the pipeline's own verdict, Suite2p's built-in classifier) on the same ROIs."""
+    the pipeline's own verdict, Suite2p's built-in classifier) on the same ROIs. A model with more than two
+    classes is also scored per class where the labels name object classes (confusion matrix)."""
     from roicurate.evaluate import evaluate_model, write_evaluation
     from roicurate.models import Classifier
     from roicurate.train import load_labelled
-    sets = load_labelled(paths, pipeline, log=_log)
     clf = Classifier.load(model_name, device=device)
+    rule = _class_rule(class_rule_path, clf.card.get("class_rule"), clf.classes, required=False)
+    sets = load_labelled(paths, pipeline, log=_log, class_rule=rule)
     bar = _progress(sum(len(rs) for rs in sets), "scoring")
     numbers, table = evaluate_model(clf, sets, threshold, suite2p_classifier=suite2p_classifier, progress=bar.update)
     bar.close()

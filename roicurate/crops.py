@@ -41,12 +41,11 @@ class CropSpec:
         return cls(**d)
 
 
-def _centroids(roiset, index, binarize):
-    """(n, 2) weighted centre of mass of the selected ROIs only (a batch must not cost O(all ROIs))."""
-    k, pix, w = _gather(roiset, index, binarize)
-    tot = np.maximum(np.bincount(k, w, len(index)), 1e-12)
-    return np.stack([np.bincount(k, w * roiset.y[pix], len(index)) / tot,
-                     np.bincount(k, w * roiset.x[pix], len(index)) / tot], 1)
+def _centroids(pixels, n):
+    """(n, 2) weighted centre of mass of the gathered ROIs."""
+    k, y, x, w = pixels
+    tot = np.maximum(np.bincount(k, w, n), 1e-12)
+    return np.stack([np.bincount(k, w * y, n) / tot, np.bincount(k, w * x, n) / tot], 1)
 
 
 def make_crops(roiset, spec, index=None, out=None):
@@ -61,12 +60,13 @@ def make_crops(roiset, spec, index=None, out=None):
         return _caiman_patches(roiset, spec, index, crops)
     if spec.style != "centered":
         raise RoicurateError(f"unknown crop style '{spec.style}' (known: centered, caiman)")
-    c = np.rint(_centroids(roiset, index, spec.binarize)).astype(np.int64)
+    pixels = _gather(roiset, index, spec.binarize)
+    c = np.rint(_centroids(pixels, len(index))).astype(np.int64)
     for ch, name in enumerate(spec.channels):
         if name == "mask":
-            _mask_channel(roiset, spec, index, c, crops[:, ch])
+            _mask_channel(pixels, c, crops[:, ch], S)
         elif name == "mask_scaled":
-            _scaled_mask_channel(roiset, spec, index, c, crops[:, ch])
+            _scaled_mask_channel(roiset, spec, pixels, c, crops[:, ch])
         else:
             img = roiset.images.get(name)
             if img is None:
@@ -82,38 +82,41 @@ def make_crops(roiset, spec, index=None, out=None):
 
 
 def _gather(roiset, index, binarize):
-    """The stored pixels of the selected ROIs: (output row of each pixel, pixel positions, weights scaled to
-    max 1 — or 0/1 when ``binarize`` is set)."""
+    """The stored pixels of the selected ROIs, gathered once per batch (a batch must not cost O(all ROIs)):
+    (output row of each pixel, y, x, weights scaled to max 1 — or 0/1 when ``binarize`` is set)."""
     npix = roiset.npix[index]
+    starts = np.cumsum(npix) - npix
     k = np.repeat(np.arange(len(index)), npix)
-    pix = np.arange(npix.sum()) - np.repeat(np.cumsum(npix) - npix, npix) + np.repeat(roiset.indptr[index], npix)
+    pix = np.arange(npix.sum()) + np.repeat(roiset.indptr[index] - starts, npix)
     w = roiset.weight[pix]
     roimax = np.zeros(len(index), np.float32)
-    np.maximum.at(roimax, k, w)
+    if len(w):
+        roimax[npix > 0] = np.maximum.reduceat(w, starts[npix > 0])   # each ROI's pixels are one run of w
     if binarize is not None:
-        return k, pix, (w > binarize * roimax[k]).astype(np.float32)
-    return k, pix, w / np.maximum(roimax[k], 1e-12)
+        w = (w > binarize * roimax[k]).astype(np.float32)
+    else:
+        w = w / np.maximum(roimax[k], 1e-12)
+    return k, roiset.y[pix], roiset.x[pix], w
 
 
-def _mask_channel(roiset, spec, index, c, out, size=None):
-    """Scatter each selected ROI's pixels around its centre: one fancy-indexing assignment for all ROIs."""
-    k, pix, w = _gather(roiset, index, spec.binarize)
-    S = size or spec.size
+def _mask_channel(pixels, c, out, S):
+    """Scatter each gathered ROI's pixels around its centre: one fancy-indexing assignment for all ROIs."""
+    k, y, x, w = pixels
     h = S // 2
-    yy = roiset.y[pix] - c[k, 0] + h
-    xx = roiset.x[pix] - c[k, 1] + h
+    yy = y - c[k, 0] + h
+    xx = x - c[k, 1] + h
     ok = (yy >= 0) & (yy < S) & (xx >= 0) & (xx < S)
     out[k[ok], yy[ok], xx[ok]] = w[ok]
 
 
-def _scaled_mask_channel(roiset, spec, index, c, out):
+def _scaled_mask_channel(roiset, spec, pixels, c, out):
     """The mask resampled so that this recording's median ROI (equivalent diameter) spans
     ``spec.scaled_diameter`` pixels: the size of a ROI relative to its neighbours, whatever the microscope's zoom."""
     median_d = 2 * np.sqrt(np.median(roiset.npix) / np.pi) if len(roiset) else spec.scaled_diameter
     scale = float(np.clip(spec.scaled_diameter / max(median_d, 1.0), 0.25, 4.0))
     n_native = max(4, int(round(spec.size / scale)))
-    native = np.zeros((len(index), n_native, n_native), np.float32)
-    _mask_channel(roiset, spec, index, c, native, size=n_native)
+    native = np.zeros((len(c), n_native, n_native), np.float32)
+    _mask_channel(pixels, c, native, n_native)
     r = linear_resize_matrix(n_native, spec.size).astype(np.float32)
     out[:] = np.einsum("ij,njk,lk->nil", r, native, r)
 
@@ -135,12 +138,12 @@ def _caiman_patches(roiset, spec, index, out):
     g = np.broadcast_to(np.asarray(4 if g is None else g, np.int64).ravel(), (2,))
     half = np.minimum(4 * g + 1, spec.size)
     dims = np.array(roiset.shape)
-    com = _centroids(roiset, index, spec.binarize)        # weighted centre of mass, like scipy.ndimage's
+    k, y, x, w = pixels = _gather(roiset, index, spec.binarize)   # scaling to max 1 is undone by the L2 norm below
+    com = _centroids(pixels, len(index))        # weighted centre of mass, like scipy.ndimage's
     com = np.minimum(np.maximum(com, half), dims - half).astype(np.int64)   # frames < 2*half: zero-padded here
-    k, pix, w = _gather(roiset, index, spec.binarize)   # scaling to max 1 is undone by the L2 norm below
     w = w.astype(np.float64)
-    yy = roiset.y[pix] - com[k, 0] + half[0]
-    xx = roiset.x[pix] - com[k, 1] + half[1]
+    yy = y - com[k, 0] + half[0]
+    xx = x - com[k, 1] + half[1]
     ok = (yy >= 0) & (yy < 2 * half[0]) & (xx >= 0) & (xx < 2 * half[1])
     patch = np.zeros((len(index), 2 * half[0], 2 * half[1]))
     patch[k[ok], yy[ok], xx[ok]] = w[ok]

@@ -1,7 +1,9 @@
 """Classification metrics, written out so that every number in a card, an evaluation JSON or a README has one
 definition.
 
-Positives are ROIs labelled cell (1); ``score`` is the probability of the cell class. Pooled numbers concatenate
+Positives are ROIs labelled cell (1), or the positive class of class labels; ``score`` is the probability of
+the model's positive class. A K-class model (K > 2) is also scored on its classes where the labels have them
+(``class_metrics``: the predicted class is the most probable one). Pooled numbers concatenate
 all ROIs (micro); ``macro`` is the mean over recordings. AUCs are NaN when a group has a single class.
 ECE (expected calibration error): 15 equal-width bins of the score; the mean, weighted by bin size, of
 |fraction of cells in the bin - mean score in the bin|.
@@ -9,7 +11,6 @@ ECE (expected calibration error): 15 equal-width bins of the score; the mean, we
 import json
 
 import numpy as np
-from scipy.stats import rankdata
 
 METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 ECE_BINS = 15
@@ -19,6 +20,7 @@ def roc_auc(y, s):
     y = np.asarray(y, bool)
     if y.all() or not y.any():
         return float("nan")
+    from scipy.stats import rankdata     # imported here: scipy.stats costs ~0.3 s of every apply's start-up
     r = rankdata(np.asarray(s, float))
     npos, nneg = y.sum(), (~y).sum()
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
@@ -91,6 +93,27 @@ def prf(y, accepted):
             "confusion_matrix": [[tn, fp], [fn, tp]]}
 
 
+def class_metrics(y, predicted, classes):
+    """K-class numbers for true class indices ``y`` and predicted ones (both into ``classes``): accuracy, the
+    majority-class rate (the accuracy of always answering the commonest true class), per-class precision /
+    recall / F1 and support, macro-F1 (mean F1 over the classes present in ``y``) and the K x K confusion matrix
+    (rows: true class, columns: predicted class)."""
+    y, p = np.asarray(y, np.int64), np.asarray(predicted, np.int64)
+    k = len(classes)
+    cm = np.bincount(y * k + p, minlength=k * k).reshape(k, k) if len(y) else np.zeros((k, k), np.int64)
+    per = {}
+    for i, name in enumerate(classes):
+        tp, fp, fn = int(cm[i, i]), int(cm[:, i].sum() - cm[i, i]), int(cm[i, :].sum() - cm[i, i])
+        per[name] = {"precision": tp / (tp + fp) if tp + fp else float("nan"),
+                     "recall": tp / (tp + fn) if tp + fn else float("nan"),
+                     "f1": 2 * tp / (2 * tp + fp + fn) if tp + fn else float("nan"), "support": tp + fn}
+    n = int(cm.sum())
+    return {"classes": list(classes), "n": n, "accuracy": float(np.trace(cm) / n) if n else float("nan"),
+            "majority_rate": float(cm.sum(1).max() / n) if n else float("nan"),
+            "macro_f1": _nanmean([m["f1"] for m in per.values()]), "per_class": per,
+            "confusion_matrix": cm.tolist()}
+
+
 def metrics(y, s, threshold, accepted=None):
     """Every number for one group of ROIs. ``accepted`` overrides ``s >= threshold`` (a pipeline's own verdict,
     which need not follow its score)."""
@@ -142,22 +165,33 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
     baselines. Returns (numbers, table): ``numbers`` is what ``roicurate evaluate`` writes as JSON (the model's
     pooled / macro / per-recording metrics, and the same for each baseline); ``table`` holds per-ROI arrays."""
     from roicurate import baselines as bl
+    from roicurate.labels import cell_labels
     thr = classifier.threshold if threshold is None else float(threshold)
+    classes = list(classifier.classes)
+    multi = len(classes) > 2
     rows = {"recording": [], "unit": [], "roi": [], "label": [], "model": []}
+    if multi:
+        rows.update({"class_label": [], "predicted_class": [], **{f"p_{c}": [] for c in classes}})
     base = {}
     for rs in sets:
         n = len(rs)
         rows["recording"] += [rs.origin["recording"]] * n
         rows["unit"] += [rs.origin.get("path", "")] * n
         rows["roi"].append(np.arange(n))
-        rows["label"].append((np.asarray(rs.labels) > 0))
-        rows["model"].append(classifier.predict_proba(rs, progress=progress)[:, classifier.positive])
+        rows["label"].append(cell_labels(rs))
+        proba = classifier.predict_proba(rs, progress=progress)
+        rows["model"].append(proba[:, classifier.positive])
+        if multi:
+            rows["class_label"].append(class_indices(rs, classes))
+            rows["predicted_class"].append(proba.argmax(1))
+            for j, c in enumerate(classes):
+                rows[f"p_{c}"].append(proba[:, j])
         if baselines:
             found = bl.all_baselines(rs, suite2p_classifier)
             if rs.origin.get("label_source") == "pipeline verdict":
                 found.pop("pipeline", None)        # the labels themselves
             base[id(rs)] = found
-    table = {k: (np.concatenate(v) if k in ("roi", "label", "model") else np.asarray(v)) for k, v in rows.items()}
+    table = {k: (np.asarray(v) if k in ("recording", "unit") else np.concatenate(v)) for k, v in rows.items()}
     names = [k for k in bl.NAMES if base and all(k in b for b in base.values())]
     for k in names:
         found = [base[id(rs)][k] for rs in sets]
@@ -180,7 +214,27 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
                "label_sources": sorted({str(rs.origin.get("label_source")) for rs in sets}),
                **grouped(table["model"]),
                "baselines": {k: grouped(table[f"{k}_score"], table[f"{k}_accepted"]) for k in names}}
+    if multi and (table["class_label"] >= 0).any():
+        known = table["class_label"] >= 0
+        per = {}
+        for rec in dict.fromkeys(table["recording"][known]):
+            m = known & (table["recording"] == rec)
+            per[rec] = class_metrics(table["class_label"][m], table["predicted_class"][m], classes)
+        numbers["classes"] = {"pooled": class_metrics(table["class_label"][known], table["predicted_class"][known],
+                                                      classes), "per_recording": per,
+                              "predicted_class": "the most probable class"}
     return numbers, table
+
+
+def class_indices(rs, classes):
+    """Class indices into ``classes`` of a RoiSet's labels, or -1 everywhere when its labels name other classes
+    (or none: cell / not cell only)."""
+    names = rs.origin.get("label_classes")
+    if names is None or not set(names) <= set(classes):
+        return np.full(len(rs), -1, np.int64)
+    labels = np.asarray(rs.labels, np.int64)
+    to_model = np.asarray([list(classes).index(n) for n in names], np.int64)
+    return np.where(labels >= 0, to_model[np.maximum(labels, 0)], -1)
 
 
 def jsonable(o):
@@ -217,4 +271,4 @@ def write_evaluation(out_dir, numbers, table):
 
 
 def _fmt(v):
-    return int(v) if isinstance(v, (bool, np.bool_)) else repr(float(v))
+    return int(v) if isinstance(v, (bool, np.bool_, np.integer)) else repr(float(v))

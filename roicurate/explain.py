@@ -123,15 +123,25 @@ def saliency(clf, roiset, index=None, reduce="abs", batch_size=64, progress=None
     return np.concatenate(out).astype(np.float32) if out else empty
 
 
-def scores(clf, x, kind="proba"):
+def scores(clf, x, kind="proba", prior=None):
     """Score of a batch of crops (tensor): ``proba`` = probability of the accepted class (what the threshold
-    is compared with), ``logit`` = its logit (does not saturate for confident ROIs)."""
+    is compared with; ``prior``: the ROIs' shape-prior logits when the model has one, see
+    ``Classifier.prior_logits``), ``logit`` = the network's logit (does not saturate for confident ROIs)."""
     logits = clf.module(x)
     if kind == "logit":
         return target_logit(clf, logits)
     if kind != "proba":
         raise RoicurateError(f"unknown score '{kind}' (known: proba, logit)")
-    return _torch().from_numpy(clf.logits_to_proba(logits)[:, clf.positive])
+    if prior is not None:
+        prior = np.broadcast_to(prior, (len(logits),))
+    return _torch().from_numpy(clf.logits_to_proba(logits, prior)[:, clf.positive])
+
+
+def _prior(clf, roiset, index):
+    """The shape-prior logits of the ROIs in ``index`` (None for a model without a prior). The prior depends on
+    the ROI's mask, not on the crop: occlusion leaves it unchanged, so the maps show the network's share."""
+    p = clf.prior_logits(roiset)
+    return None if p is None else p[index]
 
 
 def patch_centres(size, stride=1):
@@ -186,6 +196,7 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
     grid = np.arange(0, S, stride)
     near = np.minimum(np.rint(np.arange(S) / stride).astype(np.int64), len(grid) - 1)   # nearest centre per pixel
     out = np.zeros((len(index), S, S), np.float32)
+    prior = _prior(clf, roiset, index)
     module = clf.module
     was_training = module.training
     module.eval()
@@ -194,7 +205,8 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
             for k, i in enumerate(index):
                 c = make_crops(roiset, clf.crop, [i])
                 crop = torch.from_numpy(c).to(clf.device)                           # (1, C, S, S)
-                base = float(scores(clf, crop, score)[0])
+                pk = None if prior is None else prior[k]
+                base = float(scores(clf, crop, score, pk)[0])
                 # a patch that already holds the fill value everywhere changes nothing: its drop is exactly 0
                 # (most of a mask-only crop), so only the other positions go through the network
                 live = np.flatnonzero(_touched((c[0] != fill[:, None, None]).any(0), centres, window))
@@ -203,7 +215,7 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
                     pos = live[start:start + batch_size]
                     m = torch.from_numpy(patch_masks(centres[pos], S, window)).to(clf.device)[:, None]
                     x = torch.where(m, fill_t, crop).contiguous(memory_format=torch.channels_last)
-                    drops[pos] = base - scores(clf, x, score).float().cpu().numpy()
+                    drops[pos] = base - scores(clf, x, score, pk).float().cpu().numpy()
                 out[k] = drops.reshape(len(grid), len(grid))[near][:, near]
                 if progress:
                     progress(1)
@@ -220,9 +232,11 @@ def explain(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba"
     import torch
     index = _index(roiset, index)
     crops = make_crops(roiset, clf.crop, index)
+    prior = _prior(clf, roiset, index)
     with torch.inference_mode():
-        p = np.concatenate([np.zeros(0)] + [scores(clf, torch.from_numpy(crops[i:i + 256]).to(clf.device)).double()
-                                            .cpu().numpy() for i in range(0, len(index), 256)])
+        p = np.concatenate([np.zeros(0)] + [scores(clf, torch.from_numpy(crops[i:i + 256]).to(clf.device), "proba",
+                                                   None if prior is None else prior[i:i + 256]).double().cpu().numpy()
+                                            for i in range(0, len(index), 256)])
     result = {"index": index, "crops": crops, "scores": p, "saliency": None, "saliency_error": None}
     try:
         result["saliency"] = saliency(clf, roiset, index)

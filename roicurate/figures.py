@@ -1,6 +1,6 @@
-"""PNG figures: the evaluation's ROC and precision-recall curves (the model and every baseline with a score) and the
-model's reliability diagram, and the two helpers every roicurate figure is made with (matplotlib's object API:
-no pyplot, no global backend change)."""
+"""PNG figures: the evaluation's ROC and precision-recall curves (the model and every baseline with a score), the
+model's reliability diagram and, for a K-class model, its confusion matrix; and the two helpers every roicurate
+figure is made with (matplotlib's object API: no pyplot, no global backend change)."""
 import numpy as np
 
 from roicurate.evaluate import ECE_BINS, pr_curve, reliability, roc_curve
@@ -74,5 +74,25 @@ def write_figures(out, numbers, table):
            title=f"reliability (ECE {m['ece']:.3f}, {numbers['model'].get('calibration')})", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=7)
     paths.append(save(fig, out / "reliability.png", dpi=110))
+    if "classes" in numbers:
+        paths.append(confusion_figure(numbers["classes"]["pooled"], out / "confusion.png"))
     return paths
+
+
+def confusion_figure(m, path, title="pooled"):
+    """The K x K confusion matrix of ``evaluate.class_metrics`` (rows: true class, columns: predicted)."""
+    cm, names = np.asarray(m["confusion_matrix"]), m["classes"]
+    k = len(names)
+    fig = figure(1.2 * k + 1.6, 1.1 * k + 1.2)
+    ax = fig.add_subplot()
+    ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(cm):
+        frac = v / max(cm[i].sum(), 1)
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=10, color="white" if frac > 0.5 else "black")
+    ax.set_xticks(range(k), names, rotation=30, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted class (most probable)", ylabel="labelled class",
+           title=f"{title}: accuracy {m['accuracy']:.3f} (majority class {m['majority_rate']:.3f})")
+    ax.title.set_fontsize(9)
+    return save(fig, path, dpi=110)
 

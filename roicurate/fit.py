@@ -1,7 +1,12 @@
-"""The training loop: 8 rotations/flips as augmentation, class balance by weighting the loss (BCE ``pos_weight`` =
-negatives / positives: no item is ever copied), a one-cycle learning-rate schedule, early stopping on validation F1,
-a progress bar per epoch, and a checkpoint after every epoch that ``resume`` continues exactly (same weights as an
-uninterrupted run). Also what fine-tuning needs: freezing the layers below a named one."""
+"""The training loop: 8 rotations/flips as augmentation, class balance by weighting the loss (no item is ever
+copied), a one-cycle learning-rate schedule, early stopping on validation F1, a progress bar per epoch, and a
+checkpoint after every epoch that ``resume`` continues exactly (same weights as an uninterrupted run). Also what
+fine-tuning needs: freezing the layers below a named one.
+
+A network with one output is trained with BCE (``pos_weight`` = negatives / positives) and stopped on the best
+validation F1 of its score; one with K > 1 outputs is trained with cross-entropy on class indices, each class
+weighted by the inverse of its training frequency, and stopped on the best validation macro-F1 (the mean F1 over
+the classes present, predicting the most probable class)."""
 import json
 import sys
 import time
@@ -10,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate.evaluate import best_f1_threshold, roc_auc
+from roicurate.evaluate import best_f1_threshold, class_metrics, roc_auc
 from roicurate.models import _device
 
 DEFAULTS = {"epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "lr_decay": None, "patience": 6}
@@ -22,15 +27,33 @@ def _dihedral(x, k):
     return torch.flip(x, (3,)) if k >= 4 else x
 
 
-def predict_scores(module, x, device, batch=256):
+def predict_outputs(module, x, device, batch=256):
+    """(N, K) probabilities: [1 - p, p] of a one-output (sigmoid) network, the softmax of a K-output one."""
     import torch
     module.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             logit = module(torch.from_numpy(x[i:i + batch]).to(device))
-            out.append((torch.sigmoid(logit[:, 0]) if logit.shape[1] == 1 else torch.softmax(logit, 1)[:, -1]).cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
+            p = torch.sigmoid(logit[:, :1]) if logit.shape[1] == 1 else torch.softmax(logit, 1)
+            out.append((torch.cat([1 - p, p], 1) if logit.shape[1] == 1 else p).cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+
+
+def predict_scores(module, x, device, batch=256, positive=-1):
+    """The probability of class ``positive`` (default: the last one) per crop."""
+    return predict_outputs(module, x, device, batch)[:, positive]
+
+
+def n_outputs(module, x, device):
+    """How many logits the network gives per crop (one forward pass in eval mode: no state changes)."""
+    import torch
+    training = module.training
+    module.eval()
+    with torch.inference_mode():
+        k = int(module(torch.from_numpy(x[:2]).to(device)).shape[1])
+    module.train(training)
+    return k
 
 
 def freeze_below(module, layer):
@@ -61,12 +84,39 @@ def _epoch_metrics(y, s):
     return f1, thr, roc_auc(y, s)
 
 
+def _class_epoch_metrics(y, proba, positive):
+    """(macro-F1, accuracy, ROC AUC of class ``positive`` vs the rest) of K-class predictions."""
+    if not len(y):
+        return float("nan"), float("nan"), float("nan")
+    m = class_metrics(y, proba.argmax(1), range(proba.shape[1]))
+    return m["macro_f1"], m["accuracy"], roc_auc(y == (positive % proba.shape[1]), proba[:, positive])
+
+
+def _loss(module, x_tr, y_tr, dev):
+    """(loss function, number of outputs): BCE with pos_weight for one output, class-weighted cross-entropy
+    (weight = N / (classes present x class count), 0 for absent classes) for K outputs."""
+    import torch
+    k = n_outputs(module, x_tr, dev)
+    if k == 1:
+        npos = max(float(y_tr.sum()), 1.0)
+        pos_weight = torch.tensor((len(y_tr) - npos) / npos, dtype=torch.float32, device=dev)
+        return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight), k
+    y = np.asarray(y_tr, np.int64)
+    if y.min() < 0 or y.max() >= k:
+        raise RoicurateError(f"labels must be class indices 0..{k - 1} for a network with {k} outputs")
+    count = np.bincount(y, minlength=k).astype(np.float64)
+    weight = np.where(count > 0, len(y) / (max((count > 0).sum(), 1) * np.maximum(count, 1)), 0.0)
+    return torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32, device=dev)), k
+
+
 def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, checkpoint=None, resume=False,
-        config=None, callback=None):
-    """Train ``module`` (one sigmoid output) in place and restore the epoch with the best validation F1 (the last
-    epoch when there is no validation set). ``hp``: epochs, lr, weight_decay, batch_size, lr_decay (final / peak
-    learning rate of the one-cycle schedule; None: PyTorch's default), patience. With ``checkpoint`` (a path) the
-    state is saved after every epoch; ``resume`` continues from it (``config`` must match). Returns the history."""
+        config=None, callback=None, positive=-1):
+    """Train ``module`` in place and restore the epoch with the best validation F1 — macro-F1 for a K-output
+    network, whose labels are class indices (the last epoch when there is no validation set). ``hp``: epochs, lr,
+    weight_decay, batch_size, lr_decay (final / peak learning rate of the one-cycle schedule; None: PyTorch's
+    default), patience. ``positive``: the class whose ROC AUC against the rest a K-output network's history
+    reports. With ``checkpoint`` (a path) the state is saved after every epoch; ``resume`` continues from it
+    (``config`` must match). Returns the history."""
     import torch
     from tqdm import tqdm
     hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
@@ -74,9 +124,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
     rng = np.random.default_rng(seed)
     dev = _device(device)
     module.to(dev)
-    npos = max(float(y_tr.sum()), 1.0)
-    pos_weight = torch.tensor((len(y_tr) - npos) / npos, dtype=torch.float32, device=dev)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    loss_fn, n_out = _loss(module, x_tr, y_tr, dev)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise RoicurateError("every parameter is frozen; name a lower layer with --freeze-until")
@@ -110,7 +158,8 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
             xb, yb = xt[idx], yt[idx]
             xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
             yb = torch.cat([yb[k == j] for j in range(8)])
-            loss = loss_fn(module(xb.to(dev))[:, 0], yb.to(dev))
+            out = module(xb.to(dev))
+            loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -120,14 +169,21 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
             bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
         has_val = len(y_va) > 0
-        s = predict_scores(module, x_va if has_val else x_tr, dev)
-        f1, thr, auc = _epoch_metrics(y_va if has_val else y_tr, s)
+        x_m, y_m = (x_va, y_va) if has_val else (x_tr, y_tr)
+        if n_out == 1:
+            f1, thr, auc = _epoch_metrics(y_m, predict_scores(module, x_m, dev))
+        else:
+            f1, acc, auc = _class_epoch_metrics(np.asarray(y_m, np.int64), predict_outputs(module, x_m, dev), positive)
         row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_f1": f1 if has_val else None,
-               "val_f1_threshold": thr if has_val else None, "val_roc_auc": auc if has_val else None,
-               "train_f1": None if has_val else f1, "seconds": round(time.time() - t0, 2)}
+               "val_f1_threshold": (thr if n_out == 1 else None) if has_val else None,
+               "val_roc_auc": auc if has_val else None, "train_f1": None if has_val else f1,
+               "seconds": round(time.time() - t0, 2)}
+        if n_out > 1:
+            row["val_accuracy" if has_val else "train_accuracy"] = acc
         state["history"].append(row)
         what = "val" if has_val else "train (no validation)"
-        log(f"epoch {epoch + 1}/{hp['epochs']}  loss {row['loss']:.4f}  {what} F1 {f1:.3f}  ROC AUC {auc:.3f}"
+        scores = f"F1 {f1:.3f}" if n_out == 1 else f"macro-F1 {f1:.3f}  accuracy {acc:.3f}"
+        log(f"epoch {epoch + 1}/{hp['epochs']}  loss {row['loss']:.4f}  {what} {scores}  ROC AUC {auc:.3f}"
             f"  ({row['seconds']:.0f} s)")
         state["epoch"] = epoch + 1
         if not has_val or f1 > state["best"]:
@@ -136,7 +192,8 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
         else:
             state["stale"] += 1
             if state["stale"] >= hp["patience"]:
-                log(f"early stop: no better validation F1 for {hp['patience']} epochs")
+                log(f"early stop: no better validation {'F1' if n_out == 1 else 'macro-F1'} for "
+                    f"{hp['patience']} epochs")
         if checkpoint:
             _save_checkpoint(checkpoint, config, state, module, opt, sched, rng)
         if callback:

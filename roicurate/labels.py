@@ -123,7 +123,7 @@ def _dataset_labels(roi_file, max_up=4):
             d = json.loads(f.read_text())
             rel = roi_file.relative_to(parent).as_posix()
             if rel in d.get("rois", {}):
-                return np.asarray(d["rois"][rel]["label"], np.int64), d.get("recording", str(parent)), str(f)
+                return d["rois"][rel], d.get("recording", str(parent)), str(f)
     return None
 
 
@@ -146,28 +146,32 @@ def verdict_is_roicurate_output(roiset):
     return bool(rec and rec["intact"])
 
 
-def attach_labels(roiset, use_pipeline=True, log=None):
+def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
     """Set ``roiset.labels`` and ``origin['recording']`` / ``origin['label_source']``; returns the RoiSet.
 
-    ``recording`` groups ROI sets that must stay on the same side of a train/validation split."""
+    ``recording`` groups ROI sets that must stay on the same side of a train/validation split. With a
+    ``class_rule`` (see :func:`check_class_rule`), ROIs whose label record names the class of their ground-truth
+    partner (``assigned_class``) get class indices into the rule's classes instead, and ``origin['label_classes']``
+    / ``origin['label_positive']`` say what they mean; records without object classes stay cell / not cell."""
     where = roiset.origin.get("path", "input")
     n = len(roiset)
-    labels, recording, source = None, default_recording(roiset), None
+    labels, recording, source, record = None, default_recording(roiset), None, None
     own = own_labels_path(roiset)
     found = _dataset_labels(roiset.origin.get("roi_file", where))
     if own.exists():
         try:
-            d = json.loads(own.read_text())
-            labels = np.asarray(d["label"], np.int64)
+            record = json.loads(own.read_text())
+            labels = np.asarray(record["label"], np.int64)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RoicurateError(f"{own}: unreadable labels ({e.__class__.__name__}: {e})") from None
-        if d.get("masks_sha256") and d["masks_sha256"] != mask_fingerprint(roiset):
+        if record.get("masks_sha256") and record["masks_sha256"] != mask_fingerprint(roiset):
             raise RoicurateError(f"{own}: was made for other ROI masks than {where} has now (pipeline re-run?); "
                                  f"make it again with: roicurate label {where} --truth ...")
         source = str(own)
-        recording = d.get("recording") or (found[1] if found else recording)
+        recording = record.get("recording") or (found[1] if found else recording)
     elif found:
-        labels, recording, source = found
+        record, recording, source = found
+        labels = np.asarray(record["label"], np.int64)
     elif use_pipeline and roiset.pipeline_accepted is not None:
         if verdict_is_roicurate_output(roiset):
             if log:
@@ -176,6 +180,80 @@ def attach_labels(roiset, use_pipeline=True, log=None):
             labels, source = roiset.pipeline_accepted.astype(np.int64), "pipeline verdict"
     if labels is not None and len(labels) != n:
         raise RoicurateError(f"{source}: has {len(labels)} labels for {n} ROIs in {where}")
+    roiset.origin.pop("label_classes", None)
+    roiset.origin.pop("label_positive", None)
+    if class_rule is not None and record is not None and record.get("assigned_class") is not None:
+        labels = apply_class_rule(class_rule, record, source)
+        roiset.origin.update(label_classes=list(class_rule["classes"]), label_positive=class_rule["positive"])
     roiset.labels = labels
     roiset.origin.update(recording=str(recording), label_source=source)
     return roiset
+
+
+# ---- classes beyond cell / not cell ----------------------------------------------------------------------
+def check_class_rule(rule, where="class rule"):
+    """Raise RoicurateError unless ``rule`` is a class rule; returns it.
+
+    A class rule maps each ROI's one-to-one ground-truth partner (its object class and IoU, as ``roicurate label``
+    and the datasets' labels.json record them) to one of K class names::
+
+        {"classes": ["a", "b", "c"], "positive": "a",           # positive: the class that counts as a cell
+         "rules": [{"class": "a", "truth_classes": ["soma"], "min_iou": 0.5}, ...],
+         "default": "c"}                                         # ROIs no rule claims (also: no partner)
+
+    The first rule whose ``truth_classes`` hold the partner's class and whose ``min_iou`` its IoU reaches wins."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("classes"), list) or len(rule["classes"]) < 2:
+        raise RoicurateError(f"{where}: expected {{\"classes\": [names], \"positive\", \"rules\", \"default\"}}")
+    names = rule["classes"]
+    if len(set(names)) != len(names) or not all(isinstance(c, str) and c for c in names):
+        raise RoicurateError(f"{where}: class names must be distinct, non-empty strings")
+    for key in ("positive", "default"):
+        if rule.get(key) not in names:
+            raise RoicurateError(f"{where}: '{key}' must be one of the classes ({', '.join(names)})")
+    if not isinstance(rule.get("rules"), list):
+        raise RoicurateError(f"{where}: 'rules' must be a list of {{\"class\", \"truth_classes\", \"min_iou\"}}")
+    for i, r in enumerate(rule["rules"]):
+        ok = isinstance(r, dict) and r.get("class") in names and isinstance(r.get("truth_classes"), list) \
+            and isinstance(r.get("min_iou", 0), (int, float))
+        if not ok:
+            raise RoicurateError(f"{where}: rule {i} needs a 'class' among {', '.join(names)}, a list "
+                                 f"'truth_classes' and a number 'min_iou'")
+    return rule
+
+
+def read_class_rule(path):
+    try:
+        rule = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RoicurateError(f"{path}: cannot read class rule ({e.__class__.__name__}: {e})") from None
+    return check_class_rule(rule, str(path))
+
+
+def apply_class_rule(rule, record, where="labels"):
+    """int (N,) class index (into ``rule['classes']``) per ROI of a label record with ``assigned_gt``,
+    ``assigned_iou`` and ``assigned_class``."""
+    try:
+        gt, iou, cls = (list(record[k]) for k in ("assigned_gt", "assigned_iou", "assigned_class"))
+    except (KeyError, TypeError):
+        raise RoicurateError(f"{where}: a class rule needs assigned_gt, assigned_iou and assigned_class "
+                             f"(label with `roicurate label --classes classes.json`)") from None
+    if not len(gt) == len(iou) == len(cls):
+        raise RoicurateError(f"{where}: assigned_gt, assigned_iou and assigned_class differ in length")
+    index = {c: i for i, c in enumerate(rule["classes"])}
+    out = np.full(len(gt), index[rule["default"]], np.int64)
+    for k, (g, v, c) in enumerate(zip(gt, iou, cls)):
+        if g is None or g < 0:
+            continue
+        hit = next((r for r in rule["rules"] if c in r["truth_classes"] and v >= r.get("min_iou", 0)), None)
+        if hit is not None:
+            out[k] = index[hit["class"]]
+    return out
+
+
+def cell_labels(roiset):
+    """bool (N,): the ROIs labelled as a cell — the positive class of class labels, else label 1."""
+    labels = np.asarray(roiset.labels)
+    classes = roiset.origin.get("label_classes")
+    if classes is None:
+        return labels > 0
+    return labels == list(classes).index(roiset.origin["label_positive"])

@@ -23,6 +23,8 @@ class ModelSpec:
 
     ``build(**build_kwargs)`` returns a ``torch.nn.Module`` mapping (N, C, S, S) crops to logits (N, n_out);
     ``n_out == 1`` is one sigmoid output for the last class. ``crop`` None means "the pipeline's default crop".
+    ``inference(module)``, if given, returns a module computing the same logits faster (evaluation only), which
+    ``Classifier.predict_proba`` runs; gradients, training and explanations use the plain module.
     """
 
     name: str
@@ -34,6 +36,9 @@ class ModelSpec:
     weights: str | None = None         # path of bundled NAME.safetensors (its card is NAME.json beside it)
     build_kwargs: dict = field(default_factory=dict)
     description: str = ""
+    positive_class: str | None = None  # the class that counts as accepted (default: the last of ``classes``)
+    class_rule: dict | None = None     # how `train` derives these classes from matched ground truth (labels.py)
+    inference: object = None           # module -> equivalent faster module for predict_proba (see above)
 
     @property
     def card_path(self):
@@ -84,9 +89,10 @@ def resolve_model_files(name_or_path, specs):
 class Classifier:
     """A network with its card: ``predict_proba(roiset) -> (N, K)`` with batching, threads and device here, once."""
 
-    def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None):
-        """``batch_size`` 64: on a 2-core CPU larger batches spill the cache and run 2-3x slower per ROI;
-        channels-last memory layout is another 1.2-1.7x (benchmarks/speed.py measures both)."""
+    def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None, fast=True):
+        """``batch_size`` 64: on a 2-core CPU larger batches spilled the cache and ran 2-3x slower per ROI
+        (``benchmarks/speed.py --batch N`` compares); channels-last memory layout was another 1.2-1.7x. ``fast``:
+        run the architecture's ``inference`` form (same logits, less work); False runs the plain module."""
         import torch
         self.card = card
         self.spec = arch_spec
@@ -95,6 +101,7 @@ class Classifier:
         self.threshold = float(card["threshold"])
         self.device = _device(device)
         self.batch_size = batch_size
+        self.fast = fast
         if threads:
             torch.set_num_threads(int(threads))
         self.module = module.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -140,14 +147,24 @@ class Classifier:
         card["source"] = card["name"] if bundled is not None and bundled.weights else str(Path(card_path).resolve())
         return cls(module, card, arch, **kw)
 
-    def logits_to_proba(self, logits):
+    def prior_logits(self, roiset):
+        """(N,) the card's shape-prior logit per ROI of ``roiset`` (added to the network's), or None without one."""
+        from roicurate.shape import prior_logit
+        prior = self.card.get("shape_prior")
+        return None if prior is None else prior_logit(prior, roiset)
+
+    def logits_to_proba(self, logits, prior=None):
         """(N, K) float64 probabilities of a batch of network outputs, calibrated as the card says (isotonic maps
-        are applied here; affine calibrations are already folded into the weights): the one place that turns
-        logits into what thresholds, reports and explanations compare."""
+        are applied here; affine calibrations are already folded into the weights) with the ROIs' shape-prior
+        logits ``prior`` (from :meth:`prior_logits`) added: the one place that turns logits into what thresholds,
+        reports and explanations compare."""
         import torch
         from roicurate.calibrate import apply as calibrate
+        if (prior is None) != (self.card.get("shape_prior") is None):
+            raise RoicurateError("a model with a shape prior needs the ROIs' prior logits (and one without, none)")
         if logits.shape[1] == 1:
-            p = torch.sigmoid(logits[:, 0].double())
+            z = logits[:, 0].double()
+            p = torch.sigmoid(z if prior is None else z + torch.from_numpy(np.array(prior, np.float64)).to(z.device))
             out = torch.stack([1 - p, p], 1).cpu().numpy()
         else:
             out = torch.softmax(logits.double(), 1).cpu().numpy()
@@ -157,16 +174,23 @@ class Classifier:
         return out
 
     def predict_proba(self, roiset, progress=None):
+        """(N, K) probabilities. Crops are built batch by batch (memory does not grow with N), and a batch holds
+        ROIs of similar pixel counts: an ``inference`` network that skips the empty part of the crops (cnn2's)
+        then has little left to compute on a batch of small ROIs."""
         import torch
         n = len(roiset)
         out = np.zeros((n, len(self.classes)), np.float64)
         buf = None
+        prior = self.prior_logits(roiset)
+        order = np.argsort(roiset.npix, kind="stable")
         with torch.inference_mode():
+            inference = getattr(self.spec, "inference", None) if self.fast else None
+            net = inference(self.module) if inference else self.module
             for start in range(0, n, self.batch_size):
-                idx = np.arange(start, min(n, start + self.batch_size))
+                idx = order[start:start + self.batch_size]
                 buf = make_crops(roiset, self.crop, idx, out=None if buf is None or len(buf) != len(idx) else buf)
                 x = torch.from_numpy(buf).to(self.device).contiguous(memory_format=torch.channels_last)
-                out[idx] = self.logits_to_proba(self.module(x))
+                out[idx] = self.logits_to_proba(net(x), None if prior is None else prior[idx])
                 if progress:
                     progress(len(idx))
         return out

@@ -5,11 +5,15 @@ import pluggy
 
 from roicurate import RoicurateError, hookspecs
 
+# pluggy calls the last registered plugin first: fourclass comes before nets so that a pipeline's default model
+# (the first bundled one registered for it) stays the two-class one
 DEFAULT_PLUGINS = (
+    "roicurate_plugins.fourclass",
     "roicurate_plugins.nets",
     "roicurate_plugins.suite2p",
     "roicurate_plugins.caiman",
     "roicurate_plugins.report",
+    "roicurate_plugins.unet",
 )
 
 pm = pluggy.PluginManager("roicurate")

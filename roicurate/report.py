@@ -51,7 +51,11 @@ def labels_for(roiset):
     """(labels or None, where they came from): labels the RoiSet carries, else roicurate's / the dataset's
     label files. The pipeline's own verdict is never a label here: the report compares against it separately."""
     if roiset.labels is not None:
-        return np.asarray(roiset.labels), roiset.origin.get("label_source") or "labels"
+        labels = np.asarray(roiset.labels)
+        if roiset.origin.get("label_classes") is not None:     # class labels: the positive class is the cell
+            from roicurate.labels import cell_labels
+            labels = np.where(labels >= 0, cell_labels(roiset), -1)
+        return labels, roiset.origin.get("label_source") or "labels"
     from roicurate.labels import attach_labels
     probe = copy.copy(roiset)
     probe.origin = dict(roiset.origin)
@@ -95,8 +99,13 @@ def _pname(u):
     return u.curation.classes[u.curation.positive]
 
 
+def _aname(u):
+    """What the threshold is compared with: the positive class, plus the classes accepted too (--also-accept)."""
+    return " + ".join(u.curation.accepted_classes)
+
+
 def histogram(u, path):
-    s, thr = u.curation.score, u.curation.threshold
+    s, thr = u.curation.accept_score, u.curation.threshold
     fig = figure(7, 3)
     ax = fig.add_subplot()
     bins = np.linspace(0, 1, 41)
@@ -111,7 +120,7 @@ def histogram(u, path):
     from matplotlib.ticker import FuncFormatter
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_title(f"threshold {thr:.3f}:  ← rejected | accepted →", fontsize=9)
-    ax.set_xlabel(f"P({_pname(u)}) from {u.classifier.name}")
+    ax.set_xlabel(f"P({_aname(u)}) from {u.classifier.name}")
     ax.set_ylabel("number of ROIs (log scale)")
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
@@ -273,7 +282,7 @@ def _progress(total, desc, enabled):
 
 
 def _examples(cur, n_explain, n_examples):
-    s, acc = cur.score, np.asarray(cur.accepted, bool)
+    s, acc = cur.accept_score, np.asarray(cur.accepted, bool)
     gallery = cur.uncertain[:n_explain]
     order = np.argsort(-s, kind="stable")
     sure_acc = order[acc[order]][:n_examples]
@@ -288,14 +297,58 @@ def _verdict(flag):
 
 def _caption(u, i):
     cur = u.curation
-    bits = [f"<b>ROI {i}</b>", f"P({_pname(u)}) = {cur.score[i]:.3f}",
+    bits = [f"<b>ROI {i}</b>", f"P({_aname(u)}) = {cur.accept_score[i]:.3f}",
             f"<span class='{_verdict(cur.accepted[i])}'>{_verdict(cur.accepted[i])}</span>"]
     if u.before is not None:
         same = bool(u.before[i]) == bool(cur.accepted[i])
         bits.append(f"{_pipe(u)} had {_verdict(u.before[i])}" + ("" if same else " <b>(changed)</b>"))
+    if len(cur.classes) > 2:
+        k = int(cur.probabilities[i].argmax())
+        bits.append(f"most probable: {_e(cur.classes[k])} ({cur.probabilities[i, k]:.2f})")
     if u.labels is not None and u.labels[i] >= 0:
         bits.append("label: " + ("cell" if u.labels[i] > 0 else "not a cell"))
     return " · ".join(bits)
+
+
+def class_gallery(u, index, k, path, columns=8):
+    """The model's input for the ROIs in ``index`` (members of class ``k``), with ROI number, P(class) and the
+    verdict (title colour) above each."""
+    crops = make_crops(u.roiset, u.classifier.crop, index)[:, 0]
+    cur = u.curation
+    rows = -(-len(index) // columns)
+    fig = figure(1.3 * columns, 1.45 * rows)
+    for j, i in enumerate(index):
+        ax = fig.add_subplot(rows, columns, j + 1)
+        ax.imshow(crops[j], cmap="gray", interpolation="nearest")
+        ax.set_title(f"{i}: {cur.probabilities[i, k]:.2f}", fontsize=7,
+                     color=ACCEPTED if cur.accepted[i] else REJECTED)
+        ax.set_xticks([]), ax.set_yticks([])
+    return save(fig, path, dpi=90)
+
+
+def class_section(u, slug, folder, per_class=24):
+    """Models with more than two classes: the ROIs per class (each counted under its most probable class), how
+    many of them were accepted, and a gallery per class (its most probable members first)."""
+    cur = u.curation
+    top = cur.probabilities.argmax(1) if len(cur.probabilities) else np.zeros(0, np.int64)
+    acc = np.asarray(cur.accepted, bool)
+    rows = "".join(f"<tr><th>{_e(c)}</th><td>{int((top == k).sum())}</td><td>{int((acc & (top == k)).sum())}</td>"
+                   f"</tr>" for k, c in enumerate(cur.classes))
+    parts = [f"<h3>Classes</h3><p>{u.classifier.name} gives each ROI a probability per class; here every ROI counts "
+             f"under its most probable class. Accepted: P({_e(_aname(u))}) &ge; {cur.threshold:.3f}.</p>"
+             f"<table><tr><th>class</th><th>ROIs</th><th>accepted</th></tr>{rows}</table>"]
+    for k, c in enumerate(cur.classes):
+        members = np.flatnonzero(top == k)
+        shown = members[np.argsort(-cur.probabilities[members, k], kind="stable")][:per_class]
+        if not len(shown):
+            parts.append(f"<h4>{_e(c)}</h4><p>no ROI has this as its most probable class</p>")
+            continue
+        class_gallery(u, shown, k, folder / f"class{k}.png")
+        more = f" (the {len(shown)} most probable shown)" if len(shown) < len(members) else ""
+        parts.append(f"<h4>{_e(c)}: {len(members)} ROIs{more}</h4><p>Model input; above each: ROI number and "
+                     f"P({_e(c)}), green if accepted, magenta if rejected.</p>"
+                     f"<img src='{slug}/class{k}.png' alt='ROIs most probably {_e(c)}'>")
+    return "".join(parts)
 
 
 def _gallery(u, slug, idx, panels, empty="none"):
@@ -352,6 +405,8 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress):
              "the threshold (shown below).</p>",
              f"<img src='{slug}/fov.png' alt='field of view with ROI outlines'>"]
     parts.append(_labels_html(u, slug, folder))
+    if len(cur.classes) > 2:
+        parts.append(class_section(u, slug, folder))
     if u.before is not None and (b & ~acc).any():
         dropped = ", ".join(str(i) for i in np.flatnonzero(b & ~acc))
         k = int((b & ~acc).sum())
@@ -361,9 +416,9 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress):
     parts += [f"<h3>Closest calls: {which}, closest to {cur.threshold:.3f} first</h3>"
               "<p>The ROIs the model was least sure about: the ones worth a human look.</p>",
               f"<div class='gallery'>{_gallery(u, slug, gallery, panels)}</div>",
-              f"<h3>Confident accepts (highest P({_pname(u)}))</h3>",
+              f"<h3>Confident accepts (highest P({_aname(u)}))</h3>",
               f"<div class='gallery'>{_gallery(u, slug, sure_acc, panels, 'none: every ROI was rejected')}</div>",
-              f"<h3>Confident rejects (lowest P({_pname(u)}))</h3>",
+              f"<h3>Confident rejects (lowest P({_aname(u)}))</h3>",
               f"<div class='gallery'>{_gallery(u, slug, sure_rej, panels, 'none: every ROI was accepted')}</div>",
               "</section>"]
     toc = (f"<li><a href='#{slug}'>{e(u.name)}</a>: {n} ROIs, {acc.sum()} accepted, {(~acc).sum()} rejected"

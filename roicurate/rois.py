@@ -3,7 +3,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linear_sum_assignment
 
 from roicurate import RoicurateError
 
@@ -128,6 +127,7 @@ def match_labels(iou, threshold=0.5, truth_is_cell=None):
     assigned = np.full(n, -1, np.int64)
     aiou = np.zeros(n)
     if n and m:
+        from scipy.optimize import linear_sum_assignment
         r, c = linear_sum_assignment(iou, maximize=True)
         keep = iou[r, c] > 0
         assigned[r[keep]], aiou[r[keep]] = c[keep], iou[r[keep], c[keep]]

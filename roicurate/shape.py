@@ -1,5 +1,7 @@
 """Five shape features per ROI (area, compactness, aspect ratio, eccentricity, solidity), computed from the
-binarised masks alone so that they mean the same for every pipeline. Used by the logistic-regression baseline."""
+binarised masks alone so that they mean the same for every pipeline. Used by the logistic-regression baseline and
+by a model's optional *shape prior*: a logistic regression on these features, fitted on the training recordings,
+whose logit is added to the network's (weighted on validation, see ``roicurate train --shape-prior``)."""
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
@@ -34,3 +36,24 @@ def shape_features(roiset, binarize=0.0):
             except QhullError:
                 pass
     return np.stack([np.log(a), r / np.maximum(r_disk, 1e-9), np.sqrt(l1 / l2), np.sqrt(1 - l2 / l1), solidity], 1)
+
+
+def fit_prior(X, y, binarize=0.0, C=1.0):
+    """A card's ``shape_prior``: L2-regularised logistic regression on standardised features ``X`` (N, 5)."""
+    from roicurate.baselines import _tron_logistic
+    mean, scale = X.mean(0), X.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    w = _tron_logistic((X - mean) / scale, np.asarray(y) > 0, C=C)
+    return {"features": list(FEATURES), "binarize": float(binarize), "mean": mean.tolist(), "scale": scale.tolist(),
+            "coef": w[:-1].tolist(), "intercept": float(w[-1])}
+
+
+def scale_prior(prior, weight):
+    """The same prior with its logit multiplied by ``weight``."""
+    return dict(prior, coef=[c * weight for c in prior["coef"]], intercept=prior["intercept"] * weight)
+
+
+def prior_logit(prior, roiset):
+    """(N,) the prior's logit for every ROI of ``roiset``."""
+    X = shape_features(roiset, prior["binarize"])
+    return ((X - prior["mean"]) / np.asarray(prior["scale"])) @ np.asarray(prior["coef"]) + prior["intercept"]

@@ -15,15 +15,17 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.crops import make_crops
-from roicurate.evaluate import best_f1_threshold, threshold_for_precision
+from roicurate.evaluate import best_f1_threshold, class_indices, threshold_for_precision
 from roicurate.fit import DEFAULTS, fit, freeze_below, predict_scores
-from roicurate.labels import attach_labels
+from roicurate.labels import attach_labels, cell_labels
+from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
 
 OOF_FOLDS = 3     # no validation recording: folds of the training ROIs that give out-of-fold scores for the threshold
 
 
-def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None):
-    """Read every unit under ``paths`` with its source; keep those with labels. Returns [RoiSet]."""
+def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None):
+    """Read every unit under ``paths`` with its source; keep those with labels. Returns [RoiSet].
+    ``class_rule``: class labels where the label records name object classes (``labels.attach_labels``)."""
     from roicurate.plugins import source_for
     sets = []
     for path in paths:
@@ -31,7 +33,7 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None):
         if pipeline and src.name != pipeline:
             raise RoicurateError(f"{path}: is {src.name} output, but --pipeline {pipeline} was given")
         for unit in src.expand(str(path)):
-            rs = attach_labels(src.read(unit), use_pipeline=use_pipeline_labels, log=log)
+            rs = attach_labels(src.read(unit), use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
             if len(rs) and rs.labels is not None:
                 rs.origin["source"] = src.name
                 sets.append(rs)
@@ -80,12 +82,27 @@ def split_by_recording(sets, val, seed=0):
     return train, valid
 
 
-def stack(sets, crop):
+def stack(sets, crop, classes=None):
+    """Crops and labels: 1.0 / 0.0 (cell or not), or with ``classes`` (a K-class model's names) class indices."""
     if not sets:
-        return np.zeros((0, len(crop.channels), crop.size, crop.size), np.float32), np.zeros(0, np.float32)
+        return (np.zeros((0, len(crop.channels), crop.size, crop.size), np.float32),
+                np.zeros(0, np.float32 if classes is None else np.int64))
     x = np.concatenate([make_crops(rs, crop) for rs in sets])
-    y = np.concatenate([(rs.labels > 0).astype(np.float32) for rs in sets])
-    return x, y
+    if classes is None:
+        return x, np.concatenate([cell_labels(rs).astype(np.float32) for rs in sets])
+    return x, np.concatenate([_class_labels(rs, classes) for rs in sets])
+
+
+def _class_labels(rs, classes):
+    """The class labels of ``rs`` as indices into ``classes`` (the model's names, which the labels must have)."""
+    y = class_indices(rs, classes)
+    if len(y) and (y < 0).any():
+        names = rs.origin.get("label_classes")
+        raise RoicurateError(f"{rs.origin.get('label_source') or rs.origin.get('path')}: labels are "
+                             f"{'cell / not cell only' if names is None else 'of the classes ' + ', '.join(names)}, "
+                             f"but the model has the classes {', '.join(classes)}; train it on ground truth with "
+                             f"object classes (classes.json) and a class rule that names them")
+    return y
 
 
 def choose_threshold(y, s, target_precision):
@@ -98,17 +115,18 @@ def choose_threshold(y, s, target_precision):
     return thr, how
 
 
-def out_of_fold_scores(new_module, x, y, hp, seed, device):
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1):
     """Scores of the training ROIs by models that did not see them: OOF_FOLDS models, each trained (same settings,
     no validation) on the other folds. Used for the threshold when there is no validation recording."""
     folds = np.random.default_rng(seed).permutation(len(y)) % OOF_FOLDS
     scores = np.zeros(len(y))
     for f in range(OOF_FOLDS):
         m, _ = new_module()
-        fit(m, x[folds != f], y[folds != f], x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None)
+        fit(m, x[folds != f], y[folds != f], x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None,
+            positive=positive)
         m.cpu()
         _fp16_round(m)
-        scores[folds == f] = predict_scores(m, x[folds == f], "cpu")
+        scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
     return scores
 
 
@@ -119,12 +137,16 @@ def _fp16_round(module):
 
 def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto", target_precision=None,
           build_kwargs=None, calibration="platt", init=None, freeze_until=None, search=0, test=None,
-          resume=False, suite2p_classifier=None, log=print):
+          resume=False, suite2p_classifier=None, shape_prior=False, class_rule=None, log=print):
     """Split, fit (or search), calibrate, choose the threshold on validation, save weights + card; evaluate held-out
     ``test`` recordings the way ``roicurate evaluate`` does (into ``OUT/NAME.test/``). Returns the card path.
 
     ``init``: a loaded Classifier to fine-tune (its architecture, crop and weights are used; ``arch_spec``,
-    ``crop`` and ``build_kwargs`` are ignored); ``freeze_until``: the first layer that trains."""
+    ``crop`` and ``build_kwargs`` are ignored); ``freeze_until``: the first layer that trains. ``shape_prior``: also
+    fit a logistic regression on five shape features of the training ROIs (roicurate/shape.py) whose logit is added
+    to the network's, weighted together with the Platt calibration on validation. A model with K > 2 classes
+    (``arch_spec.classes``) trains on class labels (``class_rule``: how they were derived, kept in the card), is
+    calibrated with ``calibrate.fit_classes`` and gets its threshold on the probability of its positive class."""
     import torch
     from roicurate import calibrate as cal
     from roicurate.evaluate import evaluate_model, write_evaluation
@@ -139,6 +161,9 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         if not sets:
             raise RoicurateError("--test takes every recording; nothing is left to train on")
     train_sets, val_sets = split_by_recording(sets, val, seed)
+    if shape_prior and (not val_sets or calibration != "platt"):
+        raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
+                             "give --val and keep --calibrate platt")
     if init is not None:
         arch_spec, crop = init.spec, init.crop
         build_kwargs = dict(init.card.get("build_kwargs", {}))
@@ -146,6 +171,15 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     else:
         build_kwargs = dict(build_kwargs or {})
         build_kwargs.setdefault("in_channels", len(crop.channels))
+    classes = list(arch_spec.classes)
+    multi = len(classes) > 2       # K-class model: class-index labels, K-class calibration
+    pos = classes.index(arch_spec.positive_class or classes[-1])
+    if multi and shape_prior:
+        raise RoicurateError("--shape-prior adds to a one-output network's logit; this model has "
+                             f"{len(classes)} classes")
+    if multi and class_rule is not None and class_rule["positive"] != classes[pos]:
+        raise RoicurateError(f"the class rule's positive class is '{class_rule['positive']}', the model's "
+                             f"'{classes[pos]}'")
 
     def new_module():
         torch.manual_seed(seed)
@@ -155,10 +189,11 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         frozen = freeze_below(m, freeze_until) if freeze_until else []
         return m, frozen
 
-    x_tr, y_tr = stack(train_sets, crop)
-    x_va, y_va = stack(val_sets, crop)
-    log(f"train: {len(y_tr)} ROIs ({int(y_tr.sum())} cells) from {len(recordings(train_sets))} recordings; "
-        f"validation: {len(y_va)} ROIs ({int(y_va.sum())} cells) from {len(recordings(val_sets))} recordings"
+    x_tr, y_tr = stack(train_sets, crop, classes if multi else None)
+    x_va, y_va = stack(val_sets, crop, classes if multi else None)
+    ncell = lambda y: int((y == pos).sum()) if multi else int(y.sum())
+    log(f"train: {len(y_tr)} ROIs ({ncell(y_tr)} {classes[pos]}) from {len(recordings(train_sets))} recordings; "
+        f"validation: {len(y_va)} ROIs ({ncell(y_va)} {classes[pos]}) from {len(recordings(val_sets))} recordings"
         + (f"; test (held out): {sum(len(r) for r in test_sets)} ROIs from {len(recordings(test_sets))} recordings"
            if test_sets else ""))
     if not val_sets:
@@ -180,7 +215,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         def run_trial(trial_hp):
             t0 = time.time()
             m, _ = new_module()
-            hist = fit(m, x_tr, y_tr, x_va, y_va, dict(hp, **trial_hp), seed=seed, device=device, log=lambda s: None)
+            hist = fit(m, x_tr, y_tr, x_va, y_va, dict(hp, **trial_hp), seed=seed, device=device, log=lambda s: None,
+                       positive=pos)
             best = max(hist, key=lambda h: h["val_f1"])
             return best["val_f1"], best["val_roc_auc"], hist, m, time.time() - t0
 
@@ -192,28 +228,49 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     else:
         module, frozen = new_module()
         history = fit(module, x_tr, y_tr, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
-                      resume=resume, config=config)
+                      resume=resume, config=config, positive=pos)
     module.cpu().eval()
     _fp16_round(module)
 
     card = {"arch": arch_spec.name, "build_kwargs": build_kwargs, "pipeline": train_sets[0].origin["source"],
-            "crop": crop.to_dict(), "classes": list(arch_spec.classes), "positive_class": arch_spec.classes[-1],
+            "crop": crop.to_dict(), "classes": classes, "positive_class": classes[pos],
             "threshold": 0.5, "name": name, "sha256": None}
-    y_va_all = np.concatenate([rs.labels > 0 for rs in val_sets]) if val_sets else None
-    score = lambda c: np.concatenate([Classifier(module, c, arch_spec).predict_proba(rs)[:, -1] for rs in val_sets])
-    calib = None
-    if val_sets and calibration != "none":
-        calib = cal.fit(calibration, y_va_all, score(card))
+    if multi:
+        card["class_rule"] = class_rule
+    y_va_all = np.concatenate([cell_labels(rs) for rs in val_sets]) if val_sets else None
+    score = lambda c: np.concatenate([Classifier(module, c, arch_spec).predict_proba(rs)[:, pos] for rs in val_sets])
+    calib = prior = None
+    if shape_prior:
+        binz = crop.binarize or 0.0
+        prior = fit_prior(np.concatenate([shape_features(rs, binz) for rs in train_sets]), y_tr, binz)
+    # ---- K-class calibration (fourclass etc.): temperature + per-class biases, folded into the output layer ----
+    if multi and val_sets and calibration != "none":
+        proba = np.concatenate([Classifier(module, card, arch_spec).predict_proba(rs) for rs in val_sets])
+        calib, (a, bias) = cal.fit_classes(calibration, y_va, proba, pos)
+        cal.fold_affine(module, a, torch.tensor(bias, dtype=torch.float32), torch.from_numpy(x_va[:64]))
+        _fp16_round(module)
+        calib["folded"] = True
+        log(f"calibration ({calib['method']}, {len(classes)} classes, on validation): log-loss "
+            f"{calib['log_loss_before']:.3f} -> {calib['log_loss_after']:.3f}; ECE of {classes[pos]} "
+            f"{calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")
+    # ---- end of K-class calibration ----
+    if val_sets and calibration != "none" and not multi:
+        offset = None if prior is None else np.concatenate([prior_logit(prior, rs) for rs in val_sets])
+        calib = cal.fit(calibration, y_va_all, score(card), offset)
         if cal.affine(calib):
             cal.fold_affine(module, *cal.affine(calib), torch.from_numpy(x_va[:64]))
             _fp16_round(module)
             calib["folded"] = True
         log(f"calibration ({calib['method']}, on validation): ECE {calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")
+    if prior is not None:
+        card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
+        log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
     card["calibration"] = calib
     if val_sets:
         thr, how = choose_threshold(y_va_all, score(card), target_precision)
     else:
-        thr, how = choose_threshold(y_tr, out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device),
+        thr, how = choose_threshold(y_tr == pos if multi else y_tr,
+                                    out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos),
                                     target_precision)
         how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
     card.update(threshold=thr, threshold_rule=how, target_precision=target_precision)
@@ -221,16 +278,23 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         "recordings": recordings(train_sets), "validation_recordings": recordings(val_sets),
         "test_recordings": recordings(test_sets),
         "label_sources": sorted({str(rs.origin["label_source"]) for rs in train_sets + val_sets}),
-        "n_train": int(len(y_tr)), "n_train_cells": int(y_tr.sum()), "n_val": int(len(y_va)),
-        "n_val_cells": int(y_va.sum()), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": seed,
-        "augmentation": "8 rotations/flips", "class_balance": "BCE pos_weight = negatives/positives",
+        "n_train": int(len(y_tr)), "n_train_cells": ncell(y_tr), "n_val": int(len(y_va)),
+        "n_val_cells": ncell(y_va), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": seed,
+        "augmentation": "8 rotations/flips",
+        "class_balance": "cross-entropy weighted by inverse class frequency" if multi
+                         else "BCE pos_weight = negatives/positives",
+        "class_counts": {"train": dict(zip(classes, np.bincount(y_tr, minlength=len(classes)).tolist())),
+                         "validation": dict(zip(classes, np.bincount(y_va, minlength=len(classes)).tolist()))}
+                        if multi else None,
+        "shape_prior": "logistic regression on shape features of the training ROIs, weighted on validation"
+                       if prior is not None else None,
         "split": "by recording", "init": None if init is None else {"name": init.card.get("name"),
                                                                       "sha256": init.card.get("sha256")},
         "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows}
     if val_sets:
         card["validation"] = {k: v for k, v in evaluate_model(Classifier(module, card, arch_spec), val_sets,
                                                               baselines=False)[0].items()
-                              if k in ("pooled", "macro", "per_recording")}
+                              if k in ("pooled", "macro", "per_recording", "classes")}
     path = save_model(out, name, module, card)
     if ckpt.exists():
         ckpt.unlink()

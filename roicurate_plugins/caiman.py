@@ -10,6 +10,7 @@ Summary images: ``Cn`` (CaImAn's correlation image, present when the user's scri
 when C is missing, the first background column when f is missing). On the simulated files it correlates at
 0.99999 with the real mean image; the mean over b's columns alone does not (0.5-0.6).
 """
+import json
 import os
 import shutil
 import tempfile
@@ -23,14 +24,17 @@ from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
-from roicurate.sources import Source, atomic_copy, backup_once, check_dir_writable
+from roicurate.sources import Source, _fsync_dir, atomic_copy, backup_once, check_dir_writable
 
 NONE = b"NoneType"
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
 FEATURES = ("SNR_comp", "r_values", "cnn_preds")
 # what write() sets; everything else in the file stays byte-identical
-WRITTEN = ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds")
+WRITTEN = ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds", "roicurate_class_probability")
 ATTRS = ("roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version")
+# models with more than two classes: estimates/roicurate_class_probability (float64, components x classes, the
+# columns named by the JSON list in the roicurate_classes attribute) and the accepted classes (roicurate_accept)
+CLASS_ATTRS = ("roicurate_classes", "roicurate_accept")
 
 
 def already_selected(where, live=False):
@@ -252,7 +256,6 @@ class CaimanSource(Source):
         backup = _backup(path)
         if force and backup.exists() and _changed_since_backup(path, backup):
             atomic_copy(path, backup)
-        backup_once(path, backup)
         accepted = np.asarray(curation.accepted, bool)
         datasets = {"idx_components": np.flatnonzero(accepted).astype(np.int64),
                     "idx_components_bad": np.flatnonzero(~accepted).astype(np.int64),
@@ -262,10 +265,14 @@ class CaimanSource(Source):
         model = curation.model.get("source") or curation.model.get("name", "")   # a name, or a card's path
         attrs = dict(zip(ATTRS, (str(model), str(curation.model.get("sha256", "")),
                                  repr(float(curation.threshold)), __version__)))
+        multi = len(curation.classes) > 2
+        if multi:
+            datasets["roicurate_class_probability"] = np.asarray(curation.probabilities, np.float64)
+            attrs.update(zip(CLASS_ATTRS, (json.dumps(list(curation.classes)), json.dumps(curation.accepted_classes))))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 22)
+            shutil.copyfile(path, tmp)       # copied by the kernel (sendfile), several times faster than in Python
             with _h5py().File(tmp, "r+") as f:
                 est = f["estimates"]
                 for key, value in datasets.items():
@@ -274,13 +281,22 @@ class CaimanSource(Source):
                     est.create_dataset(key, data=value)
                 for key, value in attrs.items():
                     est.attrs[key] = value
+                if not multi:                      # left by an earlier run with a K-class model
+                    if "roicurate_class_probability" in est:
+                        del est["roicurate_class_probability"]
+                    for key in CLASS_ATTRS:
+                        est.attrs.pop(key, None)
             with open(tmp, "rb+") as out:
                 os.fsync(out.fileno())
             shutil.copymode(path, tmp)
+            _keep_original(path, backup)
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if backup.exists() and os.path.samefile(path, backup):     # not replaced: the original is still at path
+                os.unlink(backup)
             raise
 
     def recorded(self, path):
@@ -289,8 +305,10 @@ class CaimanSource(Source):
             if est is None or "roicurate_model" not in est.attrs:
                 return None
             thr, sha = est.attrs.get("roicurate_threshold"), est.attrs.get("roicurate_sha256")
+            accept = est.attrs.get("roicurate_accept")
             return {"model": str(est.attrs["roicurate_model"]), "sha256": None if sha is None else str(sha),
                     "threshold": None if thr is None else float(thr),
+                    "also_accept": json.loads(accept)[1:] if accept is not None else [],
                     "intact": "roicurate_probability" in est and not _edited_after_write(est)}
 
     def original_verdict(self, path, roiset):
@@ -318,11 +336,31 @@ class CaimanSource(Source):
         return f"restored from {backup.name}"
 
 
+def _keep_original(path, backup):
+    """Keep the original once as ``backup``: a hard link to its inode, which the ``os.replace`` that follows
+    detaches from ``path`` and nothing writes again, so a file of GBs is not copied (made last, so that the two
+    names share the inode for as short a time as possible); a copy where the filesystem has no hard links."""
+    if backup.exists():
+        return
+    try:
+        os.link(path, backup)
+    except OSError:
+        backup_once(path, backup)
+    _fsync_dir(path.parent)
+
+
 def _edited_after_write(est):
-    """roicurate wrote this file, and idx_components no longer says what roicurate_probability says."""
+    """roicurate wrote this file, and idx_components no longer says what roicurate_probability (or, with
+    accepted classes, the sum of their class probabilities) says."""
     p, thr, idx = _value(est, "roicurate_probability"), est.attrs.get("roicurate_threshold"), _value(est, "idx_components")
     if p is None or thr is None or idx is None:
         return False
+    if "roicurate_class_probability" in est and all(k in est.attrs for k in CLASS_ATTRS):
+        try:
+            names, accept = json.loads(est.attrs["roicurate_classes"]), json.loads(est.attrs["roicurate_accept"])
+            p = np.asarray(_value(est, "roicurate_class_probability"))[:, [names.index(c) for c in accept]].sum(1)
+        except (TypeError, ValueError, IndexError):
+            return True
     try:
         return not np.array_equal(np.flatnonzero(np.asarray(p) >= float(thr)), np.sort(np.asarray(idx, np.int64)))
     except (TypeError, ValueError):
@@ -349,7 +387,7 @@ def _changed_since_backup(path, backup):
 def _fingerprint(f, name):
     """(attrs, dtype, shape, value bytes) of one object; our own attributes on /estimates left out."""
     obj = f[name] if name else f
-    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS)}
+    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS + CLASS_ATTRS)}
     if not isinstance(obj, _h5py().Dataset):
         return attrs, "group"
     v = obj[()]

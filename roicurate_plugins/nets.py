@@ -6,13 +6,18 @@
 * ``cnn2``: the small two-layer CNN of the CaImAn study: two blocks of 3x3 convolution + ReLU + 2x2
   max-pool, then a dense head.
 
-Every network returns logits of shape (N, n_out); ``n_out == 1`` means one sigmoid output.
+Every network returns logits of shape (N, n_out); ``n_out == 1`` means one sigmoid output. Both architectures
+also register an ``inference`` form that ``Classifier.predict_proba`` runs: the same logits (to float rounding)
+for less work, built from the current weights on every call (``fuse_bn``, ``WindowedCNN2``).
 """
+import copy
 import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from roicurate.hookspecs import hookimpl
 from roicurate.crops import CropSpec
@@ -97,6 +102,73 @@ class CNN2(nn.Module):
         return self.head(self.features(x))
 
 
+def fuse_bn(resnet):
+    """A copy of ``resnet`` for inference with every BatchNorm folded into the convolution before it: one pass
+    less over every activation map."""
+    net = copy.deepcopy(resnet)
+    pairs = [(net, "conv1", "bn1")]
+    for block in net.modules():
+        if isinstance(block, Bottleneck):
+            pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+            if block.downsample is not None:
+                pairs.append((block.downsample, "0", "1"))
+    for parent, conv, bn in pairs:
+        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+        setattr(parent, bn, nn.Identity())
+    return net
+
+
+class WindowedCNN2(nn.Module):
+    """``cnn2`` for inference, computed only where a crop is not zero: a mask crop is empty outside its ROI, and
+    there every activation is the network's response to an empty crop. Each batch runs the convolutions on the
+    smallest window that holds its non-zero pixels and their receptive fields, and the dense layer on the features
+    that differ from the empty crop's; the logits are the plain network's (to float rounding). Batches of
+    similar-sized ROIs (``predict_proba`` sorts them) keep the windows small. Max-pooling comes before the ReLU
+    here: the same values (ReLU is monotonic), a quarter of them to rectify."""
+
+    def __init__(self, cnn):
+        super().__init__()
+        self.conv1, _, self.pool1, self.conv2, _, self.pool2 = cnn.features
+        self.fc, self.rest = cnn.head[1], cnn.head[2:]
+        self.empty = None
+
+    def _empty(self, x):
+        """The empty crop's pooled map (zero-padded as conv2 sees it), features and dense-layer output."""
+        if self.empty is None or self.empty[0] != x.shape[1:]:
+            pooled = F.relu(self.pool1(self.conv1(x.new_zeros(1, *x.shape[1:]))))
+            feats = F.relu(self.pool2(self.conv2(pooled)))
+            self.empty = x.shape[1:], F.pad(pooled, (1, 1, 1, 1)), feats, self.fc(feats.flatten(1))
+        return self.empty[1:]
+
+    def forward(self, x):
+        empty_pooled, empty_feats, empty_hidden = self._empty(x)
+        busy = x.ne(0).any(1).any(0)
+        if not busy.any():
+            return self.rest(empty_hidden.repeat(len(x), 1))      # a copy: the head's ReLU works in place
+        rows, cols = busy.any(1).nonzero()[:, 0], busy.any(0).nonzero()[:, 0]
+        P, Q = empty_pooled.shape[-1] - 2, empty_feats.shape[-1]
+        (p0, p1), (q0, q1) = _cells(rows[0], rows[-1], P), _cells(cols[0], cols[-1], P)
+        (c0, c1), (d0, d1) = _cells(p0, p1, Q), _cells(q0, q1, Q)
+        # pooled cells p0..p1 see input rows 2p0-1 .. 2p1+2, zero outside the busy ones (and conv1's own zero
+        # padding past the crop's edge: hence pad by one and convolve without padding)
+        x = F.pad(x, (1, 1, 1, 1))[:, :, 2 * p0:2 * p1 + 4, 2 * q0:2 * q1 + 4]
+        pooled = F.relu(self.pool1(F.conv2d(x, self.conv1.weight, self.conv1.bias)))
+        # feature cells c0..c1 see pooled cells 2c0-1 .. 2c1+2: the empty crop's values around the window
+        region = empty_pooled[:, :, 2 * c0:2 * c1 + 4, 2 * d0:2 * d1 + 4].expand(len(x), -1, -1, -1)
+        region = region.contiguous(memory_format=torch.channels_last)
+        region[:, :, p0 + 1 - 2 * c0:p1 + 2 - 2 * c0, q0 + 1 - 2 * d0:q1 + 2 - 2 * d0] = pooled
+        feats = F.relu(self.pool2(F.conv2d(region, self.conv2.weight, self.conv2.bias)))
+        changed = (feats - empty_feats[:, :, c0:c1 + 1, d0:d1 + 1]).flatten(1)
+        weight = self.fc.weight.view(-1, *empty_feats.shape[1:])[:, :, c0:c1 + 1, d0:d1 + 1].flatten(1)
+        return self.rest(torch.addmm(empty_hidden, changed, weight.t()))
+
+
+def _cells(first, last, n):
+    """The cells of a 3x3 convolution + 2x2 max-pool (cell i sees input positions 2i-1 .. 2i+2, n cells) that
+    see any input position from ``first`` to ``last``."""
+    return max(0, (int(first) - 1) // 2), min(n - 1, (int(last) + 1) // 2)
+
+
 def resnet50(in_channels=1, n_out=1, width=64, first_stride=1, **_):
     return ResNet(in_channels, n_out, (3, 4, 6, 3), width=width, first_kernel=5, first_stride=first_stride)
 
@@ -105,26 +177,29 @@ def cnn2(in_channels=1, n_out=1, size=50, **kw):
     return CNN2(in_channels, n_out, size=size, **kw)
 
 
-def _bundled(name, arch, pipeline, build, description):
-    """A trained model shipped in weights/: its crop, classes and threshold come from its card."""
-    weights = WEIGHTS / f"{name}.safetensors"
+def bundled(name, pipeline, build, description, weights_dir=None):
+    """A trained model shipped in ``weights_dir`` (default: this package's weights/): its crop, classes, threshold,
+    positive class and class rule come from its card. None when the files are not there."""
+    weights = Path(weights_dir or WEIGHTS) / f"{name}.safetensors"
     card_path = weights.with_suffix(".json")
     if not card_path.exists():
         return None
     card = json.loads(card_path.read_text())
     return ModelSpec(name, pipeline, build, crop=CropSpec.from_dict(card["crop"]), classes=tuple(card["classes"]),
                      threshold=float(card["threshold"]), weights=str(weights), build_kwargs=card.get("build_kwargs", {}),
-                     description=description)
+                     description=description, positive_class=card.get("positive_class"),
+                     class_rule=card.get("class_rule"))
 
 
 @hookimpl
 def register_models(register):
-    register(ModelSpec("resnet50", "any", resnet50,
+    register(ModelSpec("resnet50", "any", resnet50, inference=fuse_bn,
                        description="ResNet50 (3-4-6-3 bottlenecks), 5x5 first conv, no max-pool, sigmoid output"))
-    register(ModelSpec("cnn2", "any", cnn2, description="two 3x3 conv + max-pool blocks and a dense head"))
+    register(ModelSpec("cnn2", "any", cnn2, inference=WindowedCNN2,
+                       description="two 3x3 conv + max-pool blocks and a dense head"))
     for spec in (
-        _bundled("suite2p-resnet50", "resnet50", "suite2p", resnet50, "default Suite2p model (mask crops, 64x64)"),
-        _bundled("caiman-cnn2", "cnn2", "caiman", cnn2, "default CaImAn model (mask crops, 50x50)"),
+        bundled("suite2p-resnet50", "suite2p", resnet50, "default Suite2p model (mask crops, 64x64)"),
+        bundled("caiman-cnn2", "caiman", cnn2, "default CaImAn model (mask crops, 50x50)"),
     ):
         if spec is not None:
             register(spec)

@@ -62,7 +62,7 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
         clf = classifiers[name]
         same_model = rec is not None and (not model_name or rec.get("sha256") == clf.card["sha256"])
         thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
-        cur = curate(rs, clf, thr, progress=bar.update)
+        cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
         notes = []
         if rec is None:
             notes.append(f"roicurate has not written a verdict here: 'before' is {pipeline_name(rs)}'s current "

@@ -3,7 +3,9 @@
 What the Suite2p GUI and pipeline expect (see FACTS-suite2p.md): iscell.npy is float64 (N, 2) =
 [accepted 1.0/0.0, probability]; combined/iscell.npy is the concatenation of the planes' iscell.npy in
 natural plane order. We keep the pipeline's own iscell.npy once as iscell_suite2p.npy and record what we
-wrote (with its sha256) in roicurate.json, so a later run notices hand edits made in the GUI.
+wrote (with its sha256) in roicurate.json, so a later run notices hand edits made in the GUI. A model with more
+than two classes also gets its per-class probabilities written to roicurate_classes.npy (float64 (N, K), the
+class names in roicurate.json); iscell's probability column stays that of the positive class.
 Suite2p itself is never imported.
 """
 import datetime
@@ -23,6 +25,7 @@ from roicurate.rois import RoiSet
 from roicurate.sources import Source, atomic_copy, atomic_write, backup_once, check_dir_writable
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
+CLASSES = "roicurate_classes.npy"
 OPS_1X = ("db.npy", "settings.npy", "reg_outputs.npy", "detect_outputs.npy")   # merged in this order, like Suite2p
 FULL_IMAGES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "meanImg_chan2": "mean_chan2"}
 CROPPED_IMAGES = {"max_proj": "max", "Vcorr": "corr"}                          # only over yrange x xrange
@@ -255,7 +258,7 @@ class Suite2pSource(Source):
             raise RoicurateError(f"{record}: unreadable; use --force to overwrite iscell.npy anyway") from None
         iscell = Path(path) / ISCELL
         return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
-                "threshold": rec.get("threshold"),
+                "threshold": rec.get("threshold"), "also_accept": rec.get("accepted_classes", [])[1:],
                 "intact": bool(rec.get("written_sha256")) and iscell.exists() and _sha256(iscell) == rec["written_sha256"]}
 
     def original_verdict(self, path, roiset):
@@ -290,6 +293,12 @@ class Suite2pSource(Source):
         before = _load_iscell(plane / BACKUP)
         iscell = np.stack([np.asarray(curation.accepted, bool).astype(np.float64),
                            np.asarray(curation.score, np.float64)], axis=1)
+        multi = len(curation.classes) > 2
+        if multi:
+            classes = _npy_bytes(np.asarray(curation.probabilities, np.float64))
+            atomic_write(plane / CLASSES, lambda f: f.write(classes))
+        else:
+            (plane / CLASSES).unlink(missing_ok=True)          # from an earlier run with a K-class model
         data = _npy_bytes(iscell)
         atomic_write(plane / ISCELL, lambda f: f.write(data))
         _write_json(plane / RECORD, {
@@ -299,6 +308,9 @@ class Suite2pSource(Source):
             "threshold": float(curation.threshold),
             "classes": list(curation.classes),
             "positive_class": curation.classes[curation.positive],
+            "accepted_classes": curation.accepted_classes,
+            "accept_rule": f"P({' + '.join(curation.accepted_classes)}) >= threshold",
+            "class_probabilities": CLASSES if multi else None,
             "counts": {"rois": n, "accepted_before": int((before[:, 0] > 0.5).sum()) if len(before) == n else None,
                        "accepted_after": int(iscell[:, 0].sum())},
             "backup": BACKUP,
@@ -360,6 +372,7 @@ class Suite2pSource(Source):
             atomic_copy(p / BACKUP, p / ISCELL)
             (p / BACKUP).unlink()
             (p / RECORD).unlink(missing_ok=True)
+            (p / CLASSES).unlink(missing_ok=True)
         done = [f"{p / ISCELL} restored" for p in planes]
         for parent in sorted({p.parent for p in planes}):
             done += self._revert_combined(parent)

@@ -1,0 +1,134 @@
+"""Built-in plugin: four-class networks — neuron / doubtful / process / noise.
+
+A study of CaImAn components (50x50 crops) relabelled "non-neuron" into *process* (dendrites: worth keeping for
+some analyses) and *noise*, and "unsure" into *doubtful*, then trained VGG-style networks of 13, 16 and 19 weight
+layers (the 16-layer one best, 90.3 % four-class accuracy; a plain CNN 80 %). Registered here:
+
+* ``vgg13-4c``, ``vgg16-4c``, ``vgg19-4c``: conv 32-32-64-64, pool, 128 x n, pool, 256 x n, pool, 256 x n, pool
+  (n = 2, 3, 4: 10, 13, 16 convolutions), then FC ``fc`` - FC ``fc`` - FC 4 (``--build fc=1024`` for the wider
+  head), 3x3 convolutions with batch norm, dropout 0.5 after each hidden FC layer. For 50x50 (CaImAn) or 64x64
+  (Suite2p) crops; ``width`` scales every convolution's channels.
+* ``resnet50-4c``: the ResNet50 of ``nets.py`` with four outputs, at 1/4 width with a stride-2 first convolution
+  (as ``suite2p-resnet50``; ``--build width=64 --build first_stride=1`` for the full network).
+* ``cnn2-4c``: the plain two-layer CNN of ``nets.py`` with four outputs (the study's baseline).
+* ``caiman-vgg16-4c``: ``vgg16-4c`` trained on simulated CaImAn runs (``benchmarks/train_fourclass.py``).
+
+Every architecture carries :data:`SIM_CLASS_RULE`, the rule ``roicurate train`` uses to derive the four classes
+from ground truth with object classes (the simulations' ``soma`` / ``process`` / ``out_of_focus``), unless
+``--class-rule`` names another. ``roicurate apply --keep-processes`` (added here) accepts processes too.
+"""
+import functools
+
+import click
+from torch import nn
+
+from roicurate.hookspecs import hookimpl
+from roicurate.models import ModelSpec
+from roicurate_plugins.nets import bundled, cnn2, resnet50
+
+CLASSES = ("neuron", "doubtful", "process", "noise")
+
+# How a ROI's one-to-one ground-truth partner (Hungarian assignment on IoU, the datasets' label protocol) makes
+# its class; the first matching rule wins, ROIs without a partner or matched by no rule are noise.
+SIM_CLASS_RULE = {
+    "classes": list(CLASSES),
+    "positive": "neuron",
+    "rules": [
+        {"class": "neuron", "truth_classes": ["soma"], "min_iou": 0.5},
+        {"class": "doubtful", "truth_classes": ["soma"], "min_iou": 0.1},
+        {"class": "process", "truth_classes": ["process"], "min_iou": 0.1},
+    ],
+    "default": "noise",
+    "note": "neuron: the partner is a soma at IoU >= 0.5 (the datasets' cell label); doubtful: a soma at "
+            "0.1 <= IoU < 0.5 (part of a cell, or a cell merged with something else); process: a dendrite/axon "
+            "at IoU >= 0.1; noise: everything else (out-of-focus blobs, no partner, IoU < 0.1)",
+}
+
+DEPTHS = {13: 2, 16: 3, 19: 4}     # convolutions in each of the 128-, 256- and 256-channel stages
+
+
+class VGG(nn.Module):
+    """VGG-style network: ``features`` (3x3 convolutions + batch norm + ReLU, 2x2 max-pools) and ``head``
+    (two hidden fully connected layers with dropout, then the class logits)."""
+
+    def __init__(self, in_channels=1, n_out=4, size=50, depth=16, width=1.0, fc=512, dropout=0.5, batch_norm=True):
+        super().__init__()
+        n = DEPTHS[depth]
+        blocks = [(32, 32, 64, 64), (128,) * n, (256,) * n, (256,) * n]
+        layers, cin = [], in_channels
+        for block in blocks:
+            for c in block:
+                c = max(1, int(round(c * width)))
+                layers += [nn.Conv2d(cin, c, 3, padding=1, bias=not batch_norm)]
+                layers += [nn.BatchNorm2d(c)] if batch_norm else []
+                layers += [nn.ReLU(inplace=True)]
+                cin = c
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = size // 2 // 2 // 2 // 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, fc), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                  nn.Linear(fc, n_out))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def vgg13_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
+    return VGG(in_channels, n_out, size, 13, width, fc, dropout, batch_norm)
+
+
+def vgg16_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
+    return VGG(in_channels, n_out, size, 16, width, fc, dropout, batch_norm)
+
+
+def vgg19_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
+    return VGG(in_channels, n_out, size, 19, width, fc, dropout, batch_norm)
+
+
+def resnet50_4c(in_channels=1, n_out=4, width=16, first_stride=2):
+    return resnet50(in_channels, n_out, width=width, first_stride=first_stride)
+
+
+def cnn2_4c(in_channels=1, n_out=4, size=50, **kw):
+    return cnn2(in_channels, n_out, size=size, **kw)
+
+
+def _arch(name, build, description):
+    return ModelSpec(name, "any", build, classes=CLASSES, positive_class="neuron", class_rule=SIM_CLASS_RULE,
+                     description=description)
+
+
+@hookimpl
+def register_models(register):
+    register(_arch("vgg13-4c", vgg13_4c, "VGG-13-style (10 conv + 3 FC), four classes"))
+    register(_arch("vgg16-4c", vgg16_4c, "VGG-16-style (13 conv + 3 FC), four classes"))
+    register(_arch("vgg19-4c", vgg19_4c, "VGG-19-style (16 conv + 3 FC), four classes"))
+    register(_arch("resnet50-4c", resnet50_4c, "ResNet50 at 1/4 width, stride-2 first conv, four classes"))
+    register(_arch("cnn2-4c", cnn2_4c, "two 3x3 conv + max-pool blocks and a dense head, four classes"))
+    spec = bundled("caiman-vgg16-4c", "caiman", vgg16_4c,
+                   "four-class CaImAn model (neuron/doubtful/process/noise; mask crops, 50x50; simulations only)")
+    if spec is not None:
+        register(spec)
+
+
+@hookimpl
+def register_commands(cli):
+    """``roicurate apply --keep-processes``: the same as ``--also-accept process``."""
+    apply = cli.commands.get("apply")
+    if apply is None or any(p.name == "keep_processes" for p in apply.params):
+        return
+    apply.params.append(click.Option(
+        ["--keep-processes"], is_flag=True,
+        help="four-class models: accept ROIs classed as process (dendrites) too; the same as --also-accept process"))
+    inner = apply.callback
+
+    def callback(keep_processes=False, **kwargs):
+        if keep_processes:
+            kwargs["also_accept"] = tuple(kwargs.get("also_accept") or ()) + ("process",)
+        return inner(**kwargs)
+
+    apply.callback = functools.update_wrapper(callback, inner)

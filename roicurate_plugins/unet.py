@@ -1,0 +1,367 @@
+"""Built-in plugin: ``roicurate segment``, a U-Net that finds somata in a summary image.
+
+    roicurate segment suite2p/plane0 --out seg/                      # the plane's mean image (ops meanImg)
+    roicurate segment cnmf.hdf5 --out seg/ --tta                     # CaImAn: the mean of its model of the movie
+    roicurate segment mean.npy --out seg/ --truth regions.json       # an image file (.npy, .npz, .tif) + scores
+    roicurate segment suite2p/plane0 --out seg/ --missed             # cells the pipeline has no ROI for
+
+The network (after U-Net2DS, Neuron 2019 / the Neurofinder U-Nets): 4 down and 4 up blocks of two 3x3
+convolution + batch norm + ReLU, 2x2 max-pool down, 2x2 transposed convolution up, skip connections, spatial
+dropout after every down block and the bottleneck, one logit per pixel. ``width`` is the first block's channel
+count (doubling per level): the literature's half-width network is ``width=32`` (7.8 M parameters, 15.5 MB in
+fp16); the bundled ``unet-mean`` uses ``width=16`` (1.9 M, 3.9 MB) so that it trains in minutes on a 2-core CPU.
+One input channel: the mean image, the one summary image both pipelines keep (CaImAn files have no max
+projection), normalised per image by its 1st and 99th percentiles.
+
+It writes, into ``--out``: ``probability.npy`` (float32 per-pixel neuron probability), ``probability.png``,
+``regions.json`` (threshold + 8-connected components + minimum size, Neurofinder format) and ``segment.json``
+(what was run, on what, and the scores against ``--truth``); ``--missed`` adds ``missed.json`` + ``missed.png``.
+Nothing in roicurate's core knows about this module; ``register_models`` lists the bundled model for
+``roicurate models`` and ``register_commands`` adds the command.
+"""
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from roicurate import RoicurateError
+from roicurate.hookspecs import hookimpl
+from roicurate.models import ModelSpec
+from roicurate_plugins import segmentation_eval as ev
+
+WEIGHTS = Path(__file__).parent / "weights"
+MODEL = "unet-mean"
+ARCH = "unet"
+CLASSES = ("background", "neuron")
+IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
+LEVELS = 4
+
+
+def _block(cin, cout, dropout):
+    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+              nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.Dropout2d(dropout)) if dropout else nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """(N, C, H, W) -> (N, 1, H, W) logits; H and W must be multiples of 16 (``probability`` pads)."""
+
+    def __init__(self, in_channels=1, width=16, dropout=0.1):
+        super().__init__()
+        ch = [width * 2 ** i for i in range(LEVELS + 1)]
+        self.down = nn.ModuleList(_block(in_channels if i == 0 else ch[i - 1], ch[i], dropout) for i in range(LEVELS))
+        self.bottom = _block(ch[LEVELS - 1], ch[LEVELS], dropout)
+        self.up = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, 2) for i in reversed(range(LEVELS)))
+        self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], 0) for i in reversed(range(LEVELS)))
+        self.head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, merge in zip(self.up, self.merge):
+            x = merge(torch.cat([up(x), skips.pop()], 1))
+        return self.head(x)
+
+
+def unet(in_channels=1, width=16, dropout=0.1, **_):
+    return UNet(in_channels, width, dropout)
+
+
+# ---- input ---------------------------------------------------------------------------------------------------
+def normalise(image, low=1.0, high=99.0):
+    """float32 image mapped so that its ``low`` and ``high`` percentiles become 0 and 1."""
+    image = np.asarray(image, np.float32)
+    lo, hi = np.percentile(image, [low, high])
+    if not hi > lo:
+        raise RoicurateError("the image is flat (its 1st and 99th percentiles are equal): nothing to segment")
+    return (image - lo) / (hi - lo)
+
+
+def _check_image(image, where):
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype.kind not in "fiub":
+        raise RoicurateError(f"{where}: expected one 2-D numeric image, got shape {image.shape} ({image.dtype})")
+    if min(image.shape) < 16:
+        raise RoicurateError(f"{where}: the image is {image.shape[0]}x{image.shape[1]}; at least 16x16 is needed")
+    if not np.isfinite(image).all():
+        raise RoicurateError(f"{where}: the image has NaN or infinite pixels")
+    return image.astype(np.float32)
+
+
+def _read_image_file(path, kind):
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as d:
+                if kind not in d:
+                    raise RoicurateError(f"{path}: has no '{kind}' array (has: {', '.join(d.files) or 'none'}); "
+                                         f"pass --image")
+                return d[kind]
+        from PIL import Image                      # Pillow comes with matplotlib; tifffile is not needed
+        with Image.open(path) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                raise RoicurateError(f"{path}: a TIFF stack of {im.n_frames} pages; give one summary image "
+                                     f"(e.g. the mean projection), not a movie")
+            return np.asarray(im)
+    except RoicurateError:
+        raise
+    except Exception as e:  # numpy, zipfile and Pillow raise many types for truncated or foreign files
+        raise RoicurateError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+def read_input(path, kind="mean"):
+    """(image, RoiSet or None) from an image file or a Suite2p plane / CaImAn file (its ``kind`` summary image)."""
+    from roicurate.plugins import source_for
+    p = Path(path)
+    if not p.exists():
+        raise RoicurateError(f"{path}: no such file or folder")
+    if p.is_file() and p.suffix.lower() in IMAGE_FILES:
+        return _check_image(_read_image_file(p, kind), path), None
+    try:
+        src = source_for(path)
+    except RoicurateError:
+        raise RoicurateError(f"{path}: not a Suite2p plane, a CaImAn .hdf5 file or an image file "
+                             f"({', '.join(IMAGE_FILES)})") from None
+    units = src.expand(path)
+    if len(units) != 1:
+        raise RoicurateError(f"{path}: holds {len(units)} planes ({', '.join(Path(u).name for u in units)}); "
+                             f"segment one plane folder at a time")
+    rs = src.read(units[0])
+    if kind not in rs.images:
+        raise RoicurateError(f"{path}: has no '{kind}' summary image (has: {', '.join(sorted(rs.images)) or 'none'})")
+    return _check_image(rs.images[kind], f"{path} ({kind} image)"), rs
+
+
+# ---- the model -----------------------------------------------------------------------------------------------
+class Segmenter:
+    """A trained U-Net with its card: ``probability(image, tta)`` and ``objects(probability)``."""
+
+    def __init__(self, module, card):
+        missing = [k for k in ("min_size", "input") if k not in card]
+        if missing:
+            raise RoicurateError(f"model card of '{card['name']}' has no {', '.join(missing)} (not written by "
+                                 f"benchmarks/train_unet.py?)")
+        self.module = module.eval()
+        self.card = card
+        self.threshold = float(card["threshold"])
+        self.min_size = int(card["min_size"])
+        self.image = card["input"]["image"]
+        self.percentiles = tuple(card["input"]["percentiles"])
+
+    @classmethod
+    def load(cls, name_or_path=MODEL):
+        from safetensors.torch import load_file
+        from roicurate.models import read_card, resolve_model_files, sha256
+        from roicurate.plugins import model_specs
+        weights, card_path = resolve_model_files(str(name_or_path), model_specs())
+        card = read_card(card_path)
+        if card["arch"] != ARCH:
+            raise RoicurateError(f"{card_path}: model '{card['name']}' is a '{card['arch']}' ROI classifier, "
+                                 f"not a U-Net segmentation model")
+        if not Path(weights).exists():
+            raise RoicurateError(f"{weights}: model weights are missing")
+        digest = sha256(weights)
+        if card.get("sha256") and card["sha256"] != digest:
+            raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
+        module = unet(**card.get("build_kwargs", {}))
+        try:
+            state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+            module.load_state_dict(state)
+        except Exception as e:  # safetensors' own errors for foreign files, RuntimeError for a shape mismatch
+            raise RoicurateError(f"{weights}: weights do not load into the U-Net ({str(e).splitlines()[0]})") from None
+        card["sha256"] = digest
+        return cls(module, card)
+
+    def probability(self, image, tta=False):
+        """(H, W) float32 neuron probability; ``tta`` averages the 8 rotations/flips of the image."""
+        return probability(self.module, normalise(image, *self.percentiles), tta)
+
+    def objects(self, prob, threshold=None, min_size=None):
+        """Label image of the objects: probability >= threshold, 8-connected, at least ``min_size`` pixels."""
+        thr = self.threshold if threshold is None else threshold
+        return ev.label_objects(prob >= thr, self.min_size if min_size is None else min_size)
+
+
+def _dihedral(x, k, inverse=False):
+    """The k-th of the 8 rotations/flips of (N, C, H, W) tensors, or its inverse."""
+    if inverse:
+        x = torch.rot90(x, -(k % 4), (2, 3))
+        return torch.flip(x, (3,)) if k >= 4 else x
+    x = torch.flip(x, (3,)) if k >= 4 else x
+    return torch.rot90(x, k % 4, (2, 3))
+
+
+def probability(module, image, tta=False):
+    """Sigmoid output of ``module`` on a normalised (H, W) image, reflect-padded to a multiple of 16."""
+    H, W = image.shape
+    step = 2 ** LEVELS
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+    x = F.pad(x, (0, -W % step, 0, -H % step), mode="reflect")
+    with torch.inference_mode():
+        ks = range(8) if tta else (0,)
+        p = sum(_dihedral(torch.sigmoid(module(_dihedral(x, k))), k, inverse=True) for k in ks) / len(ks)
+    return p[0, 0, :H, :W].numpy().astype(np.float32)
+
+
+# ---- possibly missed cells -------------------------------------------------------------------------------------
+def missed_objects(regions, prob, roiset, max_overlap=0.0):
+    """The objects whose pixels lie in pipeline ROIs (binarised as the labelling protocol does: Suite2p lam > 0,
+    CaImAn A > 0.2 x max) for at most ``max_overlap`` of their area: cells the pipeline may have missed."""
+    from roicurate.labels import match_binarize
+    covered = np.zeros(roiset.shape, bool)
+    keep = roiset.binary(match_binarize(roiset))
+    covered[roiset.y[keep], roiset.x[keep]] = True
+    out = []
+    for i, r in enumerate(regions):
+        frac = float(covered[r[:, 0], r[:, 1]].mean())
+        if frac <= max_overlap:
+            out.append({"id": str(i), "centre": [round(float(v), 2) for v in r.mean(0)], "area": len(r),
+                        "mean_probability": round(float(prob[r[:, 0], r[:, 1]].mean()), 4),
+                        "covered_fraction": round(frac, 4), "coordinates": r.tolist()})
+    return out, covered
+
+
+# ---- figures -----------------------------------------------------------------------------------------------------
+def _show(ax, image, title):
+    lo, hi = np.percentile(image, [1, 99.5])
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def probability_figure(path, image, prob, labels, title):
+    from roicurate.figures import figure, save
+    fig = figure(13, 4.6)
+    ax = fig.add_subplot(1, 3, 1)
+    _show(ax, image, title)
+    ax = fig.add_subplot(1, 3, 2)
+    im = ax.imshow(prob, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title("neuron probability", fontsize=9)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    ax = fig.add_subplot(1, 3, 3)
+    _show(ax, image, f"{int(labels.max())} objects")
+    if labels.any():
+        ax.contour(labels > 0, levels=[0.5], colors="lime", linewidths=0.6)
+    return save(fig, path, dpi=110)
+
+
+def missed_figure(path, image, covered, missed, shape):
+    from roicurate.figures import figure, save
+    fig = figure(7, 7)
+    ax = fig.add_subplot()
+    _show(ax, image, f"{len(missed)} possibly missed cells (red): U-Net objects outside the pipeline's ROIs (cyan)")
+    if covered.any():
+        ax.contour(covered, levels=[0.5], colors="cyan", linewidths=0.5)
+    if missed:
+        ax.contour(ev.union_mask([np.asarray(m["coordinates"]) for m in missed], shape), levels=[0.5],
+                   colors="red", linewidths=0.8)
+        for m in missed:
+            ax.text(m["centre"][1], m["centre"][0], m["id"], color="yellow", fontsize=6, ha="center", va="center")
+    return save(fig, path, dpi=110)
+
+
+# ---- the command -------------------------------------------------------------------------------------------------
+def _prepare_out(out):
+    from roicurate.sources import check_dir_writable
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RoicurateError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RoicurateError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    check_dir_writable(out)
+    return out
+
+
+@click.command("segment")
+@click.argument("path", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="folder for probability.npy/.png, regions.json, segment.json")
+@click.option("--model", "model_name", default=MODEL, show_default=True,
+              help="registered U-Net model, or a folder / NAME.json trained with benchmarks/train_unet.py")
+@click.option("--image", "kind", help="summary image of a plane/CaImAn file/.npz to use (default: the model's, mean)")
+@click.option("--tta", is_flag=True, help="average the 8 rotations/flips of the image (8x slower)")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), help="probability threshold (default: the model's)")
+@click.option("--min-size", type=click.IntRange(1), help="drop objects smaller than this many pixels (default: the model's)")
+@click.option("--truth", type=click.Path(), help="ground-truth regions.json to score against (cells only when a "
+                                                 "classes.json is beside it)")
+@click.option("--distance", default=ev.NEUROFINDER_DISTANCE, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="--truth: centres closer than this (pixels) match, as in Neurofinder")
+@click.option("--missed", is_flag=True, help="Suite2p plane / CaImAn file: list objects no pipeline ROI covers "
+                                             "(missed.json + missed.png)")
+@click.option("--missed-overlap", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="--missed: an object counts as missed while pipeline ROIs cover at most this fraction of it")
+def segment(path, out, model_name, kind, tta, threshold, min_size, truth, distance, missed, missed_overlap):
+    """Per-pixel neuron probability and neuron masks (regions.json) from a summary image with a U-Net.
+
+    PATH is a Suite2p plane folder, a CaImAn .hdf5 file (their mean image is used) or an image file: .npy,
+    .npz (the array named by --image), single-page .tif."""
+    seg = Segmenter.load(model_name)
+    kind = kind or seg.image
+    image, roiset = read_input(path, kind)
+    if missed and roiset is None:
+        raise RoicurateError("--missed needs a Suite2p plane or CaImAn file (pipeline ROIs), not an image file")
+    truth_regions, truth_note = ev.read_truth(truth, image.shape) if truth else (None, None)
+    t0 = time.perf_counter()
+    try:
+        prob = seg.probability(image, tta)
+    except RoicurateError as e:
+        raise RoicurateError(f"{path}: {e}") from None
+    labels = seg.objects(prob, threshold, min_size)
+    seconds = time.perf_counter() - t0
+    regions = ev.regions_from_labels(labels)
+    out = _prepare_out(out)
+    np.save(out / "probability.npy", prob)
+    (out / "regions.json").write_text(json.dumps(ev.regions_json(regions)) + "\n")
+    probability_figure(out / "probability.png", image, prob, labels, f"{Path(path).name}: {kind} image")
+    summary = {"input": str(Path(path).resolve()), "image": kind, "shape": list(image.shape), "model": seg.card["name"],
+               "sha256": seg.card["sha256"], "tta": tta, "threshold": seg.threshold if threshold is None else threshold,
+               "min_size": seg.min_size if min_size is None else min_size, "objects": len(regions),
+               "seconds": round(seconds, 3), "files": ["probability.npy", "probability.png", "regions.json"]}
+    click.echo(f"{path}: {len(regions)} objects ({seg.card['name']}, {kind} image, threshold {summary['threshold']:.3f}"
+               f"{', 8-fold TTA' if tta else ''}, {seconds:.2f} s) -> {out / 'regions.json'}")
+    if truth_regions:
+        s = ev.score(truth_regions, regions, image.shape, distance)
+        summary["evaluation"] = dict(s, truth=truth_note)
+        click.echo(f"vs {truth_note}: precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f} "
+                   f"(centres within {distance:g} px), inclusion {s['inclusion']:.3f} exclusion {s['exclusion']:.3f}, "
+                   f"pixel IoU {s['pixel_iou']:.3f}")
+    if missed:
+        found, covered = missed_objects(regions, prob, roiset, missed_overlap)
+        (out / "missed.json").write_text(json.dumps(found) + "\n")
+        missed_figure(out / "missed.png", image, covered, found, image.shape)
+        summary.update(missed=len(found), missed_overlap=missed_overlap)
+        summary["files"] += ["missed.json", "missed.png"]
+        how = "no pipeline ROI touches" if missed_overlap == 0 else \
+            f"pipeline ROIs cover for at most {missed_overlap:.0%} of their area"
+        click.echo(f"possibly missed cells: {len(found)} U-Net objects that {how} -> {out / 'missed.json'}")
+    (out / "segment.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+# ---- hooks -----------------------------------------------------------------------------------------------------
+@hookimpl
+def register_models(register):
+    card_path = WEIGHTS / f"{MODEL}.json"
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        register(ModelSpec(MODEL, "any", unet, classes=tuple(card["classes"]), threshold=float(card["threshold"]),
+                           weights=str(card_path.with_suffix(".safetensors")), build_kwargs=card.get("build_kwargs", {}),
+                           positive_class="neuron",
+                           description="U-Net on the mean image, per-pixel (roicurate segment; not a crop classifier)"))
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(segment)

@@ -1,0 +1,236 @@
+"""`roicurate segment` (roicurate_plugins/unet.py) and its scoring (roicurate_plugins/segmentation_eval.py): the
+scores on hand-made cases with known answers, the network's shapes and test-time augmentation, the command end to
+end on a Suite2p plane, a CaImAn file and image files, the bundled model against the raw-image baseline on held-out
+simulations, and one-line errors for bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from roicurate import RoicurateError
+from roicurate.cli import cli
+from roicurate.models import Classifier, sha256
+from roicurate.plugins import model_specs, pm
+from roicurate_plugins import segmentation_eval as ev
+from roicurate_plugins.unet import MODEL, Segmenter, normalise, probability, unet
+
+S2P = "sim/s2p_sim3/suite2p/plane0"
+CAIMAN = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
+
+
+def run(*args, ok=True):
+    pm.hook.register_commands(cli=cli)
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def square(y, x, h, w):
+    yy, xx = np.mgrid[y:y + h, x:x + w]
+    return np.stack([yy.ravel(), xx.ravel()], 1)
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return Segmenter.load()
+
+
+# ---- scoring, on cases worked out by hand -------------------------------------------------------------------------
+def test_neurofinder_matching_is_greedy_in_truth_order_and_strict_on_distance():
+    truth = [square(8, 8, 4, 4), square(8, 12, 4, 4)]          # centres (9.5, 9.5) and (9.5, 13.5)
+    pred = [square(8, 10, 4, 4)]                                 # centre (9.5, 11.5): 2 px from both
+    assert ev.neurofinder_match(truth, pred).tolist() == [0, -1]  # the first truth region takes it
+    s = ev.neurofinder_scores(truth, pred)
+    assert (s["recall"], s["precision"], s["n_matched"]) == (0.5, 1.0, 1)
+    assert s["f1"] == pytest.approx(2 / 3)
+    far = [square(8, 12, 4, 4)]                                  # exactly 4 px away: a match within 5, not within 4
+    assert ev.neurofinder_match(truth[:1], far, distance=5).tolist() == [0]
+    assert ev.neurofinder_match(truth[:1], far, distance=4).tolist() == [-1]
+
+
+def test_inclusion_exclusion_and_pixel_iou():
+    truth = [square(0, 0, 4, 4)]                                 # 16 px
+    half = [square(0, 0, 4, 2)]                                  # 8 px inside it (centre 1.5, 0.5: 1 px away)
+    s = ev.score(truth, half, (10, 10))
+    assert (s["inclusion"], s["exclusion"]) == (0.5, 1.0) and s["pixel_iou"] == 0.5
+    big = [square(0, 0, 4, 8)]                                   # 32 px covering it (centre 2 px away)
+    s = ev.score(truth, big, (10, 10))
+    assert (s["inclusion"], s["exclusion"]) == (1.0, 0.5) and s["pixel_iou"] == 0.5
+    s = ev.score(truth, [], (10, 10))
+    assert (s["recall"], s["precision"], s["f1"], s["inclusion"], s["exclusion"], s["pixel_iou"]) == (0, 0, 0, 0, 1, 0)
+
+
+def test_pooled_sums_before_dividing():
+    a = ev.score([square(0, 0, 3, 3)] * 1, [square(0, 0, 3, 3)], (20, 20))          # 1 of 1, IoU 9/9
+    b = ev.score([square(0, 0, 3, 3), square(10, 10, 3, 3)], [square(10, 10, 3, 3), square(0, 15, 2, 2)], (20, 20))
+    p = ev.pooled([a, b])
+    assert (p["n_truth"], p["n_pred"], p["n_matched"]) == (3, 3, 2)
+    assert p["recall"] == pytest.approx(2 / 3) and p["precision"] == pytest.approx(2 / 3)
+    assert p["pixel_iou"] == pytest.approx((9 + 9) / (9 + 9 + 9 + 4))
+
+
+def test_objects_are_8_connected_and_small_ones_dropped():
+    m = np.zeros((8, 8), bool)
+    m[1, 1] = m[2, 2] = m[3, 3] = True                           # a diagonal: one object with 8-connectivity
+    m[6, 6] = True                                               # a single pixel
+    lab = ev.label_objects(m, min_size=1)
+    assert lab.max() == 2 and lab[1, 1] == lab[3, 3] != lab[6, 6]
+    lab = ev.label_objects(m, min_size=2)
+    assert lab.max() == 1 and lab[6, 6] == 0
+    regions = ev.regions_from_labels(lab)
+    assert len(regions) == 1 and sorted(map(tuple, regions[0])) == [(1, 1), (2, 2), (3, 3)]
+    assert ev.regions_json(regions) == [{"id": "0", "coordinates": [[1, 1], [2, 2], [3, 3]]}]
+
+
+# ---- the network ----------------------------------------------------------------------------------------------------
+def test_unet_shapes_and_tta_equivariance():
+    torch.manual_seed(0)
+    net = unet(width=4).eval()
+    assert net(torch.zeros(2, 1, 32, 48)).shape == (2, 1, 32, 48)
+    img = np.random.default_rng(0).normal(size=(37, 50)).astype(np.float32)
+    p = probability(net, img)
+    assert p.shape == (37, 50) and p.dtype == np.float32 and (0 <= p).all() and (p <= 1).all()
+    # 8-fold TTA averages over the whole dihedral group: rotating or flipping the input does the same to the output
+    sq = np.random.default_rng(1).normal(size=(32, 32)).astype(np.float32)
+    ref = probability(net, sq, tta=True)
+    np.testing.assert_allclose(probability(net, np.rot90(sq).copy(), tta=True), np.rot90(ref), atol=1e-5)
+    np.testing.assert_allclose(probability(net, sq[:, ::-1].copy(), tta=True), ref[:, ::-1], atol=1e-5)
+    assert not np.allclose(probability(net, np.rot90(sq).copy()), np.rot90(probability(net, sq)), atol=1e-5)
+
+
+def test_bundled_model_is_registered_and_listed(seg):
+    spec = model_specs()[MODEL]
+    assert spec.pipeline == "any" and spec.classes == ("background", "neuron") and spec.weights
+    card = json.loads(open(spec.card_path).read())
+    assert card["sha256"] == sha256(spec.weights) and card["arch"] == "unet" and card["input"]["image"] == "mean"
+    assert set(card["training"]["recordings"]).isdisjoint(card["training"]["test_recordings"])
+    out = run("models").output
+    assert MODEL in out and "background,neuron" in out and card["sha256"][:12] in out
+    # it is no ROI classifier: loading it as one is a clean error, and a classifier is no U-Net
+    with pytest.raises(RoicurateError, match="architecture 'unet' is not registered"):
+        Classifier.load(MODEL)
+    with pytest.raises(RoicurateError, match="ROI classifier, not a U-Net"):
+        Segmenter.load("caiman-cnn2")
+
+
+# ---- the command end to end ------------------------------------------------------------------------------------------
+def check_outputs(out, shape, threshold, min_size):
+    prob = np.load(out / "probability.npy")
+    assert prob.shape == shape and prob.dtype == np.float32
+    regions = json.loads((out / "regions.json").read_text())
+    summary = json.loads((out / "segment.json").read_text())
+    assert summary["objects"] == len(regions) > 0 and summary["shape"] == list(shape)
+    labels = ev.label_objects(prob >= threshold, min_size)        # regions.json is exactly threshold + components
+    assert [sorted(map(tuple, r)) for r in ev.regions_from_labels(labels)] == \
+           [sorted(map(tuple, r["coordinates"])) for r in regions]
+    assert (out / "probability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return prob, regions, summary
+
+
+def test_segment_suite2p_plane_with_truth_and_missed(datasets, tmp_path, seg):
+    """Through the installed console entry point, as a user runs it."""
+    out = tmp_path / "seg"
+    p = subprocess.run([sys.executable, "-m", "roicurate.cli", "segment", datasets / S2P, "--out", out,
+                        "--truth", datasets / "sim/s2p_sim3/truth/regions.json", "--missed"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    prob, regions, summary = check_outputs(out, (256, 256), seg.threshold, seg.min_size)
+    e = summary["evaluation"]
+    assert e["n_truth"] == 200 and "cell regions" in e["truth"]      # somata only: classes.json is beside it
+    assert f"F1 {e['f1']:.3f}" in p.stdout and f"pixel IoU {e['pixel_iou']:.3f}" in p.stdout
+    missed = json.loads((out / "missed.json").read_text())
+    assert summary["missed"] == len(missed) and (out / "missed.png").exists()
+    from roicurate.plugins import sources
+    rs = sources()["suite2p"].read(datasets / S2P)
+    covered = np.zeros(rs.shape, bool)
+    covered[rs.y[rs.weight > 0], rs.x[rs.weight > 0]] = True
+    # Suite2p found 134 ROIs for 200 somata here: what the U-Net says it missed are real somata
+    truth, _ = ev.read_truth(datasets / "sim/s2p_sim3/truth/regions.json", rs.shape)
+    hits = ev.neurofinder_match([np.asarray(m["coordinates"]) for m in missed], truth)
+    assert len(missed) >= 30 and (hits >= 0).mean() >= 0.9
+    for m in missed:                                              # truly outside every ROI, and a listed object
+        c = np.asarray(m["coordinates"])
+        assert not covered[c[:, 0], c[:, 1]].any()
+        assert [sorted(map(tuple, c))] == [sorted(map(tuple, r["coordinates"])) for r in regions
+                                            if r["id"] == m["id"]]
+
+
+def test_segment_caiman_file_with_tta(datasets, tmp_path, seg):
+    out = tmp_path / "seg"
+    r = run("segment", datasets / CAIMAN, "--out", out, "--tta", "--threshold", "0.6", "--min-size", "25")
+    prob, regions, summary = check_outputs(out, (256, 256), 0.6, 25)
+    assert summary["tta"] and summary["threshold"] == 0.6 and "8-fold TTA" in r.output
+    from roicurate.plugins import sources
+    mean = sources()["caiman"].read(datasets / CAIMAN).images["mean"]
+    np.testing.assert_allclose(prob, seg.probability(mean, tta=True), atol=1e-6)
+
+
+def test_segment_image_files(datasets, tmp_path, seg):
+    mean = np.load(datasets / "sim/s2p_sim3/summary_images.npz")["mean"][:200, :170]   # not a multiple of 16
+    np.save(tmp_path / "mean.npy", mean)
+    Image.fromarray(mean.astype(np.float32)).save(tmp_path / "mean.tif")
+    results = []
+    for f in ("mean.npy", "mean.tif"):
+        run("segment", tmp_path / f, "--out", tmp_path / f"out_{f}")
+        results.append(check_outputs(tmp_path / f"out_{f}", (200, 170), seg.threshold, seg.min_size)[0])
+    np.testing.assert_array_equal(results[0], results[1])
+    run("segment", datasets / "sim/s2p_sim3/summary_images.npz", "--image", "max", "--out", tmp_path / "npz")
+    assert json.loads((tmp_path / "npz" / "segment.json").read_text())["image"] == "max"
+
+
+# ---- the bundled model against the trivial baseline, on recordings it never saw ------------------------------------
+@pytest.mark.parametrize("sim, min_f1", [("s2p_sim3", 0.85), ("caiman_sim3", 0.85)])
+def test_bundled_model_beats_thresholding_the_mean_image(datasets, seg, sim, min_f1):
+    """Measured (benchmarks/segment.py): thresholding the mean image scores F1 0.41 (s2p_sim3) and 0.71
+    (caiman_sim3), the bundled U-Net 0.98 and 1.00."""
+    assert sim in seg.card["training"]["test_recordings"]
+    mean = np.load(datasets / "sim" / sim / "summary_images.npz")["mean"]
+    truth, _ = ev.read_truth(datasets / "sim" / sim / "truth/regions.json", mean.shape)
+    model = ev.score(truth, ev.regions_from_labels(seg.objects(seg.probability(mean))), mean.shape)
+    b = seg.card["baseline"]
+    base = ev.score(truth, ev.regions_from_labels(ev.label_objects(normalise(mean) >= b["threshold"], b["min_size"])),
+                    mean.shape)
+    assert model["f1"] >= min_f1 and model["f1"] >= base["f1"] + 0.2
+    assert model["pixel_iou"] > base["pixel_iou"]
+
+
+# ---- bad input: one line, exit status 1 ----------------------------------------------------------------------------
+def test_bad_inputs_give_one_line_errors(datasets, tmp_path):
+    np.save(tmp_path / "movie.npy", np.zeros((3, 32, 32), np.float32))
+    nan = np.ones((32, 32), np.float32)
+    nan[3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "flat.npy", np.ones((32, 32), np.float32))
+    (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    frames = [Image.fromarray(np.zeros((32, 32), np.float32)) for _ in range(3)]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    cases = [
+        (("segment", tmp_path / "nope.npy"), "no such file"),
+        (("segment", tmp_path / "movie.npy"), "expected one 2-D numeric image"),
+        (("segment", tmp_path / "nan.npy"), "NaN or infinite"),
+        (("segment", tmp_path / "flat.npy"), "the image is flat"),
+        (("segment", tmp_path / "broken.npy"), "cannot read image"),
+        (("segment", tmp_path / "stack.tif"), "TIFF stack of 3 pages"),
+        (("segment", datasets / "sim/s2p_sim2/suite2p"), "holds 2 planes"),
+        (("segment", datasets / CAIMAN, "--image", "max"), "has no 'max' summary image"),
+        (("segment", tmp_path / "flat.npy", "--missed"), "--missed needs a Suite2p plane or CaImAn file"),
+        (("segment", datasets / S2P, "--model", "suite2p-resnet50"), "not a U-Net"),
+        (("segment", datasets / S2P, "--truth", tmp_path / "flat.npy"), "cannot read ground truth"),
+        (("segment", tmp_path), "not a Suite2p plane, a CaImAn .hdf5 file or an image file"),
+    ]
+    (tmp_path / "afile").write_text("x")
+    cases.append((("segment", datasets / S2P, "--out", tmp_path / "afile"), "exists and is not a folder"))
+    for args, message in cases:
+        if "--out" not in args:
+            args = args + ("--out", tmp_path / "out")
+        r = run(*args, ok=False)
+        assert r.exit_code == 1, (args, r.output)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("roicurate: error:") and message in lines[0], (args, r.stderr)
+        assert not (tmp_path / "out").exists()                   # nothing written

@@ -1,0 +1,97 @@
+"""A model's shape prior (`roicurate train --shape-prior`): a logistic regression on five shape features whose
+logit is added to the network's, weighted with the Platt calibration on validation. Every consumer (apply,
+evaluate, explanations) must see the same probability."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from roicurate import RoicurateError
+from roicurate.calibrate import fit_platt, sigmoid
+from roicurate.cli import cli
+from roicurate.explain import explain
+from roicurate.models import Classifier
+from roicurate.plugins import sources
+from roicurate.shape import FEATURES, fit_prior, prior_logit, shape_features
+
+
+def run(*args, ok=True):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def test_platt_with_offset_recovers_known_weights():
+    rng = np.random.default_rng(0)
+    z, o = rng.normal(size=20000), rng.normal(size=20000)
+    y = rng.random(20000) < sigmoid(0.7 * z + 1.5 * o - 0.4)
+    a, b, w = fit_platt(y, sigmoid(z), o)
+    assert a == pytest.approx(0.7, abs=0.06) and w == pytest.approx(1.5, abs=0.1) and b == pytest.approx(-0.4, abs=0.06)
+
+
+def test_prior_ranks_cells_on_a_recording_it_never_saw(datasets):
+    read = sources()["suite2p"].read
+    from roicurate.labels import attach_labels
+    train = attach_labels(read(datasets / "sim/s2p_sim1/suite2p/plane0"))
+    test = attach_labels(read(datasets / "sim/s2p_sim3/suite2p/plane0"))
+    prior = fit_prior(shape_features(train), train.labels)
+    assert prior["features"] == list(FEATURES)
+    from roicurate.evaluate import roc_auc
+    assert roc_auc(test.labels > 0, prior_logit(prior, test)) > 0.85
+
+
+@pytest.fixture(scope="module")
+def prior_model(datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prior")
+    run("train", datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p", "--arch", "cnn2",
+        "--epochs", "1", "--val", "s2p_sim2", "--shape-prior", "--out", out)
+    return out
+
+
+def test_probability_is_network_plus_weighted_prior(prior_model, datasets):
+    card = json.loads((prior_model / "model.json").read_text())
+    cal = card["calibration"]
+    assert cal["method"] == "platt" and cal["folded"] and cal["prior_weight"] > 0
+    assert card["shape_prior"]["features"] == list(FEATURES) and card["training"]["shape_prior"]
+    clf = Classifier.load(str(prior_model))
+    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+    from roicurate.crops import make_crops
+    with torch.inference_mode():
+        net = clf.module(torch.from_numpy(make_crops(rs, clf.crop)))[:, 0].double().numpy()
+    expected = sigmoid(net + prior_logit(card["shape_prior"], rs))
+    np.testing.assert_allclose(clf.predict_proba(rs)[:, 1], expected, atol=1e-5)
+    # the prior moves the scores: without it the probabilities differ
+    assert np.abs(sigmoid(net) - expected).max() > 0.01
+    # explanations compare the same probability as apply
+    ex = explain(clf, rs, [0, 5], stride=8)
+    np.testing.assert_allclose(ex["scores"], expected[[0, 5]], rtol=1e-5)
+    with pytest.raises(RoicurateError, match="shape prior"):
+        clf.logits_to_proba(torch.zeros(2, 1))
+
+
+def test_apply_writes_the_prior_probabilities(prior_model, copy_dataset):
+    plane = copy_dataset("sim/s2p_sim2/suite2p") / "plane0"
+    run("apply", plane, "--model", prior_model)
+    clf = Classifier.load(str(prior_model))
+    p = clf.predict_proba(sources()["suite2p"].read(plane))[:, 1]
+    iscell = np.load(plane / "iscell.npy")
+    np.testing.assert_allclose(iscell[:, 1], p)
+    assert (iscell[:, 0] == (p >= clf.threshold)).all()
+
+
+def test_shape_prior_needs_validation_and_platt(datasets, tmp_path):
+    sims = [datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p"]
+    for extra in (["--val", "none"], ["--val", "s2p_sim2", "--calibrate", "isotonic"]):
+        r = run("train", *sims, "--arch", "cnn2", "--epochs", "1", "--shape-prior", "--out", tmp_path, *extra, ok=False)
+        assert r.exit_code != 0 and "--shape-prior" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_prior_free_model_refuses_prior_logits(tiny_model, datasets):
+    clf = Classifier.load(str(tiny_model))
+    assert clf.prior_logits(sources()["suite2p"].read(datasets / "sim/s2p_sim2/suite2p/plane0")) is None
+    with pytest.raises(RoicurateError, match="shape prior"):
+        clf.logits_to_proba(torch.zeros(2, 1), np.zeros(2))
