@@ -140,8 +140,7 @@ def scores(clf, x, kind="proba", prior=None):
 def _prior(clf, roiset, index):
     """The shape-prior logits of the ROIs in ``index`` (None for a model without a prior). The prior depends on
     the ROI's mask, not on the crop: occlusion leaves it unchanged, so the maps show the network's share."""
-    p = clf.prior_logits(roiset)
-    return None if p is None else p[index]
+    return clf.prior_logits(roiset.subset(index))       # per-ROI features: the selected ROIs alone suffice
 
 
 def patch_centres(size, stride=1):

@@ -117,30 +117,15 @@ class Classifier:
 
     @classmethod
     def load(cls, name_or_path, specs=None, **kw):
-        from safetensors.torch import load_file
         if specs is None:
             from roicurate.plugins import model_specs
             specs = model_specs()
         weights, card_path = resolve_model_files(str(name_or_path), specs)
         card = read_card(card_path)
-        if not os.path.exists(weights):
-            raise RoicurateError(f"{weights}: model weights are missing")
-        digest = sha256(weights)
-        if card.get("sha256") and card["sha256"] != digest:
-            raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
         arch = specs.get(card["arch"])
         if arch is None:
             raise RoicurateError(f"{card_path}: architecture '{card['arch']}' is not registered (missing plugin?)")
-        module = arch.build(**card.get("build_kwargs", {}))
-        try:
-            state = load_file(weights)
-        except Exception as e:  # safetensors raises its own error types for truncated or foreign files
-            raise RoicurateError(f"{weights}: cannot read weights ({e})") from None
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as e:
-            raise RoicurateError(f"{weights}: weights do not fit architecture '{card['arch']}' ({str(e).splitlines()[0]})") from None
+        module, digest = load_weights(weights, card, arch.build)
         card["sha256"] = digest
         # how to find this model again (roicurate report, a later apply): its registered name, else its card's path
         bundled = specs.get(card["name"])
@@ -194,6 +179,28 @@ class Classifier:
                 if progress:
                     progress(len(idx))
         return out
+
+
+def load_weights(weights, card, build):
+    """(module, sha256): ``build(**card["build_kwargs"])`` holding the weights of ``weights`` (safetensors, floats
+    as fp32), after checking the file's sha256 against the card; every failure is a one-line error."""
+    from safetensors.torch import load_file
+    if not os.path.exists(weights):
+        raise RoicurateError(f"{weights}: model weights are missing")
+    digest = sha256(weights)
+    if card.get("sha256") and card["sha256"] != digest:
+        raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
+    module = build(**card.get("build_kwargs", {}))
+    try:
+        state = load_file(weights)
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise RoicurateError(f"{weights}: cannot read weights ({e})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise RoicurateError(f"{weights}: weights do not fit architecture '{card['arch']}' ({str(e).splitlines()[0]})") from None
+    return module, digest
 
 
 def _device(device):

@@ -177,10 +177,10 @@ def cnn2(in_channels=1, n_out=1, size=50, **kw):
     return CNN2(in_channels, n_out, size=size, **kw)
 
 
-def bundled(name, pipeline, build, description, weights_dir=None):
-    """A trained model shipped in ``weights_dir`` (default: this package's weights/): its crop, classes, threshold,
-    positive class and class rule come from its card. None when the files are not there."""
-    weights = Path(weights_dir or WEIGHTS) / f"{name}.safetensors"
+def bundled(name, pipeline, build, description):
+    """A trained model shipped in weights/: its crop, classes, threshold, positive class and class rule come from
+    its card. None when the files are not there."""
+    weights = WEIGHTS / f"{name}.safetensors"
     card_path = weights.with_suffix(".json")
     if not card_path.exists():
         return None

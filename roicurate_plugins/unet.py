@@ -161,25 +161,14 @@ class Segmenter:
 
     @classmethod
     def load(cls, name_or_path=MODEL):
-        from safetensors.torch import load_file
-        from roicurate.models import read_card, resolve_model_files, sha256
+        from roicurate.models import load_weights, read_card, resolve_model_files
         from roicurate.plugins import model_specs
         weights, card_path = resolve_model_files(str(name_or_path), model_specs())
         card = read_card(card_path)
         if card["arch"] != ARCH:
             raise RoicurateError(f"{card_path}: model '{card['name']}' is a '{card['arch']}' ROI classifier, "
                                  f"not a U-Net segmentation model")
-        if not Path(weights).exists():
-            raise RoicurateError(f"{weights}: model weights are missing")
-        digest = sha256(weights)
-        if card.get("sha256") and card["sha256"] != digest:
-            raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
-        module = unet(**card.get("build_kwargs", {}))
-        try:
-            state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
-            module.load_state_dict(state)
-        except Exception as e:  # safetensors' own errors for foreign files, RuntimeError for a shape mismatch
-            raise RoicurateError(f"{weights}: weights do not load into the U-Net ({str(e).splitlines()[0]})") from None
+        module, digest = load_weights(weights, card, unet)
         card["sha256"] = digest
         return cls(module, card)
 
