@@ -27,7 +27,8 @@ from roicurate import RoicurateError
 
 BUILTIN_FILE = Path(__file__).parent / "data" / "suite2p_classifier.npz"
 SUITE2P_KEYS = ("skew", "npix_norm", "compact")
-NAMES = {"accept_all": "accept all", "pipeline": "pipeline's own verdict", "suite2p_builtin": "Suite2p built-in"}
+NAMES = {"accept_all": "accept all", "pipeline": "pipeline's own verdict", "suite2p_builtin": "Suite2p built-in",
+         "pipeline_red": "pipeline's red-cell probability"}
 
 
 # ---- the simple ones ------------------------------------------------------------------------------------------
@@ -139,10 +140,18 @@ def suite2p_builtin(roiset, classifier_file=None):
     return p, p > 0.5
 
 
-def all_baselines(roiset, suite2p_classifier=None):
-    """{name: (score, accepted)} for the baselines that apply to ``roiset`` (the pipeline's score may be None)."""
-    out = {"accept_all": accept_all(roiset), "pipeline": pipeline_verdict(roiset),
-           "suite2p_builtin": suite2p_builtin(roiset, suite2p_classifier)}
+def all_baselines(roiset, suite2p_classifier=None, task="curate"):
+    """{name: (score, accepted)} for the baselines that apply to ``roiset`` (the pipeline's score may be None).
+    For a cell-type model (``task`` "types", positive class e.g. ``red``): accept all, and the pipeline's own
+    red-cell probability and label (Suite2p's redcell.npy) unless those are the labels themselves."""
+    if task == "types":
+        red = roiset.features.get("redcell_prob")
+        own = red is not None and "(redcell)" not in str(roiset.origin.get("label_source"))
+        out = {"accept_all": accept_all(roiset),
+               "pipeline_red": (red, roiset.features["redcell"] > 0.5) if own else None}
+    else:
+        out = {"accept_all": accept_all(roiset), "pipeline": pipeline_verdict(roiset),
+               "suite2p_builtin": suite2p_builtin(roiset, suite2p_classifier)}
     return {k: v for k, v in out.items() if v is not None}
 
 

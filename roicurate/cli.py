@@ -33,6 +33,21 @@ def default_model(source_name, specs):
     raise RoicurateError(f"no trained model for {source_name} is installed; pass --model")
 
 
+def _add_image_option(f):
+    return click.option("--add-image", "add_image", multiple=True, metavar="NAME=FILE",
+                        help="an extra summary image (.npy or TIFF of the frame size) as crop channel NAME, e.g. "
+                             "mean_chan2=red.tif; a relative FILE is looked up in each plane folder / beside each "
+                             "CaImAn file (repeatable)")(f)
+
+
+def _types_option(f):
+    f = click.option("--classes", "type_classes", help="cell-type models: the class names in order, comma-separated "
+                     "(the last is the positive one, e.g. not_red,red); default: the names in the labels, sorted")(f)
+    return click.option("--types", "types", metavar="redcell|FILE.csv",
+                        help="train / score a cell-type model on these labels: 'redcell' (Suite2p's redcell.npy) or "
+                             "a CSV 'roi,class' (ROI index from 0; relative paths: in each plane folder)")(f)
+
+
 def _progress(total, label):
     from tqdm import tqdm
     return tqdm(total=total, desc=label, unit="ROI", file=sys.stderr, disable=None, leave=False)
@@ -51,34 +66,51 @@ def _progress(total, label):
 @click.option("--also-accept", "also_accept", multiple=True, metavar="CLASS",
               help="models with more than two classes: also accept this class (repeatable); an ROI is accepted when "
                    "P(positive class) + P(each such class) >= the threshold")
-def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, also_accept):
+@click.option("--redcell", is_flag=True, help="two-class cell-type models (e.g. not_red / red), Suite2p: also write "
+              "redcell.npy [P(red) >= threshold, P(red)] (the original is kept once as redcell_suite2p.npy)")
+@_add_image_option
+def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, also_accept, redcell,
+          add_image):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
-    .hdf5 files. Everything is read and checked first: if any input is bad, nothing is written."""
+    .hdf5 files. Everything is read and checked first: if any input is bad, nothing is written. A cell-type
+    model (task "types") writes its class probabilities beside the verdict instead (Suite2p: roicurate_types.npy,
+    class names in roicurate.json) and leaves iscell.npy alone."""
     from roicurate.curation import accept_columns, curate
+    from roicurate.images import add_images, parse_image_options
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, source_for
 
     if report_dir:
         from roicurate.report import check_can_write
         check_can_write(report_dir)
+    images = parse_image_options(add_image)
+    specs = model_specs()
+    # every model is loaded before the first write: a missing model must not leave a half-curated batch
+    by_name = {model_name: Classifier.load(model_name, specs, device=device)} if model_name else {}
+    types = model_name is not None and by_name[model_name].task == "types"
+    if redcell and not types:
+        raise RoicurateError("--redcell writes a cell-type model's verdict; give one with --model")
+    if report_dir and types:
+        raise RoicurateError("--report explains cell / not-cell verdicts, not cell types; use roicurate explain")
     units = []
     for path in paths:
         src = source_for(path)
         for unit in src.expand(path):
-            rs = src.read(unit)
+            rs = add_images(src.read(unit), images)
             if not dry_run and len(rs):
-                src.check_writable(unit, force=force)
+                if types:
+                    src.check_types_writable(unit, force=force, redcell=redcell)
+                else:
+                    src.check_writable(unit, force=force)
             units.append((src, unit, rs))
-    specs = model_specs()
-    # every model is loaded before the first write: a missing model must not leave a half-curated batch
-    classifiers, by_name = {}, {}
+    classifiers = {}
     for src in {src for src, _, rs in units if len(rs)}:
         name = model_name or default_model(src.name, specs)
         if name not in by_name:
             by_name[name] = Classifier.load(name, specs, device=device)
-            accept_columns(by_name[name].classes, by_name[name].positive, also_accept, f"model '{name}'")
+        accept_columns(by_name[name].classes, by_name[name].positive, also_accept, f"model '{name}'")
         classifiers[src.name] = by_name[name]
     written = {}
     reported = []
@@ -90,13 +122,26 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         clf = classifiers[src.name]
         cur = curate(rs, clf, threshold, progress=bar.update, also_accept=also_accept)
         reported.append((unit, rs, cur, clf))
+        s = cur.summary()
+        bar.clear()
+        if types:
+            if not dry_run:
+                src.write_types(unit, rs, cur, force=force, redcell=redcell)
+            if len(cur.classes) == 2:
+                counts = f"{s['accepted']} {cur.classes[cur.positive]} at threshold {s['threshold']:.3f}"
+            else:
+                best = cur.probabilities.argmax(1).tolist()
+                counts = "most probable class: " + ", ".join(f"{c} {best.count(j)}" for j, c in enumerate(cur.classes))
+            click.echo(f"{unit}: {s['rois']} ROIs typed by {clf.name}: {counts}"
+                       + ("; written to redcell.npy too" if redcell else "")
+                       + ("  [dry run: nothing written]" if dry_run else ""))
+            continue
         if not dry_run:
             extra = {"as_cnn_preds": True} if as_cnn_preds else {}
             src.write(unit, rs, cur, force=force, **extra)
             written.setdefault(src, []).append(unit)
-        before = "" if rs.pipeline_accepted is None else f" (pipeline accepted {int(rs.pipeline_accepted.sum())})"
-        s = cur.summary()
-        bar.clear()
+        original = src.original_verdict(unit, rs)[0]     # the pipeline's own, from the backup on a re-run
+        before = "" if original is None else f" (pipeline accepted {int(original.sum())})"
         rule = "" if not cur.also_accept else f" on P({' + '.join(cur.accepted_classes)})"
         counts = "" if "classes" not in s else \
             "; most probable class: " + ", ".join(f"{c} {k}" for c, k in s["classes"].items())
@@ -128,7 +173,8 @@ def models(as_json):
     rows = []
     for spec in model_specs().values():
         card = json.load(open(spec.card_path)) if spec.card_path else {}
-        rows.append({"name": spec.name, "pipeline": spec.pipeline, "classes": list(spec.classes),
+        classes = list(card.get("classes") or spec.classes) or ["(named by the labels)"]
+        rows.append({"name": spec.name, "pipeline": spec.pipeline, "task": spec.task, "classes": classes,
                      "threshold": card.get("threshold"), "sha256": card.get("sha256"),
                      "trained": bool(spec.weights), "description": spec.description})
     if as_json:
@@ -201,44 +247,66 @@ def _log(message):
 @click.option("--class-rule", "class_rule_path", type=click.Path(exists=True, dir_okay=False),
               help="models with more than two classes: JSON rule mapping each ROI's ground-truth partner (object "
                    "class, IoU) to a class (default: the architecture's own rule)")
+@click.option("--channels", help="crop channels, comma-separated (e.g. mask,mean,mean_chan2_corrected); default: "
+              "the architecture's")
+@_types_option
+@_add_image_option
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
           device, target_precision, calibration, shape_prior, init_model, freeze_until, search, resume, build,
-          suite2p_classifier, class_rule_path):
+          suite2p_classifier, class_rule_path, channels, types, type_classes, add_image):
     """Train a classifier on labelled pipeline outputs (split by recording).
 
     Labels: roicurate_labels.json beside each output (`roicurate label`), else a dataset labels.json, else the
-    pipeline's own (curated) verdict."""
+    pipeline's own (curated) verdict. A cell-type architecture (task "types") trains on --types labels instead.
+    --init with another --arch (e.g. a cell-type network from the bundled suite2p-resnet50) starts from the
+    weights that fit; layers whose shape differs train even below --freeze-until."""
+    from dataclasses import replace
+
+    from roicurate.images import parse_image_options
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, sources
     from roicurate.train import load_labelled, train as run_train
 
-    sets = load_labelled(paths, pipeline, log=_log)
+    specs = model_specs()
+    if arch and arch not in specs:
+        raise RoicurateError(f"unknown architecture '{arch}' (registered: {', '.join(specs)})")
+    init = Classifier.load(init_model, specs) if init_model else None
+    task = specs[arch].task if arch else (init.task if init else "curate")
+    if (types is not None) != (task == "types"):
+        raise RoicurateError("--types trains a cell-type architecture (task 'types', see roicurate models) and such "
+                             "an architecture needs --types")
+    if type_classes:
+        type_classes = [c for c in type_classes.split(",") if c]
+    elif init and init.task == "types":
+        type_classes = list(init.classes)          # fine-tuning a cell-type model: its classes, in its order
+    sets = load_labelled(paths, pipeline, log=_log, types=types, images=parse_image_options(add_image),
+                         type_classes=type_classes)
     if len({rs.origin["source"] for rs in sets}) > 1:
         raise RoicurateError("the paths mix pipelines; train one pipeline at a time (--pipeline)")
     src = sources()[sets[0].origin["source"]]
-    specs = model_specs()
-    init = None
-    if init_model:
-        init = Classifier.load(init_model, specs)
+    if init:
         if arch and arch != init.card["arch"]:
-            raise RoicurateError(f"--arch {arch} differs from the architecture of --init {init_model} ({init.card['arch']})")
+            _log(f"--init {init_model} ({init.card['arch']}) into --arch {arch}: the weights that fit are copied")
         if init.card.get("pipeline") not in (None, "any", src.name):
             _log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
     elif freeze_until:
         raise RoicurateError("--freeze-until needs --init (a model to fine-tune)")
     arch = arch or (init.card["arch"] if init else {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name))
-    if arch not in specs:
-        raise RoicurateError(f"unknown architecture '{arch}' (registered: {', '.join(specs)})")
     kwargs = {}
     for item in build:
         key, _, value = item.partition("=")
         kwargs[key] = json.loads(value) if value else None
-    spec = init.spec if init else specs[arch]
-    rule = _class_rule(class_rule_path, init.card.get("class_rule") if init else spec.class_rule, spec.classes)
+    spec = init.spec if init and arch == init.card["arch"] else specs[arch]
+    rule = None if task == "types" else \
+        _class_rule(class_rule_path, init.card.get("class_rule") if init else spec.class_rule, spec.classes)
     if rule is not None:
         from roicurate.labels import attach_labels
         sets = [attach_labels(rs, log=_log, class_rule=rule) for rs in sets]
-    crop = spec.crop or src.crop
+    crop = init.crop if init and arch == init.card["arch"] else spec.crop or src.crop
+    if channels:
+        if init and arch == init.card["arch"]:
+            raise RoicurateError("--channels: a fine-tuned model keeps its channels; give --arch for another input")
+        crop = replace(crop, channels=tuple(c for c in channels.split(",") if c))
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
@@ -325,16 +393,26 @@ def _print_classes(m):
               help="Suite2p classifier file for the built-in baseline (default: the one Suite2p ships)")
 @click.option("--class-rule", "class_rule_path", type=click.Path(exists=True, dir_okay=False),
               help="models with more than two classes: JSON rule giving the ROIs' classes (default: the model card's)")
-def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier, class_rule_path):
+@click.option("--types", "types", metavar="redcell|FILE.csv", help="cell-type models: the labels to score against "
+              "('redcell' or a CSV 'roi,class', as for train)")
+@_add_image_option
+def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier, class_rule_path, types,
+             add_image):
     """Score a model on labelled pipeline outputs, per recording and pooled, against the baselines (accept all,
     the pipeline's own verdict, Suite2p's built-in classifier) on the same ROIs. A model with more than two
-    classes is also scored per class where the labels name object classes (confusion matrix)."""
+    classes is also scored per class where the labels name object classes (confusion matrix). A cell-type model
+    is scored on --types labels, against accept-all and the pipeline's own red-cell probability."""
     from roicurate.evaluate import evaluate_model, write_evaluation
+    from roicurate.images import parse_image_options
     from roicurate.models import Classifier
     from roicurate.train import load_labelled
     clf = Classifier.load(model_name, device=device)
-    rule = _class_rule(class_rule_path, clf.card.get("class_rule"), clf.classes, required=False)
-    sets = load_labelled(paths, pipeline, log=_log, class_rule=rule)
+    if (types is not None) != (clf.task == "types"):
+        raise RoicurateError(f"--types scores a cell-type model, and model '{clf.name}' "
+                             f"{'is one: give --types' if clf.task == 'types' else 'is not'}")
+    rule = None if types else _class_rule(class_rule_path, clf.card.get("class_rule"), clf.classes, required=False)
+    sets = load_labelled(paths, pipeline, log=_log, class_rule=rule, types=types, type_classes=clf.classes if types
+                         else None, images=parse_image_options(add_image))
     bar = _progress(sum(len(rs) for rs in sets), "scoring")
     numbers, table = evaluate_model(clf, sets, threshold, suite2p_classifier=suite2p_classifier, progress=bar.update)
     bar.close()

@@ -2,7 +2,9 @@
 
 The target ROI sits in the centre; every other ROI is absent from the mask channel; windows past the
 frame edge are zero-padded. Channels: ``mask`` (the ROI's weights, max 1, or binarised) and any summary
-image the RoiSet carries (``mean``, ``mean_enhanced``, ``max``, ``corr`` ...), each window standardised.
+image the RoiSet carries (``mean``, ``mean_enhanced``, ``max``, ``corr`` ...), each window standardised. An image
+the RoiSet lacks comes from the plugin that registers it (``register_images``, e.g. ``unet``: a U-Net's neuron
+probability map), computed once per RoiSet and kept in ``roiset.images`` (``summary_image``).
 
 ``style="caiman"`` instead reproduces CaImAn's own CNN patches (``evaluate_components_CNN``), mask only: a
 ``2*half`` window (``half = min(4*gSig+1, size)`` per axis) at the centre of mass clipped to
@@ -41,6 +43,43 @@ class CropSpec:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class DerivedImage:
+    """What ``register_images`` registers: an image computed from a recording rather than read from its files.
+    ``compute(roiset)`` returns a (Ly, Lx) frame in the RoiSet's coordinates (usually from ``roiset.images``)."""
+
+    name: str
+    compute: object
+    description: str = ""
+
+
+def summary_image(roiset, name):
+    """The full-frame image ``name`` of ``roiset``: the one it carries (saved by its pipeline, or added by the user),
+    else the registered provider's, computed once and kept in ``roiset.images[name]`` (every later batch, report or
+    subset of the RoiSet reuses it). A one-line error when neither exists or the provider cannot make it here."""
+    img = roiset.images.get(name)
+    if img is not None:
+        return img
+    from roicurate.plugins import image_providers
+    where = roiset.origin.get("path", "input")
+    providers = image_providers()
+    if name not in providers:
+        raise RoicurateError(f"{where}: the model needs the '{name}' image, which this recording does not have "
+                             f"(it has: {', '.join(roiset.images) or 'none'}; plugins compute: "
+                             f"{', '.join(providers) or 'none'})")
+    try:
+        img = np.asarray(providers[name].compute(roiset), np.float32)
+    except RoicurateError as e:
+        raise RoicurateError(f"{where}: cannot compute the '{name}' image: {e}") from None
+    except KeyError as e:      # the provider looked up an image this recording lacks
+        raise RoicurateError(f"{where}: cannot compute the '{name}' image: it needs the {e} image, which this "
+                             f"recording does not have (it has: {', '.join(roiset.images) or 'none'})") from None
+    if img.shape != tuple(roiset.shape):
+        raise RoicurateError(f"{where}: the '{name}' image is {img.shape}, the field of view {tuple(roiset.shape)}")
+    roiset.images[name] = img
+    return img
+
+
 def _centroids(pixels, n):
     """(n, 2) weighted centre of mass of the gathered ROIs."""
     k, y, x, w = pixels
@@ -68,11 +107,7 @@ def make_crops(roiset, spec, index=None, out=None):
         elif name == "mask_scaled":
             _scaled_mask_channel(roiset, spec, pixels, c, crops[:, ch])
         else:
-            img = roiset.images.get(name)
-            if img is None:
-                raise RoicurateError(f"{roiset.origin.get('path', 'input')}: the model needs the '{name}' image, "
-                                     f"which this recording does not have (it has: {', '.join(roiset.images) or 'none'})")
-            crops[:, ch] = _windows(np.asarray(img, np.float32), c, S)
+            crops[:, ch] = _windows(np.asarray(summary_image(roiset, name), np.float32), c, S)
             if spec.image_norm == "zscore":
                 w = crops[:, ch]
                 mu = w.mean((1, 2), keepdims=True)

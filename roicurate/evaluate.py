@@ -177,7 +177,7 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
         n = len(rs)
         rows["recording"] += [rs.origin["recording"]] * n
         rows["unit"] += [rs.origin.get("path", "")] * n
-        rows["roi"].append(np.arange(n))
+        rows["roi"].append(np.asarray(rs.origin.get("roi_index", np.arange(n))))   # the pipeline's ROI numbers
         rows["label"].append(cell_labels(rs))
         proba = classifier.predict_proba(rs, progress=progress)
         rows["model"].append(proba[:, classifier.positive])
@@ -187,7 +187,7 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
             for j, c in enumerate(classes):
                 rows[f"p_{c}"].append(proba[:, j])
         if baselines:
-            found = bl.all_baselines(rs, suite2p_classifier)
+            found = bl.all_baselines(rs, suite2p_classifier, classifier.card.get("task", "curate"))
             if rs.origin.get("label_source") == "pipeline verdict":
                 found.pop("pipeline", None)        # the labels themselves
             base[id(rs)] = found

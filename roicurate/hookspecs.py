@@ -21,3 +21,19 @@ def register_models(register):
 @hookspec
 def register_commands(cli):
     """Add extra ``click`` commands to the ``roicurate`` command group."""
+
+
+@hookspec
+def register_images(register):
+    """Call ``register(image)`` for each image this plugin derives from a recording (an object with ``name``,
+    ``description`` and ``compute(roiset)`` returning a float32 (Ly, Lx) frame, e.g. from ``roiset.images["mean"]``;
+    see ``roicurate.crops.DerivedImage``). A model whose crop names that channel gets it even though no pipeline
+    file holds it: ``crops.summary_image`` computes it once per RoiSet and keeps it in ``roiset.images``."""
+
+
+@hookspec
+def register_report_sections(register):
+    """Call ``register(section)`` for each extra section this plugin adds to every plane/file of the HTML report
+    (``roicurate report``, ``apply --report``): an object with ``name`` and ``render(roiset, curation, folder)``
+    that writes its PNG figures into ``folder`` (that plane's figure folder) and returns a
+    ``roicurate.report.ReportSection`` (title, HTML fragment, figure file names), or None to leave it out."""

@@ -257,3 +257,63 @@ def cell_labels(roiset):
     if classes is None:
         return labels > 0
     return labels == list(classes).index(roiset.origin["label_positive"])
+
+
+# ---- cell types (labels of a model whose card says task "types") ---------------------------------------------
+RED_CLASSES = ("not_red", "red")
+
+
+def read_type_labels(roiset, source):
+    """(int (N,) label index, -1 for ROIs without a type; class names in order of first appearance; where) of a
+    RoiSet, from ``source``: ``redcell`` (the pipeline's red-cell labels, e.g. Suite2p's redcell.npy, curated in
+    its GUI) or a CSV file ``roi,class`` (ROI index in the pipeline's order, 0-based; a header line is allowed;
+    ROIs not listed have no type). A relative CSV path is looked up beside the output, like ``--add-image``."""
+    n = len(roiset)
+    where = Path(roiset.origin.get("path", "."))
+    if source == "redcell":
+        red = roiset.features.get("redcell")
+        if red is None:
+            raise RoicurateError(f"{where}: has no red-cell labels (redcell.npy) to train cell types on")
+        return (np.asarray(red) > 0.5).astype(np.int64), list(RED_CLASSES), f"{where} (redcell)"
+    path = Path(source) if Path(source).is_absolute() else (where if where.is_dir() else where.parent) / source
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise RoicurateError(f"{path}: cannot read cell types ({e.__class__.__name__}: {e})") from None
+    labels, names = np.full(n, -1, np.int64), []
+    for k, line in enumerate(lines):
+        if not line or line.startswith("#"):
+            continue
+        roi, sep, name = (part.strip().strip('"') for part in line.partition(","))
+        if k == 0 and not roi.lstrip("-").isdigit():
+            continue                                   # header
+        if not sep or not name or not roi.lstrip("-").isdigit():
+            raise RoicurateError(f"{path}:{k + 1}: expected 'roi,class' (ROI index, class name), got '{line}'")
+        i = int(roi)
+        if not 0 <= i < n:
+            raise RoicurateError(f"{path}:{k + 1}: ROI {i} does not exist ({where} has {n} ROIs, numbered from 0)")
+        if labels[i] >= 0:
+            raise RoicurateError(f"{path}:{k + 1}: ROI {i} is listed twice")
+        if name not in names:
+            names.append(name)
+        labels[i] = names.index(name)
+    if not (labels >= 0).any():
+        raise RoicurateError(f"{path}: lists no ROI")
+    return labels, names, str(path)
+
+
+def attach_type_labels(roiset, source, classes=None):
+    """Set ``roiset.labels`` to cell-type indices into ``classes`` (default: the names found, sorted; the last
+    is the 'positive' one, e.g. ``red``) and ``origin`` as :func:`attach_labels` does; returns the RoiSet."""
+    labels, names, where = read_type_labels(roiset, source)
+    classes = list(classes or sorted(names))
+    unknown = [c for c in names if c not in classes]
+    if unknown:
+        raise RoicurateError(f"{where}: class{'es' if len(unknown) > 1 else ''} {', '.join(unknown)} not among "
+                             f"the model's classes ({', '.join(classes)})")
+    to_model = np.asarray([classes.index(c) for c in names] or [0], np.int64)
+    found = _dataset_labels(roiset.origin.get("roi_file", roiset.origin.get("path", "input")))
+    roiset.labels = np.where(labels >= 0, to_model[np.maximum(labels, 0)], -1)
+    roiset.origin.update(recording=str(found[1] if found else default_recording(roiset)), label_source=where,
+                         label_classes=classes, label_positive=classes[-1])
+    return roiset

@@ -39,6 +39,8 @@ class ModelSpec:
     positive_class: str | None = None  # the class that counts as accepted (default: the last of ``classes``)
     class_rule: dict | None = None     # how `train` derives these classes from matched ground truth (labels.py)
     inference: object = None           # module -> equivalent faster module for predict_proba (see above)
+    task: str = "curate"               # "curate": cell / not cell, written as the pipeline's verdict; "types": cell
+                                       # types (classes named by the training labels), written beside it
 
     @property
     def card_path(self):
@@ -109,6 +111,10 @@ class Classifier:
     @property
     def name(self):
         return self.card["name"]
+
+    @property
+    def task(self):
+        return self.card.get("task", "curate")
 
     @property
     def positive(self):

@@ -14,6 +14,7 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.caiman",
     "roicurate_plugins.report",
     "roicurate_plugins.unet",
+    "roicurate_plugins.celltypes",
 )
 
 pm = pluggy.PluginManager("roicurate")
@@ -42,6 +43,16 @@ def sources():
 
 def model_specs():
     return _collect(pm.hook.register_models)
+
+
+def image_providers():
+    """{name: provider} of the images plugins derive from a recording (crop channels no pipeline file holds)."""
+    return _collect(pm.hook.register_images)
+
+
+def report_sections():
+    """{name: section} of the extra per-plane sections plugins add to the HTML report."""
+    return _collect(pm.hook.register_report_sections)
 
 
 def source_for(path):

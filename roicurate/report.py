@@ -26,6 +26,16 @@ FOV_IMAGES = ("mean", "mean_enhanced", "corr", "max")
 
 
 @dataclass
+class ReportSection:
+    """What a ``register_report_sections`` plugin returns for one plane: a title, an HTML fragment (the plugin
+    escapes its own text) and the PNG files it wrote into the plane's figure folder, shown below the fragment."""
+
+    title: str
+    html: str
+    figures: list = field(default_factory=list)     # [(file name in the folder, alt text)]
+
+
+@dataclass
 class ReportUnit:
     """One plane / file of a report: its ROIs, the verdict, the model, and what is known besides."""
 
@@ -412,6 +422,7 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress):
         k = int((b & ~acc).sum())
         parts.append(f"<details><summary>The {k} ROI{'s' * (k != 1)} {_pipe(u)} had accepted and roicurate "
                      f"rejected (click to list)</summary><p>{dropped}</p></details>")
+    parts.append(plugin_sections(u, slug, folder))
     which = f"all {n} ROIs" if len(gallery) == n else f"the {len(gallery)} ROIs nearest the threshold"
     parts += [f"<h3>Closest calls: {which}, closest to {cur.threshold:.3f} first</h3>"
               "<p>The ROIs the model was least sure about: the ones worth a human look.</p>",
@@ -424,6 +435,27 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress):
     toc = (f"<li><a href='#{slug}'>{e(u.name)}</a>: {n} ROIs, {acc.sum()} accepted, {(~acc).sum()} rejected"
            + (f" ({_pipe(u)} had accepted {int(np.sum(u.before))})" if u.before is not None else "") + "</li>")
     return "".join(parts), toc
+
+
+def plugin_sections(u, slug, folder):
+    """The sections plugins add (``register_report_sections``), in registration order. A section that cannot be
+    drawn for this plane (a RoicurateError) becomes a one-line note instead of stopping the report."""
+    from roicurate.plugins import report_sections
+    parts = []
+    for name, section in report_sections().items():
+        try:
+            got = section.render(u.roiset, u.curation, folder)
+        except RoicurateError as e:
+            parts.append(f"<h3>{_e(getattr(section, 'title', name))}</h3><p class='note'>Not shown: {_e(str(e))}</p>")
+            continue
+        if got is None:
+            continue
+        missing = [f for f, _ in got.figures if not (folder / f).is_file()]
+        if missing:
+            raise RoicurateError(f"report section '{name}' did not write {', '.join(missing)}")
+        imgs = "".join(f"<img src='{slug}/{html.escape(f)}' alt='{html.escape(alt)}'>" for f, alt in got.figures)
+        parts.append(f"<h3>{_e(got.title)}</h3>{got.html}{imgs}")
+    return "".join(parts)
 
 
 def _labels_html(u, slug, folder):

@@ -40,6 +40,17 @@ class Source:
         ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for CaImAn)."""
         raise NotImplementedError
 
+    def check_types_writable(self, path, force=False, redcell=False):
+        """Like ``check_writable``, for ``write_types``."""
+        raise RoicurateError(f"{path}: roicurate cannot write cell types into {self.name} output "
+                             f"(use the Python API: Classifier.predict_proba)")
+
+    def write_types(self, path, roiset, curation, force=False, redcell=False):
+        """Write a cell-type model's per-class probabilities (``curation.probabilities``, class names
+        ``curation.classes``) beside the pipeline output, never into its cell / not-cell verdict; ``redcell``: also
+        the pipeline's own red-cell labels where it has them, keeping the original once."""
+        self.check_types_writable(path, force, redcell)
+
     def finish(self, paths):
         """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view)."""
 

@@ -9,6 +9,7 @@ training ROIs score the remaining fold, so the threshold is not chosen on scores
 """
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,15 @@ from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
 OOF_FOLDS = 3     # no validation recording: folds of the training ROIs that give out-of-fold scores for the threshold
 
 
-def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None):
+def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None, types=None,
+                  type_classes=None, images=()):
     """Read every unit under ``paths`` with its source; keep those with labels. Returns [RoiSet].
-    ``class_rule``: class labels where the label records name object classes (``labels.attach_labels``)."""
+    ``class_rule``: class labels where the label records name object classes (``labels.attach_labels``).
+    ``types``: cell-type labels instead (``labels.attach_type_labels``: ``redcell`` or a CSV), over ``type_classes``
+    (default: every name found, sorted); only the ROIs with a type are kept. ``images``: [(name, file)] added to
+    each unit's images (roicurate/images.py)."""
+    from roicurate.images import add_images
+    from roicurate.labels import attach_type_labels, read_type_labels
     from roicurate.plugins import source_for
     sets = []
     for path in paths:
@@ -33,13 +40,30 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, clas
         if pipeline and src.name != pipeline:
             raise RoicurateError(f"{path}: is {src.name} output, but --pipeline {pipeline} was given")
         for unit in src.expand(str(path)):
-            rs = attach_labels(src.read(unit), use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
-            if len(rs) and rs.labels is not None:
-                rs.origin["source"] = src.name
+            rs = add_images(src.read(unit), images)
+            rs.origin["source"] = src.name
+            if not len(rs):
+                continue
+            if types is None:
+                rs = attach_labels(rs, use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
+            if rs.labels is not None or types is not None:
                 sets.append(rs)
+    if types is not None:
+        if type_classes is None:
+            type_classes = sorted({c for rs in sets for c in read_type_labels(rs, types)[1]})
+        sets = [attach_type_labels(rs, types, type_classes) for rs in sets]
+        sets = [_typed_only(rs) for rs in sets]
     if not sets:
         raise RoicurateError("no labelled ROIs found in the given paths")
     return sets
+
+
+def _typed_only(rs):
+    """The ROIs of ``rs`` that have a type, remembering their numbers in the pipeline's order."""
+    index = np.flatnonzero(rs.labels >= 0)
+    sub = rs.subset(index)
+    sub.origin["roi_index"] = index.tolist()
+    return sub
 
 
 def recordings(sets):
@@ -130,6 +154,31 @@ def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1):
     return scores
 
 
+def transfer_weights(module, state, new_output=False):
+    """Load into ``module`` what fits of another network's ``state``: tensors of the same name and shape are
+    copied; a convolution with more input channels (the trained network's channels first, e.g. mask -> mask +
+    images) gets the trained filters on those and zeros on the new ones, so that it starts out computing exactly
+    what the trained network did and learns what the new channels add; the rest keep their fresh initialisation,
+    and so does the output layer (the last module with parameters) when ``new_output`` (other classes). Returns
+    the names of the parameters not copied as they were."""
+    import torch
+    own = module.state_dict()
+    last = [name for name, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))][-1]
+    new = {}
+    for k, v in own.items():
+        w = state.get(k)
+        if w is None or not w.is_floating_point() or (new_output and k.rsplit(".", 1)[0] == last):
+            continue
+        if w.shape == v.shape:
+            new[k] = w
+        elif w.ndim == v.ndim == 4 and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:] \
+                and w.shape[1] < v.shape[1]:
+            new[k] = torch.zeros_like(v)
+            new[k][:, :w.shape[1]] = w
+    module.load_state_dict({**own, **new})
+    return {n for n, _ in module.named_parameters() if n not in new or new[n].shape != state[n].shape}
+
+
 def _fp16_round(module):
     """Score with the fp16 weights that will ship, so that the card describes the saved model."""
     module.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in module.state_dict().items()})
@@ -164,13 +213,30 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     if shape_prior and (not val_sets or calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
                              "give --val and keep --calibrate platt")
+    task = getattr(arch_spec, "task", "curate")
+    # fine-tuning a model as it is, or ``transfer``: the weights that fit a network of another architecture, input
+    # channels or classes (a cell-type network started from the bundled cell / not-cell one)
+    transfer = init is not None and (arch_spec.name != init.spec.name or task == "types")
     if init is not None:
+        init_state = {k: v.detach().cpu().clone() for k, v in init.module.state_dict().items()}
+    if transfer and tuple(crop.channels[:len(init.crop.channels)]) != tuple(init.crop.channels):
+        raise RoicurateError(f"--init {init.name}: its input channels ({', '.join(init.crop.channels)}) must come "
+                             f"first in the new network's ({', '.join(crop.channels)})")
+    if init is not None and not transfer:
         arch_spec, crop = init.spec, init.crop
         build_kwargs = dict(init.card.get("build_kwargs", {}))
-        init_state = {k: v.detach().cpu().clone() for k, v in init.module.state_dict().items()}
     else:
-        build_kwargs = dict(build_kwargs or {})
+        inherited = {} if init is None else {k: v for k, v in init.card.get("build_kwargs", {}).items()
+                                             if k not in ("in_channels", "n_out")}   # e.g. the width, so weights fit
+        build_kwargs = {**inherited, **(build_kwargs or {})}
         build_kwargs.setdefault("in_channels", len(crop.channels))
+    if task == "types":
+        found = {tuple(rs.origin.get("label_classes") or ()) for rs in sets}
+        if len(found) != 1 or len(next(iter(found))) < 2:
+            raise RoicurateError(f"a cell-type model trains on cell-type labels of one set of two or more classes "
+                                 f"(--types); found {', '.join('/'.join(f) or 'none' for f in found)}")
+        arch_spec = replace(arch_spec, classes=next(iter(found)), positive_class=None)
+        build_kwargs.setdefault("n_out", 1 if len(arch_spec.classes) == 2 else len(arch_spec.classes))
     classes = list(arch_spec.classes)
     multi = len(classes) > 2       # K-class model: class-index labels, K-class calibration
     pos = classes.index(arch_spec.positive_class or classes[-1])
@@ -184,10 +250,20 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     def new_module():
         torch.manual_seed(seed)
         m = arch_spec.build(**build_kwargs)
-        if init is not None:
+        reshaped = set()
+        if transfer:
+            reshaped = transfer_weights(m, init_state, new_output=list(init.classes) != classes)
+        elif init is not None:
             m.load_state_dict(init_state)
         frozen = freeze_below(m, freeze_until) if freeze_until else []
-        return m, frozen
+        mods = list(m.named_modules())
+        for (a, _), (b, bn) in zip(mods, mods[1:]):   # the batch norm right after a reshaped convolution
+            if isinstance(bn, torch.nn.BatchNorm2d) and f"{a}.weight" in reshaped:
+                reshaped |= {f"{b}.weight", f"{b}.bias"}
+        for name, p in m.named_parameters():       # nothing of theirs to keep: they train
+            if name in reshaped:
+                p.requires_grad_(True)
+        return m, [n for n in frozen if n not in reshaped]
 
     x_tr, y_tr = stack(train_sets, crop, classes if multi else None)
     x_va, y_va = stack(val_sets, crop, classes if multi else None)
@@ -234,7 +310,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
 
     card = {"arch": arch_spec.name, "build_kwargs": build_kwargs, "pipeline": train_sets[0].origin["source"],
             "crop": crop.to_dict(), "classes": classes, "positive_class": classes[pos],
-            "threshold": 0.5, "name": name, "sha256": None}
+            "threshold": 0.5, "name": name, "sha256": None, "task": task}
     if multi:
         card["class_rule"] = class_rule
     y_va_all = np.concatenate([cell_labels(rs) for rs in val_sets]) if val_sets else None
@@ -289,7 +365,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         "shape_prior": "logistic regression on shape features of the training ROIs, weighted on validation"
                        if prior is not None else None,
         "split": "by recording", "init": None if init is None else {"name": init.card.get("name"),
-                                                                      "sha256": init.card.get("sha256")},
+                                                                      "sha256": init.card.get("sha256"),
+                                                                      "transfer": transfer},
         "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows}
     if val_sets:
         card["validation"] = {k: v for k, v in evaluate_model(Classifier(module, card, arch_spec), val_sets,

@@ -26,9 +26,11 @@ from roicurate.sources import Source, atomic_copy, atomic_write, backup_once, ch
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
 CLASSES = "roicurate_classes.npy"
+TYPES, REDCELL, RED_BACKUP = "roicurate_types.npy", "redcell.npy", "redcell_suite2p.npy"
 OPS_1X = ("db.npy", "settings.npy", "reg_outputs.npy", "detect_outputs.npy")   # merged in this order, like Suite2p
 FULL_IMAGES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "meanImg_chan2": "mean_chan2"}
-CROPPED_IMAGES = {"max_proj": "max", "Vcorr": "corr"}                          # only over yrange x xrange
+CROPPED_IMAGES = {"max_proj": "max", "Vcorr": "corr",                         # only over yrange x xrange
+                  "meanImg_chan2_corrected": "mean_chan2_corrected"}           # (this one: either)
 
 
 def natural_key(name):
@@ -186,6 +188,15 @@ def _write_json(path, record):
     atomic_write(path, lambda f: f.write(data))
 
 
+def _types_record(plane):
+    """roicurate.json's ``types`` entry ({} when there is none): what write_types wrote, kept across iscell runs."""
+    try:
+        rec = json.loads((Path(plane) / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"types": rec["types"]} if isinstance(rec, dict) and rec.get("types") else {}
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -221,6 +232,7 @@ class Suite2pSource(Source):
         ys, xs, ws = _pixels(stat, stat_path)
         features = _features(stat)
         features["suite2p_prob"] = iscell[:, 1].copy()
+        features.update(self._red_labels(plane, n))
         roiset = RoiSet.from_pixels(
             shape, ys, xs, ws, images=_images(ops, shape), traces=self._traces(plane, n),
             pipeline_accepted=iscell[:, 0] > 0.5, features=features,
@@ -256,6 +268,8 @@ class Suite2pSource(Source):
             model = rec.get("model") or {}
         except (ValueError, OSError, AttributeError):
             raise RoicurateError(f"{record}: unreadable; use --force to overwrite iscell.npy anyway") from None
+        if not rec.get("written_sha256"):
+            return None                                        # only cell types were written (write_types)
         iscell = Path(path) / ISCELL
         return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
                 "threshold": rec.get("threshold"), "also_accept": rec.get("accepted_classes", [])[1:],
@@ -301,7 +315,7 @@ class Suite2pSource(Source):
             (plane / CLASSES).unlink(missing_ok=True)          # from an earlier run with a K-class model
         data = _npy_bytes(iscell)
         atomic_write(plane / ISCELL, lambda f: f.write(data))
-        _write_json(plane / RECORD, {
+        _write_json(plane / RECORD, {**_types_record(plane), **{
             "roicurate_version": roicurate.__version__,
             "time": _now(),
             "model": dict(curation.model),
@@ -315,7 +329,75 @@ class Suite2pSource(Source):
                        "accepted_after": int(iscell[:, 0].sum())},
             "backup": BACKUP,
             "written_sha256": hashlib.sha256(data).hexdigest(),
-        })
+        }})
+
+    # ---- cell types (a model whose card says task "types") -----------------------------------------------
+    @staticmethod
+    def _red_labels(plane, n):
+        """Suite2p's red-cell labels as features ``redcell`` / ``redcell_prob``: redcell.npy, or its original in
+        redcell_suite2p.npy while redcell.npy still holds exactly what roicurate wrote (a model's output is not a
+        label)."""
+        path = plane / REDCELL
+        types = _types_record(plane).get("types") or {}
+        red = types.get("redcell") or {}
+        if path.exists() and red.get("written_sha256") == _sha256(path):
+            path = plane / RED_BACKUP
+        if not path.exists():
+            return {}
+        a = _load(path)
+        if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "fiub" or len(a) != n or not np.isfinite(a).all():
+            raise RoicurateError(f"{path}: expected a finite (N, 2) array [is_red, probability] for the {n} ROIs, "
+                                 f"got {_describe(a)}")
+        return {"redcell": a[:, 0].astype(np.float64), "redcell_prob": a[:, 1].astype(np.float64)}
+
+    def check_types_writable(self, path, force=False, redcell=False):
+        plane = Path(path)
+        check_dir_writable(plane)
+        red = (_types_record(plane).get("types") or {}).get("redcell") or {}
+        if redcell and not force and red.get("written_sha256") and (plane / REDCELL).exists() \
+                and _sha256(plane / REDCELL) != red["written_sha256"]:
+            raise RoicurateError(f"{plane / REDCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
+                                 f"use --force to overwrite those edits")
+
+    def write_types(self, path, roiset, curation, force=False, redcell=False):
+        """roicurate_types.npy (float64 (N, K), class names in roicurate.json) and, for a two-class model with
+        ``redcell``, redcell.npy ``[P(positive) >= threshold, P(positive)]`` in the original's dtype (Suite2p
+        1.1.0 writes float32); the original
+        redcell.npy is kept once as redcell_suite2p.npy (or, where there was none, revert removes ours)."""
+        plane = Path(path)
+        n = len(roiset)
+        if n == 0:
+            return
+        if curation.probabilities.shape[0] != n:
+            raise RoicurateError(f"{plane}: {curation.probabilities.shape[0]} type probabilities, the plane has {n} ROIs")
+        if redcell and len(curation.classes) != 2:
+            raise RoicurateError(f"--redcell needs a two-class model (e.g. not_red / red); this one has "
+                                 f"{len(curation.classes)} classes")
+        self.check_types_writable(plane, force, redcell)
+        record = _types_record(plane)
+        old = (record.get("types") or {}).get("redcell") or {}
+        red = None
+        if redcell:
+            created = old.get("created", not (plane / REDCELL).exists())
+            if not created:
+                backup_once(plane / REDCELL, plane / RED_BACKUP)
+            dtype = np.dtype(np.float32) if created else _load(plane / RED_BACKUP).dtype   # Suite2p 1.1.0: float32
+            dtype = dtype if dtype.kind == "f" else np.float32
+            rows = _npy_bytes(np.stack([curation.accepted, curation.score], 1).astype(dtype))
+            atomic_write(plane / REDCELL, lambda f: f.write(rows))
+            red = {"file": REDCELL, "created": created, "backup": None if created else RED_BACKUP,
+                   "rule": f"P({curation.classes[curation.positive]}) >= threshold",
+                   "written_sha256": hashlib.sha256(rows).hexdigest()}
+        elif old:
+            red = old                                      # an earlier run's redcell.npy stays as it is
+        data = _npy_bytes(np.asarray(curation.probabilities, np.float64))
+        atomic_write(plane / TYPES, lambda f: f.write(data))
+        counts = np.bincount(curation.probabilities.argmax(1), minlength=len(curation.classes))
+        record["types"] = {"roicurate_version": roicurate.__version__, "time": _now(), "model": dict(curation.model),
+                           "file": TYPES, "classes": list(curation.classes),
+                           "positive_class": curation.classes[curation.positive], "threshold": float(curation.threshold),
+                           "most_probable": dict(zip(curation.classes, counts.tolist())), "redcell": red}
+        _write_json(plane / RECORD, record)
 
     def finish(self, paths):
         for parent in sorted({Path(p).parent for p in paths}):
@@ -357,23 +439,34 @@ class Suite2pSource(Source):
         path = Path(path)
         if path.name == "combined":
             self.expand(path)  # raises the "pass the suite2p folder" error
+        curated = lambda p: (p / BACKUP).exists() or bool(_types_record(p))
         if _is_plane(path):
             planes = [path]
         else:
-            planes = [p for p in _planes(path) if (p / BACKUP).exists()] if path.is_dir() else []
-        if not planes or not all((p / BACKUP).exists() for p in planes):
-            raise RoicurateError(f"{path}: nothing to revert (no {BACKUP} from an earlier roicurate run)")
+            planes = [p for p in _planes(path) if curated(p)] if path.is_dir() else []
+        if not planes or not all(curated(p) for p in planes):
+            raise RoicurateError(f"{path}: nothing to revert (no {BACKUP} or cell types from an earlier roicurate run)")
         for p in planes:
             check_dir_writable(p)
         for parent in {p.parent for p in planes}:
             if (parent / "combined" / BACKUP).exists():
                 check_dir_writable(parent / "combined")
+        done = []
         for p in planes:
-            atomic_copy(p / BACKUP, p / ISCELL)
-            (p / BACKUP).unlink()
-            (p / RECORD).unlink(missing_ok=True)
-            (p / CLASSES).unlink(missing_ok=True)
-        done = [f"{p / ISCELL} restored" for p in planes]
+            red = (_types_record(p).get("types") or {}).get("redcell") or {}
+            if (p / BACKUP).exists():
+                atomic_copy(p / BACKUP, p / ISCELL)
+                (p / BACKUP).unlink()
+                done.append(f"{p / ISCELL} restored")
+            if (p / RED_BACKUP).exists():
+                atomic_copy(p / RED_BACKUP, p / REDCELL)
+                (p / RED_BACKUP).unlink()
+                done.append(f"{p / REDCELL} restored")
+            elif red.get("created"):
+                (p / REDCELL).unlink(missing_ok=True)
+                done.append(f"{p / REDCELL} (made by roicurate) removed")
+            for f in (RECORD, CLASSES, TYPES):
+                (p / f).unlink(missing_ok=True)
         for parent in sorted({p.parent for p in planes}):
             done += self._revert_combined(parent)
         return "; ".join(done)

@@ -16,9 +16,19 @@ projection), normalised per image by its 1st and 99th percentiles.
 It writes, into ``--out``: ``probability.npy`` (float32 per-pixel neuron probability), ``probability.png``,
 ``regions.json`` (threshold + 8-connected components + minimum size, Neurofinder format) and ``segment.json``
 (what was run, on what, and the scores against ``--truth``); ``--missed`` adds ``missed.json`` + ``missed.png``.
-Nothing in roicurate's core knows about this module; ``register_models`` lists the bundled model for
-``roicurate models`` and ``register_commands`` adds the command.
+
+Where it helps the classifier, through the core's generic hooks (nothing in roicurate's core knows about this
+module):
+
+* ``register_images``: the image ``unet``, the bundled ``unet-mean``'s neuron probability map of the recording's
+  mean image (no TTA), a crop channel for any classifier (computed once per recording);
+* ``register_models``: the bundled U-Net for ``roicurate models``, and the architectures ``cnn2-unet`` (CaImAn,
+  50x50) and ``cnn2-unet-64`` (Suite2p, 64x64): ``cnn2`` on two channels, the mask and that map's window;
+* ``register_report_sections``: "Possibly missed cells" in the HTML report, the U-Net objects no pipeline ROI
+  touches (``missed_objects``);
+* ``register_commands``: ``roicurate segment``.
 """
+import functools
 import json
 import time
 from pathlib import Path
@@ -30,7 +40,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from roicurate import RoicurateError
+from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
+from roicurate.images import check_image, read_image_file
 from roicurate.models import ModelSpec
 from roicurate_plugins import segmentation_eval as ev
 
@@ -87,36 +99,24 @@ def normalise(image, low=1.0, high=99.0):
 
 
 def _check_image(image, where):
-    image = np.asarray(image)
-    if image.ndim != 2 or image.dtype.kind not in "fiub":
-        raise RoicurateError(f"{where}: expected one 2-D numeric image, got shape {image.shape} ({image.dtype})")
+    image = check_image(image, where)
     if min(image.shape) < 16:
         raise RoicurateError(f"{where}: the image is {image.shape[0]}x{image.shape[1]}; at least 16x16 is needed")
-    if not np.isfinite(image).all():
-        raise RoicurateError(f"{where}: the image has NaN or infinite pixels")
-    return image.astype(np.float32)
+    return image
 
 
 def _read_image_file(path, kind):
-    suffix = path.suffix.lower()
+    if path.suffix.lower() != ".npz":
+        return read_image_file(path)
     try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as d:
-                if kind not in d:
-                    raise RoicurateError(f"{path}: has no '{kind}' array (has: {', '.join(d.files) or 'none'}); "
-                                         f"pass --image")
-                return d[kind]
-        from PIL import Image                      # Pillow comes with matplotlib; tifffile is not needed
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                raise RoicurateError(f"{path}: a TIFF stack of {im.n_frames} pages; give one summary image "
-                                     f"(e.g. the mean projection), not a movie")
-            return np.asarray(im)
+        with np.load(path, allow_pickle=False) as d:
+            if kind not in d:
+                raise RoicurateError(f"{path}: has no '{kind}' array (has: {', '.join(d.files) or 'none'}); "
+                                     f"pass --image")
+            return d[kind]
     except RoicurateError:
         raise
-    except Exception as e:  # numpy, zipfile and Pillow raise many types for truncated or foreign files
+    except Exception as e:  # numpy and zipfile raise many types for truncated or foreign files
         raise RoicurateError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
@@ -339,6 +339,62 @@ def segment(path, out, model_name, kind, tta, threshold, min_size, truth, distan
     (out / "segment.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
+# ---- where it helps the classifier: a crop channel and a report section -------------------------------------------
+CHANNEL = "unet"
+# the map is a probability already (0..1 on every recording): its windows are not standardised, so that "no cell
+# here" stays 0 instead of becoming amplified noise
+UNET_CROPS = {"caiman": CropSpec(50, ("mask", CHANNEL), binarize=0.2, image_norm="none"),
+              "suite2p": CropSpec(64, ("mask", CHANNEL), binarize=0.0, image_norm="none")}
+
+
+@functools.lru_cache(maxsize=2)
+def bundled_unet(name=MODEL):
+    """The loaded U-Net (once per process: the report and every crop batch share it)."""
+    return Segmenter.load(name)
+
+
+def probability_map(roiset):
+    """The ``unet`` image: the bundled U-Net's neuron probability for every pixel of the recording's mean image."""
+    seg = bundled_unet()
+    if seg.image not in roiset.images:
+        raise RoicurateError(f"the U-Net reads the '{seg.image}' image, which this recording does not have "
+                             f"(it has: {', '.join(roiset.images) or 'none'})")
+    return seg.probability(_check_image(roiset.images[seg.image], f"'{seg.image}' image"))
+
+
+class MissedCells:
+    """Report section: U-Net objects that no pipeline ROI touches."""
+
+    name = "unet-missed-cells"
+    title = "Possibly missed cells (U-Net)"
+
+    def render(self, roiset, curation, folder):
+        from roicurate.report import ReportSection, pipeline_name
+        seg = bundled_unet()
+        if seg.image not in roiset.images:
+            return ReportSection(self.title, f"<p class='note'>Not run: this recording has no {seg.image} image, which "
+                                             f"the U-Net ({seg.card['name']}) looks for cells in.</p>")
+        prob = summary_image(roiset, CHANNEL)          # the crop channel's map when a classifier already used it
+        regions = ev.regions_from_labels(seg.objects(prob))
+        found, covered = missed_objects(regions, prob, roiset)
+        missed_figure(folder / "missed.png", roiset.images[seg.image], covered, found, roiset.shape)
+        pipe = pipeline_name(roiset)
+        rows = "".join(f"<tr><td>{m['id']}</td><td>{m['centre'][0]:.0f}, {m['centre'][1]:.0f}</td><td>{m['area']}</td>"
+                       f"<td>{m['mean_probability']:.2f}</td></tr>" for m in found)
+        table = (f"<details><summary>List the {len(found)} (click)</summary><table><tr><th>object</th><th>centre "
+                 f"(y, x)</th><th>pixels</th><th>mean P(neuron)</th></tr>{rows}</table></details>") if found else ""
+        text = (f"<p><b>{len(found)}</b> of the {len(regions)} cell bodies the U-Net <code>{seg.card['name']}</code> "
+                f"finds in the {seg.image} image lie outside every {pipe} ROI (red outlines; {pipe}'s ROIs in cyan, "
+                f"accepted or not). These are candidate cells the pipeline did not segment: roicurate can only "
+                f"accept or reject ROIs, so a cell listed here is in no curated output. Check them in the image; "
+                f"re-running the pipeline with other settings, or drawing them by hand, are the ways to add them. "
+                f"The U-Net was trained on simulated recordings only: on real data treat the list as hints, not "
+                f"a count (<code>roicurate segment PATH --out DIR --missed</code> writes the list as missed.json, "
+                f"with every object's pixels).</p>")
+        alt = f"{len(found)} possibly missed cells outlined on the {seg.image} image"
+        return ReportSection(self.title, text + table, [("missed.png", alt)])
+
+
 # ---- hooks -----------------------------------------------------------------------------------------------------
 @hookimpl
 def register_models(register):
@@ -349,6 +405,21 @@ def register_models(register):
                            weights=str(card_path.with_suffix(".safetensors")), build_kwargs=card.get("build_kwargs", {}),
                            positive_class="neuron",
                            description="U-Net on the mean image, per-pixel (roicurate segment; not a crop classifier)"))
+    from roicurate_plugins.nets import cnn2
+    register(ModelSpec("cnn2-unet", "caiman", cnn2, crop=UNET_CROPS["caiman"],
+                       description="cnn2 on the mask and the U-Net probability map (50x50, CaImAn)"))
+    register(ModelSpec("cnn2-unet-64", "suite2p", cnn2, crop=UNET_CROPS["suite2p"],
+                       description="cnn2 on the mask and the U-Net probability map (64x64, Suite2p)"))
+
+
+@hookimpl
+def register_images(register):
+    register(DerivedImage(CHANNEL, probability_map, f"{MODEL}'s neuron probability map of the mean image"))
+
+
+@hookimpl
+def register_report_sections(register):
+    register(MissedCells())
 
 
 @hookimpl

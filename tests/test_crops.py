@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from roicurate import RoicurateError
-from roicurate.crops import CropSpec, make_crops
+from roicurate.crops import CropSpec, DerivedImage, make_crops
+from roicurate.hookspecs import hookimpl
+from roicurate.plugins import image_providers, pm, sources
 from roicurate.rois import RoiSet
 
 
@@ -81,3 +83,59 @@ def test_subset_of_rois():
     rs = roiset([square(20, 20, 1), square(50, 60, 2), square(80, 90, 3)])
     c = make_crops(rs, CropSpec(size=32), index=[2, 0])
     assert c[0, 0].sum() == 49 and c[1, 0].sum() == 9
+
+
+# ---- images computed by plugins (register_images) ----------------------------------------------------------------
+class Ratio:
+    """A third-party-style plugin: one derived image, max / mean, counting how often it is computed."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def compute(self, rs):
+        self.calls += 1
+        return rs.images["max"] / np.maximum(rs.images["mean"], 1e-6)
+
+    @hookimpl
+    def register_images(self, register):
+        register(DerivedImage("max_over_mean", self.compute, "max / mean"))
+
+
+@pytest.fixture
+def ratio_plugin():
+    plugin = Ratio()
+    pm.register(plugin, "test-ratio-image")
+    yield plugin
+    pm.unregister(plugin)
+
+
+def test_a_plugin_image_is_a_crop_channel_computed_once_per_roiset(datasets, ratio_plugin):
+    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+    assert "max_over_mean" not in rs.images and "max_over_mean" in image_providers()
+    spec = CropSpec(size=32, channels=("mask", "max_over_mean"), binarize=0.0, image_norm="none")
+    batches = [make_crops(rs, spec, np.arange(i, min(i + 16, len(rs)))) for i in range(0, len(rs), 16)]
+    assert ratio_plugin.calls == 1                      # the first batch computed it, the other 8 reused it
+    want = rs.images["max"] / np.maximum(rs.images["mean"], 1e-6)
+    np.testing.assert_array_equal(rs.images["max_over_mean"], want.astype(np.float32))
+    crops = np.concatenate(batches)
+    c = np.rint(rs.centroids(0.0)).astype(int)          # lam > 0 pixels, equal weights: the mask channel's centre
+    padded = np.pad(want.astype(np.float32), 16)
+    for i in range(0, len(rs), 9):
+        np.testing.assert_array_equal(crops[i, 1], padded[c[i, 0]:c[i, 0] + 32, c[i, 1]:c[i, 1] + 32])
+        np.testing.assert_array_equal(crops[i, 0], make_crops(rs, CropSpec(32, binarize=0.0), [i])[0, 0])
+    sub = rs.subset([3, 1])                             # a subset shares the images: no second computation
+    make_crops(sub, spec)
+    assert ratio_plugin.calls == 1
+
+
+def test_missing_image_names_the_recording_and_the_providers(datasets, ratio_plugin):
+    rs = sources()["suite2p"].read(datasets / "real/abo275/501484643/suite2p/plane0")    # masks only, no images
+    with pytest.raises(RoicurateError) as e:
+        make_crops(rs, CropSpec(channels=("mask", "corr")))
+    msg = str(e.value)
+    assert "plane0: the model needs the 'corr' image" in msg and "it has: none" in msg
+    assert "max_over_mean" in msg and "unet" in msg and "\n" not in msg
+    with pytest.raises(RoicurateError, match="cannot compute the 'max_over_mean' image") as e:
+        make_crops(rs, CropSpec(channels=("mask", "max_over_mean")))
+    assert "'max'" in str(e.value) and "\n" not in str(e.value)
+    assert ratio_plugin.calls == 1 and "max_over_mean" not in rs.images     # a failure is not cached

@@ -159,6 +159,8 @@ def test_truth_option_and_a_shape_only_dataset(datasets, small_model, tmp_path):
         "--model", small_model, "--explain", 2, "--examples", 1)
     text, imgs = check_page(tmp_path / "r" / "index.html")
     assert "no summary image" in text and "plane0/curves.png" in imgs and "regions.json (matched one-to-one" in text
+    assert "Possibly missed cells (U-Net)</h3><p class='note'>Not run: this recording has no mean image" in text
+    assert "plane0/missed.png" not in imgs
     p = run("report", rec / "suite2p/plane0", "--truth", rec / "truth/regions.json", "--truth",
             rec / "truth/regions.json", "--out", tmp_path / "r2", "--model", small_model, ok=False)
     assert p.returncode == 1 and "one file per plane" in p.stderr
@@ -208,3 +210,98 @@ def test_report_and_explain_are_plugin_commands():
     hooks = {name: h for name, _, h in plugin_info()}
     assert "register_commands" in hooks["roicurate_plugins.report"]
     assert "--report DIR" in run("apply", "--help").stdout
+
+
+# ---- sections from plugins: the U-Net's possibly missed cells ---------------------------------------------------------
+def _listed(text):
+    """(count in the text, [(y, x, pixels)] of the table) of the 'Possibly missed cells' section."""
+    import re
+    sec = text.split("<h3>Possibly missed cells (U-Net)</h3>")[1].split("<h3>")[0]
+    n = int(re.search(r"<b>(\d+)</b> of the (\d+) cell bodies", sec).group(1))
+    rows = re.findall(r"<tr><td>\d+</td><td>(\d+), (\d+)</td><td>(\d+)</td>", sec)
+    return n, [tuple(map(int, r)) for r in rows], sec
+
+
+def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_dataset, small_model, tmp_path):
+    """A real Suite2p plane rewritten without some soma ROIs (stat.npy, iscell.npy and the traces): the U-Net objects
+    under the removed ROIs are listed; objects any remaining ROI touches are not."""
+    from roicurate_plugins.unet import bundled_unet
+    plane = copy_dataset("sim/s2p_sim3/suite2p/plane0")
+    rs = sources()["suite2p"].read(plane)
+    seg = bundled_unet()
+    objects = ev_regions(seg.objects(seg.probability(rs.images["mean"])))
+    touching = []                                    # which ROIs (lam > 0 pixels) touch each object, by a plain loop
+    for obj in objects:
+        cells = {(int(y), int(x)) for y, x in obj}
+        touching.append({i for i in range(len(rs)) for y, x in zip(rs.y[rs.indptr[i]:rs.indptr[i + 1]],
+                                                                    rs.x[rs.indptr[i]:rs.indptr[i + 1]])
+                         if (int(y), int(x)) in cells})
+    alone = [next(iter(t)) for t in touching if len(t) == 1]
+    drop = sorted(set(alone[:6]))
+    assert len(drop) == 6
+    keep = np.setdiff1d(np.arange(len(rs)), drop)
+    for f in ("stat.npy", "iscell.npy", "F.npy", "Fneu.npy", "spks.npy"):
+        a = np.load(plane / f, allow_pickle=True)
+        np.save(plane / f, a[keep], allow_pickle=f == "stat.npy")
+    run("report", plane, "--out", tmp_path / "r", "--model", small_model, "--explain", 2, "--examples", 1)
+    text, imgs = check_page(tmp_path / "r" / "index.html")
+    assert "plane0/missed.png" in imgs
+    n, rows, sec = _listed(text)
+    def found(obj):                                  # the table row of an object: same size, centre within rounding
+        cy, cx = obj.mean(0)
+        return any(a == len(obj) and abs(y - cy) <= 0.51 and abs(x - cx) <= 0.51 for y, x, a in rows)
+
+    removed = [o for o, t in zip(objects, touching) if t and t <= set(drop)]      # touched only by dropped ROIs
+    covered = [o for o, t in zip(objects, touching) if t - set(drop)]             # touched by a remaining ROI
+    untouched = [o for o, t in zip(objects, touching) if not t]
+    assert len(removed) >= 6 and all(found(o) for o in removed + untouched)
+    assert not any(found(o) for o in covered)
+    assert n == len(rows) == len(removed) + len(untouched)
+    assert f"of the {len(objects)} cell bodies" in sec and "simulated recordings only" in sec
+
+
+def ev_regions(labels):
+    from roicurate_plugins.segmentation_eval import regions_from_labels
+    return regions_from_labels(labels)
+
+
+def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(datasets, small_model, tmp_path):
+    from roicurate.hookspecs import hookimpl
+    from roicurate.plugins import pm
+
+    class Sections:
+        class Good:
+            name, title = "good", "Good section"
+
+            def render(self, roiset, curation, folder):
+                from roicurate.figures import figure, save
+                fig = figure(2, 2)
+                fig.add_subplot().imshow(roiset.images["mean"])
+                save(fig, folder / "good.png")
+                return report.ReportSection("A plugin's section", f"<p>{len(roiset)} ROIs, "
+                                            f"{int(curation.accepted.sum())} accepted</p>", [("good.png", "mean")])
+
+        class Bad:
+            name, title = "bad", "Bad section"
+
+            def render(self, roiset, curation, folder):
+                from roicurate import RoicurateError
+                raise RoicurateError("nothing to show here")
+
+        @hookimpl
+        def register_report_sections(self, register):
+            register(self.Good())
+            register(self.Bad())
+
+    plugin = Sections()
+    pm.register(plugin, "test-sections")
+    try:
+        rs = sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
+        clf = Classifier.load(str(small_model))
+        page = report.write_report(tmp_path / "r", [("p", rs, curate(rs, clf), clf)], n_explain=2, n_examples=1,
+                                   progress=False)
+    finally:
+        pm.unregister(plugin)
+    text, imgs = check_page(page)
+    assert "p/good.png" in imgs and f"<h3>A plugin's section</h3><p>{len(rs)} ROIs" in text
+    assert "<h3>Bad section</h3><p class='note'>Not shown: nothing to show here</p>" in text

@@ -234,3 +234,57 @@ def test_bad_inputs_give_one_line_errors(datasets, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("roicurate: error:") and message in lines[0], (args, r.stderr)
         assert not (tmp_path / "out").exists()                   # nothing written
+
+
+# ---- the U-Net map as a crop channel (register_images) and the cnn2-unet architectures --------------------------------
+def test_unet_channel_is_the_map_window_computed_once_per_recording(datasets, tmp_path, seg, monkeypatch):
+    from roicurate.crops import CropSpec, make_crops
+    from roicurate.models import save_model
+    from roicurate.plugins import image_providers, sources
+    from roicurate_plugins import unet as unet_plugin
+    from roicurate_plugins.nets import cnn2
+    calls = []
+    real = unet_plugin.probability_map
+    monkeypatch.setattr(unet_plugin, "probability_map", lambda rs: calls.append(1) or real(rs))
+    assert image_providers()["unet"].compute is unet_plugin.probability_map
+    spec = model_specs()["cnn2-unet-64"]
+    assert spec.crop.channels == ("mask", "unet") and spec.crop.size == 64 and spec.pipeline == "suite2p"
+    torch.manual_seed(0)
+    kw = {"in_channels": 2, "size": 64, "channels": [8, 16], "hidden": 32}
+    card = {"arch": "cnn2-unet-64", "build_kwargs": kw, "crop": spec.crop.to_dict(), "classes": ["not_cell", "cell"],
+            "threshold": 0.5}
+    clf = Classifier.load(save_model(tmp_path, "two_channel", cnn2(**kw), card), batch_size=16)
+    rs = sources()["suite2p"].read(datasets / S2P)
+    p = clf.predict_proba(rs)                                # 134 ROIs: 9 batches
+    assert len(calls) == 1 and p.shape == (134, 2)
+    want = seg.probability(rs.images["mean"])                # the bundled U-Net, no TTA
+    np.testing.assert_array_equal(rs.images["unet"], want)
+    crops = make_crops(rs, clf.crop)
+    assert len(calls) == 1
+    c = np.rint(rs.centroids(0.0)).astype(int)
+    padded = np.pad(want, 32)
+    for i in range(0, len(rs), 7):
+        np.testing.assert_array_equal(crops[i, 1], padded[c[i, 0]:c[i, 0] + 64, c[i, 1]:c[i, 1] + 64])
+    assert crops[:, 1].max() <= 1 and crops[:, 1].min() >= 0            # a probability, not standardised
+    # a second reading of the recording is a new RoiSet: computed again, once
+    clf.predict_proba(sources()["suite2p"].read(datasets / S2P))
+    assert len(calls) == 2
+    # a recording without a mean image: one line naming what is missing
+    abo = sources()["suite2p"].read(datasets / "real/abo275/501484643/suite2p/plane0")
+    with pytest.raises(RoicurateError, match="cannot compute the 'unet' image: the U-Net reads the 'mean' image"):
+        make_crops(abo, CropSpec(64, ("mask", "unet")))
+
+
+def test_train_and_apply_a_cnn2_unet_model(datasets, tmp_path):
+    """roicurate train --arch cnn2-unet on CaImAn simulations, then apply: the map is a crop channel end to end."""
+    sims = [datasets / f"sim/caiman_sim{i}/caiman/cnmf_refit_evaluated.hdf5" for i in (1, 2)]
+    run("train", *sims, "--arch", "cnn2-unet", "--val", "caiman_sim2", "--epochs", "2", "--batch-size", "32",
+        "--build", "channels=[8, 16]", "--build", "hidden=32", "--seed", "0", "--out", tmp_path / "m", "--name", "cu")
+    card = json.loads((tmp_path / "m" / "cu.json").read_text())
+    assert card["crop"]["channels"] == ["mask", "unet"] and card["crop"]["size"] == 50
+    assert card["build_kwargs"]["in_channels"] == 2
+    import shutil
+    f = tmp_path / "c.hdf5"
+    shutil.copyfile(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5", f)
+    r = run("apply", f, "--model", tmp_path / "m", "--dry-run")
+    assert "260" in r.output

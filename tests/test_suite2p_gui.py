@@ -74,7 +74,8 @@ for plane in planes:
             if out is None:
                 r["load_files"] = {"returned_none": True}
             else:
-                r["load_files"] = {"n_rois": len(out[0]), "iscell": arr(out[5]), "probcell": arr(out[6])}
+                r["load_files"] = {"n_rois": len(out[0]), "iscell": arr(out[5]), "probcell": arr(out[6]),
+                                   "redcell": arr(out[7]), "probredcell": arr(out[8]), "hasred": bool(out[9])}
         except Exception as e:
             r["load_files"] = {"error": error(e)}
     r["load_files_stdout"] = buf.getvalue()
@@ -84,7 +85,8 @@ for plane in planes:
             win = gui2p.MainWindow(statfile=stat_path)
             r["gui"] = {"loaded": bool(win.loaded), "n_rois": len(win.stat), "iscell": arr(win.iscell),
                         "probcell": arr(win.probcell), "cells_label": win.lcell0.text(),
-                        "noncells_label": win.lcell1.text()}
+                        "noncells_label": win.lcell1.text(), "hasred": bool(win.hasred),
+                        "redcell": arr(win.redcell), "probredcell": arr(win.probredcell)}
             win.close()
             win.deleteLater()
         except Exception as e:
@@ -105,8 +107,9 @@ def _unavailable(msg):
 def run_gui_loaders(plane_dirs, timeout=600):
     """Load each plane folder in the real Suite2p GUI (one subprocess in the suite2p venv); one dict per folder.
 
-    Each dict: ``load_files`` ({n_rois, iscell, probcell} or {error}), ``gui`` ({loaded, n_rois, iscell, probcell,
-    cells_label, noncells_label} or {error}), ``load_files_stdout``, ``gui_stdout``. Arrays are {dtype, shape, values}.
+    Each dict: ``load_files`` ({n_rois, iscell, probcell, redcell, probredcell, hasred} or {error}), ``gui``
+    ({loaded, n_rois, iscell, probcell, cells_label, noncells_label, hasred, redcell, probredcell} or {error}),
+    ``load_files_stdout``, ``gui_stdout``. Arrays are {dtype, shape, values}.
     """
     if not SUITE2P_PYTHON.exists():
         _unavailable(f"Suite2p GUI venv not found at {SUITE2P_ENV}; create it with: bash tests/suite2p_env.sh")
