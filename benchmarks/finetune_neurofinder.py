@@ -47,8 +47,10 @@ def main():
                     help="the video(s) to fine-tune on, each in turn; 'all': every one")
     ap.add_argument("--evaluate-on", nargs="+", choices=NF, help="score only these videos (default: all the others); "
                     "e.g. the bundled model's held-out 01.01 / 04.01, since it was trained on 01.00, 02.00, 04.00")
+    ap.add_argument("--same-lab", action="store_true", help="score only the other video(s) of the fine-tuning "
+                    "video's lab (neurofinder.NN.xx: one lab per NN), the lab's 'other recordings'")
     ap.add_argument("--out", help="keep the trained models here (default: a temporary folder)")
-    ap.add_argument("--freeze-until", default=None, help="default: head (cnn2) / layer3 (resnet50)")
+    ap.add_argument("--freeze-until", default=None, help="default: head (cnn2) / layer3 (resnet50); none: train all")
     ap.add_argument("--base-epochs", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=15, help="fine-tuning and from-scratch epochs")
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
@@ -74,12 +76,14 @@ def main():
                                      hp={"epochs": a.base_epochs}, device=a.device, build_kwargs={"size": crop.size},
                                      log=lambda m: None), device=a.device)
     freeze = a.freeze_until or {"cnn2": "head", "resnet50": "layer3"}.get(base.card["arch"])
+    freeze = None if freeze == "none" else freeze
     results = []
     for video in (NF if "all" in a.finetune_on else a.finetune_on):
         name = f"neurofinder_train/neurofinder.{video}"
         ft_sets = [rs for rs in nf_sets if rs.origin["recording"] == name]
         test = [rs for rs in nf_sets if rs.origin["recording"] != name
-                and (not a.evaluate_on or rs.origin["recording"][-5:] in a.evaluate_on)]
+                and (not a.evaluate_on or rs.origin["recording"][-5:] in a.evaluate_on)
+                and (not a.same_lab or rs.origin["recording"][-5:-3] == video[:2])]
         share = sum(len(r) for r in ft_sets) / sum(len(r) for r in nf_sets)
         log(f"fine-tuning on {name}: {sum(len(r) for r in ft_sets)} ROIs ({share:.0%} of the Neurofinder ROIs)")
         hp = {"epochs": a.epochs, "lr": a.lr}

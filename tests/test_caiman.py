@@ -518,6 +518,8 @@ def test_cli_apply_and_revert(copy_file, tiny_model):
     assert r.exit_code == 0, r.output
     assert "205 ROIs" in r.output and "pipeline accepted 146" in r.output
     assert load_estimates(p).cnn_preds.shape == (205,)
+    r = CliRunner().invoke(cli, ["apply", str(p), "--model", tiny_model, "--threshold", "0.99"])
+    assert r.exit_code == 0 and "pipeline accepted 146" in r.output      # CaImAn's own, from the backup
     r = CliRunner().invoke(cli, ["revert", str(p)])
     assert r.exit_code == 0 and sha(p) == original
 
