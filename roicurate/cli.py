@@ -177,6 +177,7 @@ def models(as_json):
         rows.append({"name": spec.name, "pipeline": spec.pipeline, "task": spec.task, "classes": classes,
                      "threshold": card.get("threshold"), "sha256": card.get("sha256"),
                      "trained": bool(spec.weights), "description": spec.description})
+    rows.sort(key=lambda r: not r["trained"])          # trained models first, then the architectures
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
