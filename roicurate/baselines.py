@@ -146,7 +146,7 @@ def all_baselines(roiset, suite2p_classifier=None, task="curate"):
     red-cell probability and label (Suite2p's redcell.npy) unless those are the labels themselves."""
     if task == "types":
         red = roiset.features.get("redcell_prob")
-        own = red is not None and "(redcell)" not in str(roiset.origin.get("label_source"))
+        own = red is not None and roiset.origin.get("type_labels") != "redcell"
         out = {"accept_all": accept_all(roiset),
                "pipeline_red": (red, roiset.features["redcell"] > 0.5) if own else None}
     else:

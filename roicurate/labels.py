@@ -273,7 +273,8 @@ def read_type_labels(roiset, source):
     if source == "redcell":
         red = roiset.features.get("redcell")
         if red is None:
-            raise RoicurateError(f"{where}: has no red-cell labels (redcell.npy) to train cell types on")
+            raise RoicurateError(roiset.origin.get("redcell_problem")
+                                 or f"{where}: has no red-cell labels (redcell.npy) to train cell types on")
         return (np.asarray(red) > 0.5).astype(np.int64), list(RED_CLASSES), f"{where} (redcell)"
     path = Path(source) if Path(source).is_absolute() else (where if where.is_dir() else where.parent) / source
     try:
@@ -302,10 +303,11 @@ def read_type_labels(roiset, source):
     return labels, names, str(path)
 
 
-def attach_type_labels(roiset, source, classes=None):
+def attach_type_labels(roiset, source, classes=None, read=None):
     """Set ``roiset.labels`` to cell-type indices into ``classes`` (default: the names found, sorted; the last
-    is the 'positive' one, e.g. ``red``) and ``origin`` as :func:`attach_labels` does; returns the RoiSet."""
-    labels, names, where = read_type_labels(roiset, source)
+    is the 'positive' one, e.g. ``red``) and ``origin`` as :func:`attach_labels` does (``type_labels``: the
+    ``source``); returns the RoiSet. ``read``: what :func:`read_type_labels` already returned for it."""
+    labels, names, where = read or read_type_labels(roiset, source)
     classes = list(classes or sorted(names))
     unknown = [c for c in names if c not in classes]
     if unknown:
@@ -315,5 +317,5 @@ def attach_type_labels(roiset, source, classes=None):
     found = _dataset_labels(roiset.origin.get("roi_file", roiset.origin.get("path", "input")))
     roiset.labels = np.where(labels >= 0, to_model[np.maximum(labels, 0)], -1)
     roiset.origin.update(recording=str(found[1] if found else default_recording(roiset)), label_source=where,
-                         label_classes=classes, label_positive=classes[-1])
+                         label_classes=classes, label_positive=classes[-1], type_labels=source)
     return roiset

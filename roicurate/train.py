@@ -49,10 +49,10 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, clas
             if rs.labels is not None or types is not None:
                 sets.append(rs)
     if types is not None:
+        read = [read_type_labels(rs, types) for rs in sets]
         if type_classes is None:
-            type_classes = sorted({c for rs in sets for c in read_type_labels(rs, types)[1]})
-        sets = [attach_type_labels(rs, types, type_classes) for rs in sets]
-        sets = [_typed_only(rs) for rs in sets]
+            type_classes = sorted({c for _, names, _ in read for c in names})
+        sets = [_typed_only(attach_type_labels(rs, types, type_classes, r)) for rs, r in zip(sets, read)]
     if not sets:
         raise RoicurateError("no labelled ROIs found in the given paths")
     return sets

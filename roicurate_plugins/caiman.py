@@ -313,12 +313,17 @@ class CaimanSource(Source):
 
     def original_verdict(self, path, roiset):
         backup = _backup(path)
-        est = load_estimates(backup) if backup.exists() else None
+        found = None
+        if backup.exists():          # only these datasets: the backup also holds the whole movie model (GBs)
+            with _open(backup) as f:
+                est = f.get("estimates")
+                found = {k: None if est is None else _value(est, k)
+                         for k in ("idx_components", "cnn_preds", "SNR_comp")}
         accepted = roiset.pipeline_accepted
-        if est is not None and est.idx_components is not None:
+        if found is not None and found["idx_components"] is not None:
             accepted = np.zeros(len(roiset), bool)
-            accepted[np.asarray(est.idx_components, np.int64)] = True
-        get = (lambda k: getattr(est, k, None)) if est is not None else roiset.features.get
+            accepted[np.asarray(found["idx_components"], np.int64)] = True
+        get = found.get if found is not None else roiset.features.get
         for key in ("cnn_preds", "SNR_comp"):      # CaImAn's CNN score when it ran, else its SNR
             v = get(key)
             if v is not None and np.ndim(v) == 1 and len(v) == len(roiset) and np.isfinite(v).all():

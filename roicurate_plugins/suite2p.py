@@ -91,6 +91,15 @@ def _load_iscell(path, n=None):
     return a.astype(np.float64)
 
 
+def _load_redcell(path, n):
+    """redcell.npy as Suite2p writes it: a finite (N, 2) array [is_red, probability]."""
+    a = _load(path)
+    if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "fiub" or len(a) != n or not np.isfinite(a).all():
+        raise RoicurateError(f"{path}: expected a finite (N, 2) array [is_red, probability] for the {n} ROIs, "
+                             f"got {_describe(a)}")
+    return a
+
+
 def _load_ops(plane):
     """Suite2p's ops: ops.npy (0.14 flat or 1.x nested), else 1.x's db + settings + reg/detect outputs."""
     if (plane / "ops.npy").exists():
@@ -232,11 +241,13 @@ class Suite2pSource(Source):
         ys, xs, ws = _pixels(stat, stat_path)
         features = _features(stat)
         features["suite2p_prob"] = iscell[:, 1].copy()
-        features.update(self._red_labels(plane, n))
+        red, red_problem = self._red_labels(plane, n)
+        features.update(red)
         roiset = RoiSet.from_pixels(
             shape, ys, xs, ws, images=_images(ops, shape), traces=self._traces(plane, n),
             pipeline_accepted=iscell[:, 0] > 0.5, features=features,
-            origin={"pipeline": "suite2p", "path": str(plane), "roi_file": str(stat_path), "n": n})
+            origin={"pipeline": "suite2p", "path": str(plane), "roi_file": str(stat_path), "n": n,
+                    **({"redcell_problem": red_problem} if red_problem else {})})
         roiset.validate(stat_path)
         return roiset
 
@@ -336,26 +347,27 @@ class Suite2pSource(Source):
     def _red_labels(plane, n):
         """Suite2p's red-cell labels as features ``redcell`` / ``redcell_prob``: redcell.npy, or its original in
         redcell_suite2p.npy while redcell.npy still holds exactly what roicurate wrote (a model's output is not a
-        label)."""
+        label); and why there are none when the file is broken (cell / not-cell curation does not need it)."""
         path = plane / REDCELL
-        types = _types_record(plane).get("types") or {}
-        red = types.get("redcell") or {}
+        red = (_types_record(plane).get("types") or {}).get("redcell") or {}
         if path.exists() and red.get("written_sha256") == _sha256(path):
             path = plane / RED_BACKUP
         if not path.exists():
-            return {}
-        a = _load(path)
-        if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "fiub" or len(a) != n or not np.isfinite(a).all():
-            raise RoicurateError(f"{path}: expected a finite (N, 2) array [is_red, probability] for the {n} ROIs, "
-                                 f"got {_describe(a)}")
-        return {"redcell": a[:, 0].astype(np.float64), "redcell_prob": a[:, 1].astype(np.float64)}
+            return {}, None
+        try:
+            a = _load_redcell(path, n)
+        except RoicurateError as e:
+            return {}, str(e)
+        return {"redcell": a[:, 0].astype(np.float64), "redcell_prob": a[:, 1].astype(np.float64)}, None
 
     def check_types_writable(self, path, force=False, redcell=False):
         plane = Path(path)
         check_dir_writable(plane)
+        if not redcell or not (plane / REDCELL).exists():
+            return
+        _load_redcell(plane / REDCELL, len(_load_iscell(plane / ISCELL)))     # a broken original: nothing written
         red = (_types_record(plane).get("types") or {}).get("redcell") or {}
-        if redcell and not force and red.get("written_sha256") and (plane / REDCELL).exists() \
-                and _sha256(plane / REDCELL) != red["written_sha256"]:
+        if not force and red.get("written_sha256") and _sha256(plane / REDCELL) != red["written_sha256"]:
             raise RoicurateError(f"{plane / REDCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
                                  f"use --force to overwrite those edits")
 
@@ -381,7 +393,7 @@ class Suite2pSource(Source):
             created = old.get("created", not (plane / REDCELL).exists())
             if not created:
                 backup_once(plane / REDCELL, plane / RED_BACKUP)
-            dtype = np.dtype(np.float32) if created else _load(plane / RED_BACKUP).dtype   # Suite2p 1.1.0: float32
+            dtype = np.dtype(np.float32) if created else _load(plane / RED_BACKUP).dtype    # Suite2p 1.1.0: float32
             dtype = dtype if dtype.kind == "f" else np.float32
             rows = _npy_bytes(np.stack([curation.accepted, curation.score], 1).astype(dtype))
             atomic_write(plane / REDCELL, lambda f: f.write(rows))

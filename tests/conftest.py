@@ -48,6 +48,20 @@ def tree_hashes(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def cli_run(*args, ok=True):
+    """``roicurate ARGS`` in-process, as installed: ``main()`` first lets plugins add their commands and options
+    (e.g. fourclass's --keep-processes, unet's segment). ``ok``: assert it exited 0."""
+    from click.testing import CliRunner
+
+    from roicurate.cli import cli
+    from roicurate.plugins import pm
+    pm.hook.register_commands(cli=cli)
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
 @pytest.fixture
 def hash_tree():
     return tree_hashes

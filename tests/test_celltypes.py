@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from roicurate import RoicurateError
-from roicurate.cli import cli
 from roicurate.images import add_images
 from roicurate.labels import attach_type_labels, read_type_labels
 from roicurate.plugins import model_specs, sources
@@ -20,10 +18,11 @@ from roicurate.train import load_labelled, transfer_weights
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chan2_sim import make_two_channel  # noqa: E402
+from conftest import cli_run  # noqa: E402
 
 
 def run(*args):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
+    r = cli_run(*args, ok=False)
     return r.exit_code, r.output
 
 
@@ -222,3 +221,17 @@ def test_suite2p_gui_shows_the_red_cells_roicurate_wrote(two_channel, model, tmp
         assert got["hasred"]
         assert np.array_equal(np.array(got["redcell"]["values"], bool), red[:, 0] > 0.5)
         assert np.allclose(got["probredcell"]["values"], red[:, 1])
+
+
+def test_broken_redcell_blocks_only_what_needs_it(two_channel, model, tmp_path, hash_tree):
+    plane_dir = tmp_path / "suite2p"
+    shutil.copytree(two_channel / "sim3" / "suite2p", plane_dir)
+    red = plane_dir / "plane0" / "redcell.npy"
+    np.save(red, np.load(red)[:-1])                                      # one row short
+    before = hash_tree(plane_dir)
+    code, text = run("apply", plane_dir, "--model", model, "--redcell")
+    assert code != 0 and "redcell.npy" in text and len(text.strip().splitlines()) == 1
+    assert hash_tree(plane_dir) == before
+    code, text = run("train", plane_dir, "--arch", "celltype-cnn2", "--types", "redcell", "--out", tmp_path / "m")
+    assert code != 0 and "redcell.npy: expected a finite (N, 2) array" in text
+    assert run("apply", plane_dir)[0] == 0                               # cell / not-cell curation does not need it

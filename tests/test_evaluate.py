@@ -5,22 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli_run as run
 
 from roicurate import calibrate
 from roicurate.baselines import Suite2pClassifier, _tron_logistic, load_suite2p_training, suite2p_builtin
-from roicurate.cli import cli
 from roicurate.evaluate import ece, metrics, roc_auc
 from roicurate.plugins import sources
 from roicurate.train import load_labelled
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
-
-
-def run(*args):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert r.exit_code == 0, r.output
-    return r
 
 
 def manual_ece(y, s, bins=15):

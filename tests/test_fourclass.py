@@ -9,14 +9,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import cli_run as run
 
-from roicurate.cli import cli, default_model
+from roicurate.cli import default_model
 from roicurate.crops import CropSpec
 from roicurate.curation import curate
 from roicurate.labels import apply_class_rule, check_class_rule
 from roicurate.models import Classifier, save_model
-from roicurate.plugins import model_specs, pm, sources
+from roicurate.plugins import model_specs, sources
 from roicurate.train import load_labelled
 from roicurate_plugins.fourclass import CLASSES, SIM_CLASS_RULE, vgg13_4c
 
@@ -24,15 +24,6 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 REFIT = "caiman/cnmf_refit_evaluated.hdf5"
 TINY = ("--arch", "vgg13-4c", "--build", "width=0.125", "--build", "fc=16", "--epochs", "1", "--batch-size", "32")
-
-
-def run(*args, ok=True):
-    """The command as installed: main() lets plugins add commands and options (fourclass adds --keep-processes)."""
-    pm.hook.register_commands(cli=cli)
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 def expected_classes(record):

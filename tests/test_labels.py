@@ -4,20 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli_run as run
 
 from roicurate import RoicurateError
-from roicurate.cli import cli
 from roicurate.train import load_labelled
 
 FIELDS = ("label", "matched_gt", "assigned_gt", "assigned_iou", "best_gt", "best_iou")
-
-
-def run(*args, ok=True):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 def copy_files(datasets, tmp_path, rel, files):

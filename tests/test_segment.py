@@ -9,26 +9,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import cli_run as run
 from PIL import Image
 
 from roicurate import RoicurateError
-from roicurate.cli import cli
 from roicurate.models import Classifier, sha256
-from roicurate.plugins import model_specs, pm
+from roicurate.plugins import model_specs
 from roicurate_plugins import segmentation_eval as ev
 from roicurate_plugins.unet import MODEL, Segmenter, normalise, probability, unet
 
 S2P = "sim/s2p_sim3/suite2p/plane0"
 CAIMAN = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
-
-
-def run(*args, ok=True):
-    pm.hook.register_commands(cli=cli)
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 def square(y, x, h, w):

@@ -6,22 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import cli_run as run
 
 from roicurate import RoicurateError
 from roicurate.calibrate import fit_platt, sigmoid
-from roicurate.cli import cli
 from roicurate.explain import explain
 from roicurate.models import Classifier
 from roicurate.plugins import sources
 from roicurate.shape import FEATURES, fit_prior, prior_logit, shape_features
-
-
-def run(*args, ok=True):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 def test_platt_with_offset_recovers_known_weights():

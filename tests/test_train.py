@@ -5,22 +5,14 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import cli_run as run
 from safetensors.torch import load_file
 
 from roicurate import RoicurateError
-from roicurate.cli import cli
 from roicurate.crops import CropSpec
 from roicurate.models import Classifier, save_model, sha256
 from roicurate.plugins import model_specs
 from roicurate.train import fit, freeze_below, load_labelled, split_by_recording, stack
-
-
-def run(*args, ok=True):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
 
 
 @pytest.fixture(scope="module")
