@@ -4,12 +4,16 @@
    (e.g. the bundled suite2p-resnet50);
 2. fine-tuned: the base model, layers below ``--freeze-until`` frozen, trained on ONE Neurofinder video (about
    10 % of the Neurofinder ROIs; the threshold chosen on that video, since it is all the new lab has labelled);
+   with ``--rehearse``, the six ABO sessions (the base's training data) are mixed into fine-tuning as half of
+   every epoch's draws, so that the model keeps what it knew (``roicurate train --rehearse``);
 3. from scratch: the same architecture trained on that one video only (same settings), as a control;
 4. all three, plus accept-all and Suite2p's built-in classifier, evaluated on the OTHER five Neurofinder videos.
 
     python benchmarks/finetune_neurofinder.py                          # suite2p, cnn2, fine-tune on 01.00
     python benchmarks/finetune_neurofinder.py --finetune-on all        # each video in turn as the fine-tuning one
     python benchmarks/finetune_neurofinder.py --base suite2p-resnet50 --finetune-on 01.01 --evaluate-on 04.01
+    python benchmarks/finetune_neurofinder.py --finetune-on all --same-lab --rehearse --freeze-until none \
+        --lr 3e-4 --epochs 8                                           # the README's table
 """
 import argparse
 import json
@@ -51,6 +55,8 @@ def main():
                     "video's lab (neurofinder.NN.xx: one lab per NN), the lab's 'other recordings'")
     ap.add_argument("--out", help="keep the trained models here (default: a temporary folder)")
     ap.add_argument("--freeze-until", default=None, help="default: head (cnn2) / layer3 (resnet50); none: train all")
+    ap.add_argument("--rehearse", action="store_true", help="mix the ABO sessions into fine-tuning (rehearsal)")
+    ap.add_argument("--rehearse-share", type=float, default=0.5)
     ap.add_argument("--base-epochs", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=15, help="fine-tuning and from-scratch epochs")
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
@@ -67,10 +73,10 @@ def main():
     crop = sources()[a.pipeline].crop
     tmp = tempfile.TemporaryDirectory()
     work = a.out or tmp.name
+    abo = load_labelled([unit(a.pipeline, real / "abo275" / s) for s in ABO], a.pipeline, use_pipeline_labels=False)
     if a.base:
         base = Classifier.load(a.base, device=a.device)
     else:
-        abo = load_labelled([unit(a.pipeline, real / "abo275" / s) for s in ABO], a.pipeline, use_pipeline_labels=False)
         log(f"base: cnn2 on {len(ABO)} ABO sessions ({sum(len(r) for r in abo)} ROIs)")
         base = Classifier.load(train(abo, spec, crop, [ABO[3]], f"{work}/base", "base", seed=a.seed,
                                      hp={"epochs": a.base_epochs}, device=a.device, build_kwargs={"size": crop.size},
@@ -88,7 +94,9 @@ def main():
         log(f"fine-tuning on {name}: {sum(len(r) for r in ft_sets)} ROIs ({share:.0%} of the Neurofinder ROIs)")
         hp = {"epochs": a.epochs, "lr": a.lr}
         ft = Classifier.load(train(ft_sets, base.spec, base.crop, None, f"{work}/ft{video}", "ft", hp=hp,
-                                   seed=a.seed, device=a.device, init=base, freeze_until=freeze, log=lambda m: None),
+                                   seed=a.seed, device=a.device, init=base, freeze_until=freeze,
+                                   rehearse=abo if a.rehearse else None, rehearse_share=a.rehearse_share,
+                                   log=lambda m: None),
                              device=a.device)
         scratch = Classifier.load(train(ft_sets, base.spec, base.crop, None, f"{work}/sc{video}", "sc",
                                         hp=dict(hp, lr=1e-3), seed=a.seed, device=a.device,
@@ -98,7 +106,8 @@ def main():
             row[label] = score(clf, test)
         results.append(row)
     print(f"\n{a.pipeline}: base {base.card['arch']} ({a.base or 'trained on ABO'}), fine-tuned with layers below "
-          f"'{freeze}' frozen; scored on the other Neurofinder videos ({time.time() - t0:.0f} s)\n")
+          f"'{freeze}' frozen{', ABO rehearsed' if a.rehearse else ''}; scored on the other Neurofinder videos "
+          f"({time.time() - t0:.0f} s)\n")
     hdr = ["fine-tuned on", "share", "model", "threshold", "P", "R", "F1 (mean/rec)", "ROC AUC", "PR AUC"]
     print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
     for row in results:
@@ -120,7 +129,17 @@ def main():
         for label in ("base", "fine-tuned", "from scratch"):
             f1 = np.mean([r[label]["pooled"]["f1"] for r in results])
             auc = np.mean([r[label]["pooled"]["roc_auc"] for r in results])
-            print(f"mean over {len(results)} choices of the fine-tuning video: {label}: F1 {f1:.3f}, ROC AUC {auc:.3f}")
+            pr = np.mean([r[label]["pooled"]["pr_auc"] for r in results])
+            print(f"mean over {len(results)} choices of the fine-tuning video: {label}: F1 {f1:.3f}, ROC AUC {auc:.3f}, "
+                  f"PR AUC {pr:.3f}")
+        if not a.same_lab and not a.evaluate_on:     # the same numbers on the lab's other video alone
+            for label in ("base", "fine-tuned", "from scratch"):
+                same = [next(v for k, v in r[label]["per_recording"].items() if k[-5:-3] == r["finetune_on"][-5:-3])
+                        for r in results]
+                mean = {k: np.mean([n[k] for n in same]) for k in ("f1", "roc_auc", "pr_auc")}
+                pairs = " ".join(f"{n['f1']:.3f}" for n in same)
+                print(f"  the lab's other video only: {label}: F1 {mean['f1']:.3f}, ROC AUC {mean['roc_auc']:.3f}, "
+                      f"PR AUC {mean['pr_auc']:.3f} (F1 per pair: {pairs})")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(jsonable({"settings": vars(a), "results": results}), f, indent=1)

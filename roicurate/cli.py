@@ -1,4 +1,5 @@
 """The ``roicurate`` command. Every user-facing error is one line on stderr and a non-zero exit status."""
+import glob
 import json
 import sys
 
@@ -239,6 +240,11 @@ def _log(message):
               help="add a logistic regression on five shape features to the network's logit (weighted on validation)")
 @click.option("--init", "init_model", help="fine-tune: start from this model (bundled name, folder or NAME.json)")
 @click.option("--freeze-until", help="fine-tune: freeze every layer below this one (e.g. layer3 for resnet50, head for cnn2)")
+@click.option("--rehearse", multiple=True, metavar="PATH",
+              help="fine-tune: labelled outputs of other recordings (e.g. those --init was trained on) mixed into "
+                   "training only, so that the model keeps what it knew; repeat it, or quote a glob pattern")
+@click.option("--rehearse-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True,
+              max_open=True), help="share of every epoch's draws that come from the --rehearse recordings")
 @click.option("--search", default=0, show_default=True, metavar="N",
               help="random hyperparameter search with N trials (coarse, then fine around the best)")
 @click.option("--resume", is_flag=True, help="continue the interrupted run whose checkpoint is in --out")
@@ -253,8 +259,8 @@ def _log(message):
 @_types_option
 @_add_image_option
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
-          device, target_precision, calibration, shape_prior, init_model, freeze_until, search, resume, build,
-          suite2p_classifier, class_rule_path, channels, types, type_classes, add_image):
+          device, target_precision, calibration, shape_prior, init_model, freeze_until, rehearse, rehearse_share,
+          search, resume, build, suite2p_classifier, class_rule_path, channels, types, type_classes, add_image):
     """Train a classifier on labelled pipeline outputs (split by recording).
 
     Labels: roicurate_labels.json beside each output (`roicurate label`), else a dataset labels.json, else the
@@ -290,8 +296,8 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
             _log(f"--init {init_model} ({init.card['arch']}) into --arch {arch}: the weights that fit are copied")
         if init.card.get("pipeline") not in (None, "any", src.name):
             _log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
-    elif freeze_until:
-        raise RoicurateError("--freeze-until needs --init (a model to fine-tune)")
+    elif freeze_until or rehearse:
+        raise RoicurateError(f"{'--freeze-until' if freeze_until else '--rehearse'} needs --init (a model to fine-tune)")
     arch = arch or (init.card["arch"] if init else {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name))
     kwargs = {}
     for item in build:
@@ -313,10 +319,18 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
           "patience": patience}
     held_out = [v for v in test.split(",") if v] if test else None
+    old = None
+    if rehearse:
+        found = [p for pattern in rehearse for p in (sorted(glob.glob(pattern)) or [pattern])]
+        old = load_labelled(found, src.name, log=_log, types=types, images=parse_image_options(add_image),
+                            type_classes=type_classes)
+        if rule is not None:
+            old = [attach_labels(rs, log=_log, class_rule=rule) for rs in old]
     card = run_train(sets, spec, crop, _parse_val(val), out, name, hp=hp, seed=seed, device=device,
                      target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
                      freeze_until=freeze_until, search=search, test=held_out, resume=resume,
-                     suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, log=_log)
+                     suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, rehearse=old,
+                     rehearse_share=rehearse_share, log=_log)
     c = json.load(open(card))
     v = c.get("validation")
     msg = f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']})"

@@ -92,31 +92,34 @@ def _class_epoch_metrics(y, proba, positive):
     return m["macro_f1"], m["accuracy"], roc_auc(y == (positive % proba.shape[1]), proba[:, positive])
 
 
-def _loss(module, x_tr, y_tr, dev):
+def _loss(module, x_tr, y_tr, dev, draw=None):
     """(loss function, number of outputs): BCE with pos_weight for one output, class-weighted cross-entropy
-    (weight = N / (classes present x class count), 0 for absent classes) for K outputs."""
+    (weight = N / (classes present x class count), 0 for absent classes) for K outputs. ``draw``: the items'
+    probabilities of being drawn (rehearsal); the class counts are then those expected in an epoch."""
     import torch
     k = n_outputs(module, x_tr, dev)
+    w = np.ones(len(y_tr)) if draw is None else np.asarray(draw) * len(y_tr)
     if k == 1:
-        npos = max(float(y_tr.sum()), 1.0)
-        pos_weight = torch.tensor((len(y_tr) - npos) / npos, dtype=torch.float32, device=dev)
+        npos = max(float((w * y_tr).sum()), 1.0)
+        pos_weight = torch.tensor((w.sum() - npos) / npos, dtype=torch.float32, device=dev)
         return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight), k
     y = np.asarray(y_tr, np.int64)
     if y.min() < 0 or y.max() >= k:
         raise RoicurateError(f"labels must be class indices 0..{k - 1} for a network with {k} outputs")
-    count = np.bincount(y, minlength=k).astype(np.float64)
-    weight = np.where(count > 0, len(y) / (max((count > 0).sum(), 1) * np.maximum(count, 1)), 0.0)
+    count = np.bincount(y, w, minlength=k)
+    weight = np.where(count > 0, w.sum() / (max((count > 0).sum(), 1) * np.maximum(count, 1e-6)), 0.0)
     return torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32, device=dev)), k
 
 
 def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, checkpoint=None, resume=False,
-        config=None, callback=None, positive=-1):
+        config=None, callback=None, positive=-1, draw=None):
     """Train ``module`` in place and restore the epoch with the best validation F1 — macro-F1 for a K-output
     network, whose labels are class indices (the last epoch when there is no validation set). ``hp``: epochs, lr,
     weight_decay, batch_size, lr_decay (final / peak learning rate of the one-cycle schedule; None: PyTorch's
     default), patience. ``positive``: the class whose ROC AUC against the rest a K-output network's history
     reports. With ``checkpoint`` (a path) the state is saved after every epoch; ``resume`` continues from it
-    (``config`` must match). Returns the history."""
+    (``config`` must match). ``draw``: each training item's probability of being drawn (rehearsal: an epoch is
+    then len(y_tr) draws with replacement, instead of every item once). Returns the history."""
     import torch
     from tqdm import tqdm
     hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
@@ -124,7 +127,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
     rng = np.random.default_rng(seed)
     dev = _device(device)
     module.to(dev)
-    loss_fn, n_out = _loss(module, x_tr, y_tr, dev)
+    loss_fn, n_out = _loss(module, x_tr, y_tr, dev, draw)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise RoicurateError("every parameter is frozen; name a lower layer with --freeze-until")
@@ -145,7 +148,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
         t0 = time.time()
         module.train()
         _freeze_bn_of_frozen(module)
-        order = rng.permutation(len(y_tr))
+        order = rng.permutation(len(y_tr)) if draw is None else rng.choice(len(y_tr), len(y_tr), p=draw)
         total, seen = 0.0, 0
         bar = tqdm(total=int(np.ceil(len(order) / bs)), desc=f"epoch {epoch + 1}/{hp['epochs']}", unit="batch",
                    leave=False, disable=None, file=sys.stderr)

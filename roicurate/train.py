@@ -139,15 +139,26 @@ def choose_threshold(y, s, target_precision):
     return thr, how
 
 
-def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1):
+def with_rehearsal(x, y, rehearsal, share):
+    """Training arrays with the ``rehearsal`` items (x, y) appended and the draw probabilities that make them
+    ``share`` of every epoch (None without rehearsal: every item once per epoch)."""
+    if rehearsal is None:
+        return x, y, None
+    xr, yr = rehearsal
+    draw = np.r_[np.full(len(y), (1 - share) / max(len(y), 1)), np.full(len(yr), share / len(yr))]
+    return np.concatenate([x, xr]), np.concatenate([y, yr]), draw
+
+
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5):
     """Scores of the training ROIs by models that did not see them: OOF_FOLDS models, each trained (same settings,
-    no validation) on the other folds. Used for the threshold when there is no validation recording."""
+    no validation, the same rehearsal) on the other folds. Used for the threshold when there is no validation
+    recording."""
     folds = np.random.default_rng(seed).permutation(len(y)) % OOF_FOLDS
     scores = np.zeros(len(y))
     for f in range(OOF_FOLDS):
         m, _ = new_module()
-        fit(m, x[folds != f], y[folds != f], x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None,
-            positive=positive)
+        xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
+        fit(m, xf, yf, x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive, draw=draw)
         m.cpu()
         _fp16_round(m)
         scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
@@ -186,7 +197,8 @@ def _fp16_round(module):
 
 def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto", target_precision=None,
           build_kwargs=None, calibration="platt", init=None, freeze_until=None, search=0, test=None,
-          resume=False, suite2p_classifier=None, shape_prior=False, class_rule=None, log=print):
+          resume=False, suite2p_classifier=None, shape_prior=False, class_rule=None, rehearse=None,
+          rehearse_share=0.5, log=print):
     """Split, fit (or search), calibrate, choose the threshold on validation, save weights + card; evaluate held-out
     ``test`` recordings the way ``roicurate evaluate`` does (into ``OUT/NAME.test/``). Returns the card path.
 
@@ -195,7 +207,10 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     fit a logistic regression on five shape features of the training ROIs (roicurate/shape.py) whose logit is added
     to the network's, weighted together with the Platt calibration on validation. A model with K > 2 classes
     (``arch_spec.classes``) trains on class labels (``class_rule``: how they were derived, kept in the card), is
-    calibrated with ``calibrate.fit_classes`` and gets its threshold on the probability of its positive class."""
+    calibrated with ``calibrate.fit_classes`` and gets its threshold on the probability of its positive class.
+    ``rehearse``: labelled RoiSets of other recordings (e.g. what ``init`` was trained on) that are only trained on,
+    drawn as ``rehearse_share`` of every epoch, so that fine-tuning on a few new recordings keeps what the model
+    knew; validation, calibration and the threshold use ``sets`` alone."""
     import torch
     from roicurate import calibrate as cal
     from roicurate.evaluate import evaluate_model, write_evaluation
@@ -267,6 +282,17 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
 
     x_tr, y_tr = stack(train_sets, crop, classes if multi else None)
     x_va, y_va = stack(val_sets, crop, classes if multi else None)
+    rehearsal = None
+    if rehearse:
+        mixed = set(recordings(rehearse)) & set(recordings(sets + test_sets))
+        if mixed:
+            raise RoicurateError(f"--rehearse: {', '.join(sorted(mixed))} also in the training paths")
+        if not 0 < rehearse_share < 1:
+            raise RoicurateError("--rehearse-share must be between 0 and 1")
+        rehearsal = stack(rehearse, crop, classes if multi else None)
+        log(f"rehearsal: {len(rehearsal[1])} ROIs from {len(recordings(rehearse))} recordings, "
+            f"{rehearse_share:.0%} of every epoch's draws")
+    x_fit, y_fit, draw = with_rehearsal(x_tr, y_tr, rehearsal, rehearse_share)
     ncell = lambda y: int((y == pos).sum()) if multi else int(y.sum())
     log(f"train: {len(y_tr)} ROIs ({ncell(y_tr)} {classes[pos]}) from {len(recordings(train_sets))} recordings; "
         f"validation: {len(y_va)} ROIs ({ncell(y_va)} {classes[pos]}) from {len(recordings(val_sets))} recordings"
@@ -277,7 +303,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             f"({OOF_FOLDS} folds of the training ROIs) and the probabilities are not calibrated")
     config = {"train": recordings(train_sets), "val": recordings(val_sets), "n": [len(y_tr), len(y_va)],
               "arch": arch_spec.name, "build_kwargs": build_kwargs, "crop": crop.to_dict(), "hp": hp, "seed": seed,
-              "init": None if init is None else init.card.get("sha256"), "freeze_until": freeze_until}
+              "init": None if init is None else init.card.get("sha256"), "freeze_until": freeze_until,
+              "rehearse": recordings(rehearse or []), "rehearse_share": rehearse_share if rehearse else None}
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / f"{name}.ckpt.pt"
     rows = None
@@ -291,8 +318,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         def run_trial(trial_hp):
             t0 = time.time()
             m, _ = new_module()
-            hist = fit(m, x_tr, y_tr, x_va, y_va, dict(hp, **trial_hp), seed=seed, device=device, log=lambda s: None,
-                       positive=pos)
+            hist = fit(m, x_fit, y_fit, x_va, y_va, dict(hp, **trial_hp), seed=seed, device=device,
+                       log=lambda s: None, positive=pos, draw=draw)
             best = max(hist, key=lambda h: h["val_f1"])
             return best["val_f1"], best["val_roc_auc"], hist, m, time.time() - t0
 
@@ -303,8 +330,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         frozen = freeze_below(module, freeze_until) if freeze_until else []
     else:
         module, frozen = new_module()
-        history = fit(module, x_tr, y_tr, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
-                      resume=resume, config=config, positive=pos)
+        history = fit(module, x_fit, y_fit, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
+                      resume=resume, config=config, positive=pos, draw=draw)
     module.cpu().eval()
     _fp16_round(module)
 
@@ -346,7 +373,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         thr, how = choose_threshold(y_va_all, score(card), target_precision)
     else:
         thr, how = choose_threshold(y_tr == pos if multi else y_tr,
-                                    out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos),
+                                    out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos, rehearsal,
+                                                       rehearse_share),
                                     target_precision)
         how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
     card.update(threshold=thr, threshold_rule=how, target_precision=target_precision)
@@ -367,7 +395,10 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         "split": "by recording", "init": None if init is None else {"name": init.card.get("name"),
                                                                       "sha256": init.card.get("sha256"),
                                                                       "transfer": transfer},
-        "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows}
+        "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
+        "rehearsal": {"recordings": recordings(rehearse), "n": int(len(rehearsal[1])), "share": rehearse_share,
+                      "label_sources": sorted({str(rs.origin["label_source"]) for rs in rehearse})}
+                     if rehearse else None}
     if val_sets:
         card["validation"] = {k: v for k, v in evaluate_model(Classifier(module, card, arch_spec), val_sets,
                                                               baselines=False)[0].items()

@@ -3,6 +3,7 @@ Small cnn2 runs (1-2 epochs) on the simulated Suite2p runs; the shared datasets 
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli_run as run
@@ -158,3 +159,32 @@ def test_user_errors_are_one_line(sims, tmp_path):
                       (("--arch", "nope"), "unknown architecture")):
         r = run("train", *sims[:2], "--epochs", "1", "--out", tmp_path / "x", *args, ok=False)
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) <= 2, r.output
+
+
+def test_rehearsal_draws_the_old_recordings_as_their_share_and_never_validates_on_them(sims, tmp_path):
+    """Fine-tuning on a new recording with --rehearse: the old recordings only train, as --rehearse-share of every
+    epoch's draws (with the class balance of what is drawn); the threshold comes from the new ROIs alone."""
+    from roicurate.fit import _loss
+    from roicurate.train import with_rehearsal
+    x, y = np.zeros((30, 1, 4, 4), np.float32), (np.arange(30) < 10).astype(np.float32)
+    xr, yr = np.ones((90, 1, 4, 4), np.float32), (np.arange(90) < 60).astype(np.float32)
+    xa, ya, draw = with_rehearsal(x, y, (xr, yr), 0.25)
+    assert len(ya) == 120 and draw.sum() == pytest.approx(1) and draw[30:].sum() == pytest.approx(0.25)
+    assert with_rehearsal(x, y, None, 0.25)[2] is None
+    # expected cells per epoch: 0.75 * 10/30 + 0.25 * 60/90 = 5/12 -> pos_weight 7/5
+    loss, _ = _loss(torch.nn.Flatten(), np.zeros((2, 1, 1, 1), np.float32), ya, "cpu", draw)
+    assert float(loss.pos_weight) == pytest.approx(7 / 5)
+    quick(sims, tmp_path / "base")
+    r = run("train", sims[1], "--init", tmp_path / "base", "--rehearse", str(sims[0].parent.parent / "s2p_sim*/suite2p"),
+            "--val", "none", "--epochs", "1", "--out", tmp_path / "x", ok=False)     # a quoted glob: sim2 is in both
+    assert r.exit_code == 1 and "--rehearse: s2p_sim2 also in the training paths" in r.output, r.output
+    r = run("train", sims[1], "--init", tmp_path / "base", "--rehearse", sims[0], "--rehearse", sims[2],
+            "--rehearse-share", "0.3", "--val", "none", "--epochs", "1", "--out", tmp_path / "ft")
+    assert "rehearsal:" in r.output and "30% of every epoch" in r.output
+    card = json.loads((tmp_path / "ft/model.json").read_text())
+    t = card["training"]
+    assert t["rehearsal"]["recordings"] == ["s2p_sim1", "s2p_sim3"] and t["rehearsal"]["share"] == 0.3
+    assert t["recordings"] == ["s2p_sim2"] and t["n_train"] == sum(len(rs) for rs in load_labelled([sims[1]]))
+    assert "out-of-fold" in card["threshold_rule"]
+    r = run("train", sims[1], "--rehearse", sims[0], "--epochs", "1", "--val", "none", "--out", tmp_path / "x", ok=False)
+    assert r.exit_code == 1 and "--rehearse needs --init" in r.output, r.output
