@@ -1,6 +1,7 @@
 """The ``roicurate`` command. Every user-facing error is one line on stderr and a non-zero exit status."""
 import glob
 import json
+import math
 import sys
 
 import click
@@ -230,7 +231,8 @@ def _log(message):
               help="final / peak learning rate of the schedule (default: PyTorch's one-cycle, 4e-6)")
 @click.option("--patience", default=6, show_default=True,
               help="early stop after this many epochs without a better validation F1")
-@click.option("--seed", default=0, show_default=True, help="same seed, data and settings: the same weights")
+@click.option("--seed", default=0, show_default=True,
+              help="same seed, data, settings and thread count: the same weights")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)")
 @click.option("--target-precision", type=click.FloatRange(0, 1),
               help="threshold: the lowest reaching this validation precision (default: maximum validation F1)")
@@ -297,7 +299,8 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
         if init.card.get("pipeline") not in (None, "any", src.name):
             _log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
     elif freeze_until or rehearse:
-        raise RoicurateError(f"{'--freeze-until' if freeze_until else '--rehearse'} needs --init (a model to fine-tune)")
+        option = "--freeze-until" if freeze_until else "--rehearse"
+        raise RoicurateError(f"{option} needs --init (a model to fine-tune)")
     arch = arch or (init.card["arch"] if init else {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name))
     kwargs = {}
     for item in build:
@@ -376,6 +379,10 @@ def _print_evaluation(numbers, out_dir=None):
     from roicurate.baselines import NAMES
     for k, b in numbers["baselines"].items():
         row(f"{NAMES.get(k, k)}, pooled", b["pooled"])
+    best = numbers.get("best_threshold")
+    if best and not math.isnan(best["f1"]) and best["f1"] > numbers["pooled"]["f1"]:
+        click.echo(f"on these ROIs the best threshold is {best['threshold']:.3f} (pooled F1 {best['f1']:.3f}): "
+                   f"`apply --threshold {best['threshold']:.3f}` uses it; check it on sessions you did not pick it on")
     if "classes" in numbers:
         _print_classes(numbers["classes"]["pooled"])
     if out_dir:

@@ -213,6 +213,7 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
                "threshold": thr, "n_rois": int(len(table["label"])), "recordings": list(dict.fromkeys(table["recording"])),
                "label_sources": sorted({str(rs.origin.get("label_source")) for rs in sets}),
                **grouped(table["model"]),
+               "best_threshold": dict(zip(("threshold", "f1"), best_f1_threshold(table["label"], table["model"]))),
                "baselines": {k: grouped(table[f"{k}_score"], table[f"{k}_accepted"]) for k in names}}
     if multi and (table["class_label"] >= 0).any():
         known = table["class_label"] >= 0

@@ -154,6 +154,11 @@ def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, 
                              ("s2p_sim2/suite2p/plane0", "s2p_sim2/suite2p/plane1", "s2p_sim1/suite2p/plane0")])
     assert numbers["baselines"]["pipeline"]["pooled"]["f1"] == pytest.approx(sklearn_metrics.f1_score(y, iscell[:, 0] > 0))
     assert numbers["baselines"]["accept_all"]["pooled"]["recall"] == 1.0
+    # the threshold of best pooled F1 on these ROIs (what a lab may take into `apply --threshold`)
+    best = numbers["best_threshold"]
+    f1_at = lambda t: sklearn_metrics.f1_score(y, s >= t)
+    assert best["f1"] == pytest.approx(f1_at(best["threshold"])) == pytest.approx(max(f1_at(t) for t in set(s)))
+    assert best["f1"] > numbers["pooled"]["f1"] and f"best threshold is {best['threshold']:.3f}" in r.output
 
 
 def test_pipeline_baseline_is_the_original_verdict_after_apply(copy_dataset, tiny_model, tmp_path):

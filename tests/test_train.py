@@ -175,8 +175,9 @@ def test_rehearsal_draws_the_old_recordings_as_their_share_and_never_validates_o
     loss, _ = _loss(torch.nn.Flatten(), np.zeros((2, 1, 1, 1), np.float32), ya, "cpu", draw)
     assert float(loss.pos_weight) == pytest.approx(7 / 5)
     quick(sims, tmp_path / "base")
-    r = run("train", sims[1], "--init", tmp_path / "base", "--rehearse", str(sims[0].parent.parent / "s2p_sim*/suite2p"),
-            "--val", "none", "--epochs", "1", "--out", tmp_path / "x", ok=False)     # a quoted glob: sim2 is in both
+    pattern = str(sims[0].parent.parent / "s2p_sim*/suite2p")          # a quoted glob: s2p_sim2 is in both
+    r = run("train", sims[1], "--init", tmp_path / "base", "--rehearse", pattern, "--val", "none", "--epochs", "1",
+            "--out", tmp_path / "x", ok=False)
     assert r.exit_code == 1 and "--rehearse: s2p_sim2 also in the training paths" in r.output, r.output
     r = run("train", sims[1], "--init", tmp_path / "base", "--rehearse", sims[0], "--rehearse", sims[2],
             "--rehearse-share", "0.3", "--val", "none", "--epochs", "1", "--out", tmp_path / "ft")
@@ -186,5 +187,6 @@ def test_rehearsal_draws_the_old_recordings_as_their_share_and_never_validates_o
     assert t["rehearsal"]["recordings"] == ["s2p_sim1", "s2p_sim3"] and t["rehearsal"]["share"] == 0.3
     assert t["recordings"] == ["s2p_sim2"] and t["n_train"] == sum(len(rs) for rs in load_labelled([sims[1]]))
     assert "out-of-fold" in card["threshold_rule"]
-    r = run("train", sims[1], "--rehearse", sims[0], "--epochs", "1", "--val", "none", "--out", tmp_path / "x", ok=False)
+    r = run("train", sims[1], "--rehearse", sims[0], "--epochs", "1", "--val", "none", "--out", tmp_path / "x",
+            ok=False)
     assert r.exit_code == 1 and "--rehearse needs --init" in r.output, r.output
