@@ -7,7 +7,7 @@
    with ``--rehearse``, the six ABO sessions (the base's training data) are mixed into fine-tuning as half of
    every epoch's draws, so that the model keeps what it knew (``roicurate train --rehearse``);
 3. from scratch: the same architecture trained on that one video only (same settings), as a control;
-4. all three, the base with its threshold re-chosen on the one video (max F1 there; no training), accept-all and
+4. all three, the base with calibration and threshold re-fitted on the one video (``--epochs 0``), accept-all and
    Suite2p's built-in classifier, evaluated on the OTHER five Neurofinder videos (and on the lab's other video).
 
     python benchmarks/finetune_neurofinder.py                          # suite2p, cnn2, fine-tune on 01.00
@@ -114,9 +114,11 @@ def main():
         row = {"finetune_on": name, "share_of_rois": share, "test": sorted({rs.origin["recording"] for rs in test})}
         for label, clf in (("base", base), ("fine-tuned", ft), ("from scratch", scratch)):
             row[label] = score(clf, test)
-        # the cheapest adaptation: the base as it is, with the threshold of best F1 on the new video's labels
-        _, seen = evaluate_model(base, ft_sets, baselines=False)
-        row[RETHRESHOLD] = score(base, test, threshold=best_f1_threshold(seen["label"], seen["model"])[0])
+        # the cheapest adaptation: the base's weights as they are, calibration and threshold (best F1) fitted on
+        # the new video (`roicurate train --init BASE --epochs 0`)
+        refit = Classifier.load(train(ft_sets, base.spec, base.crop, None, f"{work}/th{video}", "th", hp={"epochs": 0},
+                                      init=base, device=a.device, log=lambda m: None), device=a.device)
+        row[RETHRESHOLD] = score(refit, test)
         results.append(row)
     print(f"\n{a.pipeline}: base {base.card['arch']} ({a.base or 'trained on ABO'}), fine-tuned with layers below "
           f"'{freeze}' frozen{', ABO rehearsed' if a.rehearse else ''}; scored on the other Neurofinder videos "

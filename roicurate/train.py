@@ -224,7 +224,13 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         sets = [rs for rs in sets if rs.origin["recording"] not in held]
         if not sets:
             raise RoicurateError("--test takes every recording; nothing is left to train on")
-    train_sets, val_sets = split_by_recording(sets, val, seed)
+    # --epochs 0: ``init``'s weights as they are; every recording given fits the calibration and the threshold
+    keep = init is not None and hp["epochs"] == 0
+    if hp["epochs"] == 0 and init is None:
+        raise RoicurateError("--epochs 0 keeps the weights of a model as they are: give it with --init")
+    if keep and (search or shape_prior or rehearse or resume):
+        raise RoicurateError("--epochs 0 trains nothing: --search, --shape-prior, --rehearse and --resume need epochs")
+    train_sets, val_sets = ([], sets) if keep else split_by_recording(sets, val, seed)
     if shape_prior and (not val_sets or calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
                              "give --val and keep --calibrate platt")
@@ -232,6 +238,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     # fine-tuning a model as it is, or ``transfer``: the weights that fit a network of another architecture, input
     # channels or classes (a cell-type network started from the bundled cell / not-cell one)
     transfer = init is not None and (arch_spec.name != init.spec.name or task == "types")
+    if keep and transfer:
+        raise RoicurateError("--epochs 0 keeps --init as it is; another architecture, input or classes needs training")
     if init is not None:
         init_state = {k: v.detach().cpu().clone() for k, v in init.module.state_dict().items()}
     if transfer and tuple(crop.channels[:len(init.crop.channels)]) != tuple(init.crop.channels):
@@ -328,6 +336,11 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         hp.update(best_hp)
         log(format_table(rows))
         frozen = freeze_below(module, freeze_until) if freeze_until else []
+    elif keep:
+        module, frozen = new_module()
+        history = []
+        log(f"--epochs 0: the weights of {init.name} as they are; calibration and threshold from the "
+            f"{len(y_va)} ROIs of {len(recordings(val_sets))} recordings given")
     else:
         module, frozen = new_module()
         history = fit(module, x_fit, y_fit, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
@@ -335,7 +348,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     module.cpu().eval()
     _fp16_round(module)
 
-    card = {"arch": arch_spec.name, "build_kwargs": build_kwargs, "pipeline": train_sets[0].origin["source"],
+    card = {"arch": arch_spec.name, "build_kwargs": build_kwargs,
+            "pipeline": (train_sets or val_sets)[0].origin["source"],
             "crop": crop.to_dict(), "classes": classes, "positive_class": classes[pos],
             "threshold": 0.5, "name": name, "sha256": None, "task": task}
     if multi:
@@ -346,6 +360,11 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     if shape_prior:
         binz = crop.binarize or 0.0
         prior = fit_prior(np.concatenate([shape_features(rs, binz) for rs in train_sets]), y_tr, binz)
+    elif keep:
+        prior = init.card.get("shape_prior")         # kept, and re-weighted with the Platt calibration
+    elif init is not None and init.card.get("shape_prior"):
+        log(f"note: {init.name}'s shape prior is not carried over to the retrained network; --shape-prior (with "
+            f"--val) fits one on your recordings")
     # ---- K-class calibration (fourclass etc.): temperature + per-class biases, folded into the output layer ----
     if multi and val_sets and calibration != "none":
         proba = np.concatenate([Classifier(module, card, arch_spec).predict_proba(rs) for rs in val_sets])
@@ -365,7 +384,9 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             _fp16_round(module)
             calib["folded"] = True
         log(f"calibration ({calib['method']}, on validation): ECE {calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")
-    if prior is not None:
+    if prior is not None and calib is None:
+        card["shape_prior"] = prior
+    elif prior is not None:
         card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
         log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
     card["calibration"] = calib

@@ -87,3 +87,34 @@ def test_prior_free_model_refuses_prior_logits(tiny_model, datasets):
     assert clf.prior_logits(sources()["suite2p"].read(datasets / "sim/s2p_sim2/suite2p/plane0")) is None
     with pytest.raises(RoicurateError, match="shape prior"):
         clf.logits_to_proba(torch.zeros(2, 1), np.zeros(2))
+
+
+def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_weight(prior_model, datasets,
+                                                                                         tmp_path):
+    """`train --init M --epochs 0`: M's network as it is (the Platt slope and bias fold into its output layer), its
+    shape prior kept and re-weighted, the threshold of best F1 on every recording given (--val is moot)."""
+    from safetensors.torch import load_file
+    from roicurate.evaluate import best_f1_threshold
+    from roicurate.labels import cell_labels
+    lab = datasets / "sim/s2p_sim3/suite2p"
+    r = run("train", lab, "--init", prior_model, "--epochs", "0", "--out", tmp_path / "lab")
+    assert "--epochs 0: the weights of model as they are" in r.output
+    card = json.loads((tmp_path / "lab/model.json").read_text())
+    t = card["training"]
+    assert t["recordings"] == [] and t["validation_recordings"] == ["s2p_sim3"] and t["epochs_run"] == 0
+    assert card["calibration"]["method"] == "platt" and card["calibration"]["prior_weight"] > 0
+    assert card["shape_prior"]["features"] == list(FEATURES)
+    before, after = load_file(prior_model / "model.safetensors"), load_file(tmp_path / "lab/model.safetensors")
+    last = [n for n, _ in Classifier.load(str(prior_model)).module.named_parameters()][-1].rsplit(".", 1)[0]
+    changed = {k.rsplit(".", 1)[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {last}, changed                      # the output layer took the calibration, nothing else
+    clf = Classifier.load(str(tmp_path / "lab"))
+    rs = sources()["suite2p"].read(lab / "plane0")
+    from roicurate.labels import attach_labels
+    rs = attach_labels(rs)
+    p = clf.predict_proba(rs)[:, 1]
+    assert card["threshold"] == pytest.approx(best_f1_threshold(cell_labels(rs), p)[0], abs=1e-6)
+    for args, msg in ((("--epochs", "0"), "give it with --init"),
+                      (("--epochs", "0", "--init", prior_model, "--search", "2"), "trains nothing")):
+        r = run("train", lab, *args, "--out", tmp_path / "x", ok=False)
+        assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
