@@ -360,11 +360,14 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     if shape_prior:
         binz = crop.binarize or 0.0
         prior = fit_prior(np.concatenate([shape_features(rs, binz) for rs in train_sets]), y_tr, binz)
-    elif keep:
-        prior = init.card.get("shape_prior")         # kept, and re-weighted with the Platt calibration
-    elif init is not None and init.card.get("shape_prior"):
-        log(f"note: {init.name}'s shape prior is not carried over to the retrained network; --shape-prior (with "
-            f"--val) fits one on your recordings")
+    elif init is not None and not transfer and init.card.get("shape_prior"):
+        if keep or (val_sets and calibration == "platt"):
+            prior = init.card["shape_prior"]         # kept, and re-weighted with the Platt calibration
+            if not keep:
+                log(f"{init.name}'s shape prior is kept and re-weighted on validation")
+        else:
+            log(f"note: {init.name}'s shape prior is not carried over (it is weighted by Platt calibration on "
+                f"validation recordings: give --val)")
     # ---- K-class calibration (fourclass etc.): temperature + per-class biases, folded into the output layer ----
     if multi and val_sets and calibration != "none":
         proba = np.concatenate([Classifier(module, card, arch_spec).predict_proba(rs) for rs in val_sets])
@@ -411,8 +414,9 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         "class_counts": {"train": dict(zip(classes, np.bincount(y_tr, minlength=len(classes)).tolist())),
                          "validation": dict(zip(classes, np.bincount(y_va, minlength=len(classes)).tolist()))}
                         if multi else None,
-        "shape_prior": "logistic regression on shape features of the training ROIs, weighted on validation"
-                       if prior is not None else None,
+        "shape_prior": None if prior is None else
+                       "logistic regression on shape features of the training ROIs, weighted on validation"
+                       if shape_prior else f"{init.name}'s" + (", re-weighted on validation" if calib else ""),
         "split": "by recording", "init": None if init is None else {"name": init.card.get("name"),
                                                                       "sha256": init.card.get("sha256"),
                                                                       "transfer": transfer},

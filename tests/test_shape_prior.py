@@ -118,3 +118,16 @@ def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_w
                       (("--epochs", "0", "--init", prior_model, "--search", "2"), "trains nothing")):
         r = run("train", lab, *args, "--out", tmp_path / "x", ok=False)
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_fine_tuning_keeps_the_init_shape_prior_when_validation_can_weight_it(prior_model, datasets, tmp_path):
+    sims = [datasets / f"sim/{s}/suite2p" for s in ("s2p_sim1", "s2p_sim3")]
+    r = run("train", *sims, "--init", prior_model, "--freeze-until", "head", "--epochs", "1", "--val", "s2p_sim3",
+            "--out", tmp_path / "ft")
+    card = json.loads((tmp_path / "ft/model.json").read_text())
+    assert "shape prior is kept" in r.output and card["calibration"]["prior_weight"] > 0
+    old = json.loads((prior_model / "model.json").read_text())["shape_prior"]
+    assert card["shape_prior"]["mean"] == old["mean"] and card["training"]["shape_prior"].startswith("model's")
+    r = run("train", sims[1], "--init", prior_model, "--freeze-until", "head", "--epochs", "1", "--val", "none",
+            "--out", tmp_path / "none")
+    assert "not carried over" in r.output and "shape_prior" not in json.loads((tmp_path / "none/model.json").read_text())
