@@ -13,8 +13,8 @@
     python benchmarks/finetune_neurofinder.py                          # suite2p, cnn2, fine-tune on 01.00
     python benchmarks/finetune_neurofinder.py --finetune-on all        # each video in turn as the fine-tuning one
     python benchmarks/finetune_neurofinder.py --base suite2p-resnet50 --finetune-on 01.01 --evaluate-on 04.01
-    python benchmarks/finetune_neurofinder.py --finetune-on all --same-lab --rehearse --freeze-until none \
-        --lr 3e-4 --epochs 8                                           # the README's table
+    python benchmarks/finetune_neurofinder.py --finetune-on all --rehearse --freeze-until none --lr 3e-4 \
+        --epochs 8                         # the README's rehearsal table (all other videos, then the lab's other)
 """
 import argparse
 import json
@@ -43,10 +43,10 @@ RETHRESHOLD = "base, threshold from the video"
 LABELS = ("base", RETHRESHOLD, "fine-tuned", "from scratch")
 
 
-def score(clf, sets, threshold=None):
+def score(clf, sets):
     """What `roicurate evaluate` reports, plus each recording's F1 at its own best threshold (``best_f1``): how
     well the model ranks around the operating point, whatever threshold it brought along."""
-    numbers, table = evaluate_model(clf, sets, threshold=threshold)
+    numbers, table = evaluate_model(clf, sets)
     for rec, n in numbers["per_recording"].items():
         m = table["recording"] == rec
         n["best_f1"] = best_f1_threshold(table["label"][m], table["model"][m])[1]
