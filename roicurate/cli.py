@@ -288,8 +288,10 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
         type_classes = [c for c in type_classes.split(",") if c]
     elif init and init.task == "types":
         type_classes = list(init.classes)          # fine-tuning a cell-type model: its classes, in its order
-    sets = load_labelled(paths, pipeline, log=_log, types=types, images=parse_image_options(add_image),
-                         type_classes=type_classes)
+    images = parse_image_options(add_image)
+    labelled = lambda found, pipe: load_labelled(found, pipe, log=_log, types=types, images=images,
+                                                 type_classes=type_classes)
+    sets = labelled(paths, pipeline)
     if len({rs.origin["source"] for rs in sets}) > 1:
         raise RoicurateError("the paths mix pipelines; train one pipeline at a time (--pipeline)")
     src = sources()[sets[0].origin["source"]]
@@ -309,9 +311,14 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     spec = init.spec if init and arch == init.card["arch"] else specs[arch]
     rule = None if task == "types" else \
         _class_rule(class_rule_path, init.card.get("class_rule") if init else spec.class_rule, spec.classes)
+    # rehearsal: labelled outputs of other recordings, mixed into fine-tuning (quoted glob patterns expanded)
+    old = labelled([p for pattern in rehearse for p in (sorted(glob.glob(pattern)) or [pattern])], src.name) \
+        if rehearse else None
     if rule is not None:
         from roicurate.labels import attach_labels
         sets = [attach_labels(rs, log=_log, class_rule=rule) for rs in sets]
+        if old:
+            old = [attach_labels(rs, log=_log, class_rule=rule) for rs in old]
     crop = init.crop if init and arch == init.card["arch"] else spec.crop or src.crop
     if channels:
         if init and arch == init.card["arch"]:
@@ -322,13 +329,6 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
           "patience": patience}
     held_out = [v for v in test.split(",") if v] if test else None
-    old = None
-    if rehearse:
-        found = [p for pattern in rehearse for p in (sorted(glob.glob(pattern)) or [pattern])]
-        old = load_labelled(found, src.name, log=_log, types=types, images=parse_image_options(add_image),
-                            type_classes=type_classes)
-        if rule is not None:
-            old = [attach_labels(rs, log=_log, class_rule=rule) for rs in old]
     card = run_train(sets, spec, crop, _parse_val(val), out, name, hp=hp, seed=seed, device=device,
                      target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
                      freeze_until=freeze_until, search=search, test=held_out, resume=resume,

@@ -62,11 +62,17 @@ def parse_image_options(items):
     return out
 
 
+def beside_unit(roiset, file):
+    """``file`` as given when absolute, else in the RoiSet's plane folder (or beside its CaImAn file)."""
+    if Path(file).is_absolute():
+        return Path(file)
+    where = Path(roiset.origin.get("path", "."))
+    return (where if where.is_dir() else where.parent) / file
+
+
 def add_images(roiset, images):
     """Put each ``(name, file)`` of ``images`` into ``roiset.images``; returns the RoiSet."""
-    where = Path(roiset.origin.get("path", "."))
-    base = where if where.is_dir() else where.parent
     for name, file in images:
-        path = Path(file) if Path(file).is_absolute() else base / file
+        path = beside_unit(roiset, file)
         roiset.images[name] = check_image(read_image_file(path), path, roiset.shape)
     return roiset

@@ -276,7 +276,8 @@ def read_type_labels(roiset, source):
             raise RoicurateError(roiset.origin.get("redcell_problem")
                                  or f"{where}: has no red-cell labels (redcell.npy) to train cell types on")
         return (np.asarray(red) > 0.5).astype(np.int64), list(RED_CLASSES), f"{where} (redcell)"
-    path = Path(source) if Path(source).is_absolute() else (where if where.is_dir() else where.parent) / source
+    from roicurate.images import beside_unit
+    path = beside_unit(roiset, source)
     try:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as e:

@@ -206,6 +206,11 @@ def _types_record(plane):
     return {"types": rec["types"]} if isinstance(rec, dict) and rec.get("types") else {}
 
 
+def _red_entry(record):
+    """The ``types.redcell`` entry of a roicurate.json record ({} when roicurate wrote no redcell.npy)."""
+    return (record.get("types") or {}).get("redcell") or {}
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -349,7 +354,7 @@ class Suite2pSource(Source):
         redcell_suite2p.npy while redcell.npy still holds exactly what roicurate wrote (a model's output is not a
         label); and why there are none when the file is broken (cell / not-cell curation does not need it)."""
         path = plane / REDCELL
-        red = (_types_record(plane).get("types") or {}).get("redcell") or {}
+        red = _red_entry(_types_record(plane))
         if path.exists() and red.get("written_sha256") == _sha256(path):
             path = plane / RED_BACKUP
         if not path.exists():
@@ -366,7 +371,7 @@ class Suite2pSource(Source):
         if not redcell or not (plane / REDCELL).exists():
             return
         _load_redcell(plane / REDCELL, len(_load_iscell(plane / ISCELL)))     # a broken original: nothing written
-        red = (_types_record(plane).get("types") or {}).get("redcell") or {}
+        red = _red_entry(_types_record(plane))
         if not force and red.get("written_sha256") and _sha256(plane / REDCELL) != red["written_sha256"]:
             raise RoicurateError(f"{plane / REDCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
                                  f"use --force to overwrite those edits")
@@ -387,7 +392,7 @@ class Suite2pSource(Source):
                                  f"{len(curation.classes)} classes")
         self.check_types_writable(plane, force, redcell)
         record = _types_record(plane)
-        old = (record.get("types") or {}).get("redcell") or {}
+        old = _red_entry(record)
         red = None
         if redcell:
             created = old.get("created", not (plane / REDCELL).exists())
@@ -465,7 +470,7 @@ class Suite2pSource(Source):
                 check_dir_writable(parent / "combined")
         done = []
         for p in planes:
-            red = (_types_record(p).get("types") or {}).get("redcell") or {}
+            red = _red_entry(_types_record(p))
             if (p / BACKUP).exists():
                 atomic_copy(p / BACKUP, p / ISCELL)
                 (p / BACKUP).unlink()
