@@ -34,7 +34,7 @@ def roiset(obj):
         origin={"path": "<in memory>", "gSig": gsig})
 
 
-def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", also_accept=()):
+def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", also_accept=(), diameter=None):
     """Classify every component of ``obj`` (a CNMF or its ``.estimates``) and update it in place.
 
     Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and
@@ -43,11 +43,15 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", al
     probabilities with its SNR and r-values. A model with more than two classes also sets
     ``roicurate_class_probability`` (components x classes), ``roicurate_classes`` and ``roicurate_accept`` (JSON
     lists of class names), as the file writer does; ``also_accept`` names classes accepted besides the positive
-    one. Returns the ``Curation``. (CaImAn's ``select_components`` subsets only its own per-component fields, so
+    one. ``diameter``: the reference cell diameter in pixels (default: CaImAn's gSig where set, else a statistic of
+    the components; see roicurate/scale.py). Returns the ``Curation``. (CaImAn's ``select_components`` subsets only its own per-component fields, so
     ``roicurate_probability`` keeps all K entries afterwards.)"""
     from roicurate.curation import curate as run
     from roicurate.models import Classifier
     rs = roiset(obj)
+    if diameter is not None:
+        from roicurate.scale import SOURCE_OVERRIDE, set_diameter
+        set_diameter(rs, diameter, SOURCE_OVERRIDE)
     clf = Classifier.load(model or DEFAULT_MODEL, device=device)
     cur = run(rs, clf, threshold, also_accept=also_accept)
     est = getattr(obj, "estimates", obj)
@@ -58,6 +62,9 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", al
     est.roicurate_sha256 = str(cur.model["sha256"])
     est.roicurate_threshold = repr(float(cur.threshold))
     est.roicurate_version = __version__
+    from roicurate_plugins.caiman import SCALE_ATTRS, scale_attrs
+    for key, value in zip(SCALE_ATTRS, scale_attrs(cur)):
+        setattr(est, key, value)
     if len(cur.classes) > 2:
         est.roicurate_class_probability = np.asarray(cur.probabilities, np.float64)
         est.roicurate_classes = json.dumps(list(cur.classes))

@@ -50,6 +50,11 @@ def _types_option(f):
                              "a CSV 'roi,class' (ROI index from 0; relative paths: in each plane folder)")(f)
 
 
+def _short(source):
+    """'Suite2p diameter setting', '--diameter', 'ROI statistic' (the part before any parenthesis)."""
+    return source.split(" (")[0]
+
+
 def _progress(total, label):
     from tqdm import tqdm
     return tqdm(total=total, desc=label, unit="ROI", file=sys.stderr, disable=None, leave=False)
@@ -70,9 +75,12 @@ def _progress(total, label):
                    "P(positive class) + P(each such class) >= the threshold")
 @click.option("--redcell", is_flag=True, help="two-class cell-type models (e.g. not_red / red), Suite2p: also write "
               "redcell.npy [P(red) >= threshold, P(red)] (the original is kept once as redcell_suite2p.npy)")
+@click.option("--diameter", type=click.FloatRange(1, 1000), metavar="PX",
+              help="the recordings' cell diameter in pixels, for models that scale crops by it (default: Suite2p's "
+                   "diameter / CaImAn's gSig where set, else measured from the ROIs)")
 @_add_image_option
 def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, also_accept, redcell,
-          add_image):
+          add_image, diameter=None):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
@@ -83,6 +91,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     from roicurate.images import add_images, parse_image_options
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, source_for
+    from roicurate.scale import SOURCE_OVERRIDE, outside_range, set_diameter
 
     if report_dir:
         from roicurate.report import check_can_write
@@ -101,6 +110,8 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         src = source_for(path)
         for unit in src.expand(path):
             rs = add_images(src.read(unit), images)
+            if diameter is not None:
+                set_diameter(rs, diameter, SOURCE_OVERRIDE)
             if not dry_run and len(rs):
                 if types:
                     src.check_types_writable(unit, force=force, redcell=redcell)
@@ -147,9 +158,14 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         rule = "" if not cur.also_accept else f" on P({' + '.join(cur.accepted_classes)})"
         counts = "" if "classes" not in s else \
             "; most probable class: " + ", ".join(f"{c} {k}" for c, k in s["classes"].items())
+        scale = "" if cur.diameter is None else f"; cell diameter {cur.diameter:.1f} px ({_short(cur.diameter_source)})"
+        inputs = "" if list(cur.inputs) == ["mask"] else f"; inputs {'+'.join(cur.inputs)}"
         click.echo(f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-                   f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}"
+                   f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}"
                    f"{'  [dry run: nothing written]' if dry_run else ''}")
+        warning = outside_range(cur.diameter, clf.card.get("training", {}).get("reference_diameter_px"))
+        if warning:
+            click.echo(f"{unit}: warning: {warning}", err=True)
     bar.close()
     for src, done in written.items():
         src.finish(done)
@@ -258,11 +274,23 @@ def _log(message):
                    "class, IoU) to a class (default: the architecture's own rule)")
 @click.option("--channels", help="crop channels, comma-separated (e.g. mask,mean,mean_chan2_corrected); default: "
               "the architecture's")
+@click.option("--scale", type=click.Choice(["reference", "native"]),
+              help="crops resampled so that each recording's cell diameter spans the same pixels, with scale jitter "
+                   "in training (reference, the default for a new network), or the recording's own pixels (native)")
+@click.option("--operating-point", type=click.Choice(["validation", "out-of-lab"]), default="validation",
+              show_default=True, help="choose the calibration and threshold on --val recordings, or on leave-one-lab-"
+                                      "out scores (one model per lab, then one on everything; needs three labs)")
+@click.option("--min-recall", type=click.FloatRange(0, 1), help="--operating-point out-of-lab: the recall every lab "
+              "keeps at the threshold (default 0.85)")
+@click.option("--image-dropout", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="zero the image channels of this share of training crops, so that the model also works on "
+                   "recordings without those images (they then get zeros)")
 @_types_option
 @_add_image_option
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
           device, target_precision, calibration, shape_prior, init_model, freeze_until, rehearse, rehearse_share,
-          search, resume, build, suite2p_classifier, class_rule_path, channels, types, type_classes, add_image):
+          search, resume, build, suite2p_classifier, class_rule_path, channels, types, type_classes, add_image,
+          scale=None, operating_point="validation", min_recall=None, image_dropout=0.0):
     """Train a classifier on labelled pipeline outputs (split by recording).
 
     Labels: roicurate_labels.json beside each output (`roicurate label`), else a dataset labels.json, else the
@@ -324,6 +352,10 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
         if init and arch == init.card["arch"]:
             raise RoicurateError("--channels: a fine-tuned model keeps its channels; give --arch for another input")
         crop = replace(crop, channels=tuple(c for c in channels.split(",") if c))
+    if scale and init and arch == init.card["arch"] and scale != crop.scale:
+        raise RoicurateError("--scale: a fine-tuned model keeps its crop scale; give --arch for another input")
+    if not (init and arch == init.card["arch"]):
+        crop = replace(crop, scale=scale or "reference", optional_images=bool(image_dropout))
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
@@ -333,7 +365,8 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
                      target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
                      freeze_until=freeze_until, search=search, test=held_out, resume=resume,
                      suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, rehearse=old,
-                     rehearse_share=rehearse_share, log=_log)
+                     rehearse_share=rehearse_share, operating_point=operating_point, min_recall=min_recall,
+                     image_dropout=image_dropout, log=_log)
     c = json.load(open(card))
     v = c.get("validation")
     msg = f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']})"

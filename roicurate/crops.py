@@ -27,7 +27,10 @@ class CropSpec:
     image_norm: str = "zscore"      # image windows: "zscore" (zero mean, unit variance) or "none"
     style: str = "centered"         # "centered" (above) or "caiman" (CaImAn's CNN patches, mask channel only)
     gsig: int | tuple | None = None  # "caiman" style: gSig (int or (gy, gx)); None = roiset.origin["gSig"], else 4
-    scaled_diameter: float = 12.0   # "mask_scaled" channel: the recording's median ROI diameter becomes this many px
+    scale: str = "native"           # "native": recording pixels; "reference": resampled so that the recording's
+                                    # reference cell diameter (roicurate/scale.py) spans ``scaled_diameter`` px
+    scaled_diameter: float = 12.0
+    optional_images: bool = False   # an image channel the recording lacks is zeros (trained with channel dropout)
 
     def to_dict(self):
         d = asdict(self)
@@ -87,8 +90,9 @@ def _centroids(pixels, n):
     return np.stack([np.bincount(k, w * y, n) / tot, np.bincount(k, w * x, n) / tot], 1)
 
 
-def make_crops(roiset, spec, index=None, out=None):
-    """float32 (n, C, S, S) crops for the ROIs in ``index`` (all when None)."""
+def make_crops(roiset, spec, index=None, out=None, scale_factor=1.0):
+    """float32 (n, C, S, S) crops for the ROIs in ``index`` (all when None). ``scale_factor`` multiplies the
+    reference diameter of a ``scale="reference"`` spec (training's scale jitter)."""
     index = np.arange(len(roiset)) if index is None else np.asarray(index, np.int64)
     S = spec.size
     crops = out if out is not None else np.zeros((len(index), len(spec.channels), S, S), np.float32)
@@ -99,21 +103,39 @@ def make_crops(roiset, spec, index=None, out=None):
         return _caiman_patches(roiset, spec, index, crops)
     if spec.style != "centered":
         raise RoicurateError(f"unknown crop style '{spec.style}' (known: centered, caiman)")
+    if spec.scale not in ("native", "reference"):
+        raise RoicurateError(f"unknown crop scale '{spec.scale}' (known: native, reference)")
+    from roicurate.scale import zoom
+    z = zoom(roiset, spec.scaled_diameter, scale_factor) if spec.scale == "reference" else 1.0
+    n = max(4, int(round(S / z)))            # the window in recording pixels that becomes the S x S crop
+    native = crops if n == S else np.zeros((len(index), len(spec.channels), n, n), np.float32)
     pixels = _gather(roiset, index, spec.binarize)
     c = np.rint(_centroids(pixels, len(index))).astype(np.int64)
+    images = []
     for ch, name in enumerate(spec.channels):
         if name == "mask":
-            _mask_channel(pixels, c, crops[:, ch], S)
-        elif name == "mask_scaled":
-            _scaled_mask_channel(roiset, spec, pixels, c, crops[:, ch])
+            _mask_channel(pixels, c, native[:, ch], n)
+        elif spec.optional_images and not has_image(roiset, name):
+            continue                          # zeros: the model learnt to do without (channel dropout)
         else:
-            crops[:, ch] = _windows(np.asarray(summary_image(roiset, name), np.float32), c, S)
-            if spec.image_norm == "zscore":
-                w = crops[:, ch]
-                mu = w.mean((1, 2), keepdims=True)
-                sd = w.std((1, 2), keepdims=True)
-                crops[:, ch] = (w - mu) / np.maximum(sd, 1e-6)
+            native[:, ch] = _windows(np.asarray(summary_image(roiset, name), np.float32), c, n)
+            images.append(ch)
+    if n != S:
+        r = resample_matrix(n, S).astype(np.float32)
+        crops[:] = r @ (native @ r.T)                    # rows, then columns: two batched matrix products
+    if spec.image_norm == "zscore":
+        for ch in images:
+            w = crops[:, ch]
+            mu = w.mean((1, 2), keepdims=True)
+            sd = w.std((1, 2), keepdims=True)
+            crops[:, ch] = (w - mu) / np.maximum(sd, 1e-6)
     return crops
+
+
+def has_image(roiset, name):
+    """Whether ``roiset`` carries the image ``name`` or a plugin can compute it."""
+    from roicurate.plugins import image_providers
+    return roiset.images.get(name) is not None or name in image_providers()
 
 
 def _gather(roiset, index, binarize):
@@ -142,18 +164,6 @@ def _mask_channel(pixels, c, out, S):
     xx = x - c[k, 1] + h
     ok = (yy >= 0) & (yy < S) & (xx >= 0) & (xx < S)
     out[k[ok], yy[ok], xx[ok]] = w[ok]
-
-
-def _scaled_mask_channel(roiset, spec, pixels, c, out):
-    """The mask resampled so that this recording's median ROI (equivalent diameter) spans
-    ``spec.scaled_diameter`` pixels: the size of a ROI relative to its neighbours, whatever the microscope's zoom."""
-    median_d = 2 * np.sqrt(np.median(roiset.npix) / np.pi) if len(roiset) else spec.scaled_diameter
-    scale = float(np.clip(spec.scaled_diameter / max(median_d, 1.0), 0.25, 4.0))
-    n_native = max(4, int(round(spec.size / scale)))
-    native = np.zeros((len(c), n_native, n_native), np.float32)
-    _mask_channel(pixels, c, native, n_native)
-    r = linear_resize_matrix(n_native, spec.size).astype(np.float32)
-    out[:] = np.einsum("ij,njk,lk->nil", r, native, r)
 
 
 def _windows(img, c, S):
@@ -187,6 +197,18 @@ def _caiman_patches(roiset, spec, index, out):
     ry, rx = linear_resize_matrix(2 * half[0], spec.size), linear_resize_matrix(2 * half[1], spec.size)
     out[:, 0] = np.einsum("ij,njk,lk->nil", ry, patch, rx)
     return out
+
+
+def resample_matrix(n_in, n_out):
+    """(n_out, n_in) matrix that resamples one axis: bilinear when magnifying (``linear_resize_matrix``), the
+    mean over each output pixel's footprint when shrinking (no aliasing of thin processes)."""
+    if n_in <= n_out:
+        return linear_resize_matrix(n_in, n_out)
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    left = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, left + 1) - np.maximum(lo, left), 0, None)
+    return overlap / (n_in / n_out)
 
 
 def linear_resize_matrix(n_in, n_out):

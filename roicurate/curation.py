@@ -15,6 +15,9 @@ class Curation:
     positive: int                # column of ``probabilities`` that counts as a cell (iscell's probability column)
     model: dict                  # name, sha256, arch of the model card
     also_accept: tuple = ()      # further columns whose probability counts towards acceptance (``--also-accept``)
+    inputs: tuple = ("mask",)    # the crop channels the recording gave the model (a missing optional image is not)
+    diameter: float | None = None   # the reference cell diameter the crops were scaled by (None: native pixels)
+    diameter_source: str = ""
 
     @property
     def score(self):
@@ -49,7 +52,9 @@ class Curation:
 
     def summary(self):
         out = {"rois": int(len(self.accepted)), "accepted": int(self.accepted.sum()),
-               "rejected": int((~self.accepted).sum()), "threshold": float(self.threshold)}
+               "rejected": int((~self.accepted).sum()), "threshold": float(self.threshold),
+               "inputs": list(self.inputs), "reference_diameter": self.diameter,
+               "diameter_source": self.diameter_source or None}
         if len(self.classes) > 2:
             out["classes"] = self.class_counts()
         return out
@@ -69,8 +74,15 @@ def accept_columns(classes, positive, also_accept, model_name="the model"):
     return tuple(cols)
 
 
+def inputs_used(roiset, crop):
+    """The crop channels ``roiset`` gives a model (an optional image it lacks is left out: zeros go in)."""
+    from roicurate.crops import has_image
+    return tuple(c for c in crop.channels if c == "mask" or not crop.optional_images or has_image(roiset, c))
+
+
 def curate(roiset, classifier, threshold=None, progress=None, also_accept=()):
     """Classify ``roiset``; accepted = P(positive class) + P(each ``also_accept`` class) >= threshold."""
+    from roicurate.scale import reference_diameter
     also = accept_columns(classifier.classes, classifier.positive, also_accept, f"model '{classifier.name}'")
     proba = classifier.predict_proba(roiset, progress=progress)
     thr = classifier.threshold if threshold is None else float(threshold)
@@ -78,6 +90,8 @@ def curate(roiset, classifier, threshold=None, progress=None, also_accept=()):
     card = classifier.card
     cur = Curation(proba, np.zeros(len(proba), bool), thr, classifier.classes, pos,
                    {"name": card["name"], "sha256": card["sha256"], "arch": card["arch"],
-                    "source": card.get("source", card["name"])}, also)
+                    "source": card.get("source", card["name"])}, also, inputs_used(roiset, classifier.crop))
+    if classifier.crop.scale == "reference":
+        cur.diameter, cur.diameter_source = reference_diameter(roiset), roiset.diameter_source
     cur.accepted = cur.accept_score >= thr
     return cur

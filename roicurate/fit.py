@@ -32,6 +32,7 @@ def predict_outputs(module, x, device, batch=256):
     import torch
     module.eval()
     out = []
+    x = x[:, 0] if x.ndim == 5 else x          # scale-jittered training crops: variant 0 is the unjittered one
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             logit = module(torch.from_numpy(x[i:i + batch]).to(device))
@@ -50,8 +51,9 @@ def n_outputs(module, x, device):
     import torch
     training = module.training
     module.eval()
+    x = x[:2, 0] if x.ndim == 5 else x[:2]
     with torch.inference_mode():
-        k = int(module(torch.from_numpy(x[:2]).to(device)).shape[1])
+        k = int(module(torch.from_numpy(x).to(device)).shape[1])
     module.train(training)
     return k
 
@@ -112,14 +114,17 @@ def _loss(module, x_tr, y_tr, dev, draw=None):
 
 
 def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, checkpoint=None, resume=False,
-        config=None, callback=None, positive=-1, draw=None):
+        config=None, callback=None, positive=-1, draw=None, dropout_channels=(), dropout_p=0.5):
     """Train ``module`` in place and restore the epoch with the best validation F1 — macro-F1 for a K-output
     network, whose labels are class indices (the last epoch when there is no validation set). ``hp``: epochs, lr,
     weight_decay, batch_size, lr_decay (final / peak learning rate of the one-cycle schedule; None: PyTorch's
     default), patience. ``positive``: the class whose ROC AUC against the rest a K-output network's history
     reports. With ``checkpoint`` (a path) the state is saved after every epoch; ``resume`` continues from it
     (``config`` must match). ``draw``: each training item's probability of being drawn (rehearsal: an epoch is
-    then len(y_tr) draws with replacement, instead of every item once). Returns the history."""
+    then len(y_tr) draws with replacement, instead of every item once). ``x_tr`` (N, J, C, S, S) holds J scale
+    variants of every crop (scale jitter): each draw takes one at random. ``dropout_channels``: channel indices
+    zeroed together in a random ``dropout_p`` of the drawn crops, so that the network also works on recordings
+    without those images. Returns the history."""
     import torch
     from tqdm import tqdm
     hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
@@ -158,7 +163,15 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
             if len(idx) < 2:
                 continue
             k = torch.from_numpy(rng.integers(0, 8, len(idx)))
-            xb, yb = xt[idx], yt[idx]
+            if xt.ndim == 5:
+                xb = xt[idx, torch.from_numpy(rng.integers(0, xt.shape[1], len(idx)))]
+            else:
+                xb = xt[idx]
+            if len(dropout_channels):
+                xb = xb.clone()
+                drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
+                xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
+            yb = yt[idx]
             xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
             yb = torch.cat([yb[k == j] for j in range(8)])
             out = module(xb.to(dev))

@@ -127,6 +127,18 @@ def _dataset_labels(roi_file, max_up=4):
     return None
 
 
+def add_dataset_images(roiset, npz):
+    """The summary images a labelled dataset keeps beside its labels.json (``summary_images.npz``: mean, max, corr
+    over the recording's frame) that the RoiSet does not already have from its pipeline's files."""
+    if not npz.exists():
+        return
+    from roicurate.images import check_image
+    with np.load(npz, allow_pickle=False) as z:
+        for name in z.files:
+            if name in ("mean", "max", "corr") and roiset.images.get(name) is None:
+                roiset.images[name] = check_image(z[name], f"{npz}:{name}", roiset.shape)
+
+
 def _source(roiset):
     from roicurate.plugins import sources
     return sources().get(roiset.origin.get("pipeline"))
@@ -172,6 +184,8 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
     elif found:
         record, recording, source = found
         labels = np.asarray(record["label"], np.int64)
+    if found:
+        add_dataset_images(roiset, Path(found[2]).parent / "summary_images.npz")
     elif use_pipeline and roiset.pipeline_accepted is not None:
         if verdict_is_roicurate_output(roiset):
             if log:

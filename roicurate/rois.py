@@ -23,6 +23,8 @@ class RoiSet:
     pipeline_accepted: np.ndarray | None = None     # the pipeline's own verdict (bool, N)
     features: dict = field(default_factory=dict)    # per-ROI scalars the pipeline computed (skew, compact ...)
     origin: dict = field(default_factory=dict)      # pipeline, path, anything a writer needs
+    diameter: float | None = None                   # reference cell diameter in px (roicurate/scale.py); None: not yet set
+    diameter_source: str = ""                       # where it came from: the pipeline's setting, --diameter, the ROIs
 
     def __post_init__(self):
         self.shape = (int(self.shape[0]), int(self.shape[1]))
@@ -106,7 +108,8 @@ class RoiSet:
         return RoiSet(self.shape, np.concatenate([[0], np.cumsum(self.npix[index])]), self.y[sel], self.x[sel],
                       self.weight[sel], images=self.images, traces=take(self.traces), labels=take(self.labels),
                       pipeline_accepted=take(self.pipeline_accepted),
-                      features={k: np.asarray(v)[index] for k, v in self.features.items()}, origin=dict(self.origin))
+                      features={k: np.asarray(v)[index] for k, v in self.features.items()}, origin=dict(self.origin),
+                      diameter=self.diameter, diameter_source=self.diameter_source)
 
 
 def iou_matrix(a, b, binarize_a=0.0, binarize_b=0.0):

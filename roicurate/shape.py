@@ -6,9 +6,12 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 FEATURES = ("log_area", "compactness", "aspect_ratio", "eccentricity", "solidity")
+RELATIVE = ("log_relative_area",) + FEATURES[1:]   # area over the reference cell's (roicurate/scale.py)
 
 
-def shape_features(roiset, binarize=0.0):
+def shape_features(roiset, binarize=0.0, relative=False):
+    """(N, 5) features; ``relative``: the log of each area over the recording's reference cell area instead of
+    the log area in pixels, so that the features mean the same at every zoom."""
     keep = roiset.binary(binarize)
     idx, y, x = roiset.roi_index[keep], roiset.y[keep].astype(float), roiset.x[keep].astype(float)
     n = len(roiset)
@@ -35,16 +38,21 @@ def shape_features(roiset, binarize=0.0):
                 solidity[i] = area[i] / ConvexHull(corners).volume
             except QhullError:
                 pass
-    return np.stack([np.log(a), r / np.maximum(r_disk, 1e-9), np.sqrt(l1 / l2), np.sqrt(1 - l2 / l1), solidity], 1)
+    log_a = np.log(a)
+    if relative:
+        from roicurate.scale import reference_diameter
+        d = reference_diameter(roiset) or 1.0
+        log_a = log_a - np.log(np.pi / 4 * d * d)
+    return np.stack([log_a, r / np.maximum(r_disk, 1e-9), np.sqrt(l1 / l2), np.sqrt(1 - l2 / l1), solidity], 1)
 
 
-def fit_prior(X, y, binarize=0.0, C=1.0):
+def fit_prior(X, y, binarize=0.0, C=1.0, relative=False):
     """A card's ``shape_prior``: L2-regularised logistic regression on standardised features ``X`` (N, 5)."""
     from roicurate.baselines import _tron_logistic
     mean, scale = X.mean(0), X.std(0)
     scale = np.where(scale > 0, scale, 1.0)
     w = _tron_logistic((X - mean) / scale, np.asarray(y) > 0, C=C)
-    return {"features": list(FEATURES), "binarize": float(binarize), "mean": mean.tolist(), "scale": scale.tolist(),
+    return {"features": list(RELATIVE if relative else FEATURES), "binarize": float(binarize), "mean": mean.tolist(), "scale": scale.tolist(),
             "coef": w[:-1].tolist(), "intercept": float(w[-1])}
 
 
@@ -55,5 +63,5 @@ def scale_prior(prior, weight):
 
 def prior_logit(prior, roiset):
     """(N,) the prior's logit for every ROI of ``roiset``."""
-    X = shape_features(roiset, prior["binarize"])
+    X = shape_features(roiset, prior["binarize"], relative=prior["features"][0] == RELATIVE[0])
     return ((X - prior["mean"]) / np.asarray(prior["scale"])) @ np.asarray(prior["coef"]) + prior["intercept"]

@@ -65,7 +65,8 @@ class Source:
 
     def recorded(self, path):
         """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
-        "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated."""
+        "diameter": (px, source) of the reference cell diameter it used or None, "intact": the pipeline's verdict
+        still holds exactly what roicurate wrote}``; None if never curated."""
         return None
 
     def original_verdict(self, path, roiset):

@@ -19,9 +19,13 @@ from roicurate.crops import make_crops
 from roicurate.evaluate import best_f1_threshold, class_indices, threshold_for_precision
 from roicurate.fit import DEFAULTS, fit, freeze_below, predict_scores
 from roicurate.labels import attach_labels, cell_labels
+from roicurate.outoflab import MIN_RECALL, check_labs, lab_of, nested_metrics
+from roicurate.outoflab import operating_point as oof_operating_point
+from roicurate.scale import reference_diameter
 from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
 
 OOF_FOLDS = 3     # no validation recording: folds of the training ROIs that give out-of-fold scores for the threshold
+SCALE_JITTER = (0.8, 0.9, 1.0, 1.12, 1.25)   # factors of the reference diameter drawn in training
 
 
 def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None, types=None,
@@ -106,12 +110,18 @@ def split_by_recording(sets, val, seed=0):
     return train, valid
 
 
-def stack(sets, crop, classes=None):
-    """Crops and labels: 1.0 / 0.0 (cell or not), or with ``classes`` (a K-class model's names) class indices."""
+def stack(sets, crop, classes=None, jitter=None):
+    """Crops and labels: 1.0 / 0.0 (cell or not), or with ``classes`` (a K-class model's names) class indices.
+    ``jitter``: scale factors of the reference diameter (a ``scale="reference"`` crop): the crops are then
+    (N, J, C, S, S), variant 0 unjittered, and training draws one variant per crop (``fit``)."""
     if not sets:
         return (np.zeros((0, len(crop.channels), crop.size, crop.size), np.float32),
                 np.zeros(0, np.float32 if classes is None else np.int64))
-    x = np.concatenate([make_crops(rs, crop) for rs in sets])
+    if jitter and crop.scale == "reference":
+        factors = [1.0] + [f for f in jitter if f != 1.0]
+        x = np.concatenate([np.stack([make_crops(rs, crop, scale_factor=f) for f in factors], 1) for rs in sets])
+    else:
+        x = np.concatenate([make_crops(rs, crop) for rs in sets])
     if classes is None:
         return x, np.concatenate([cell_labels(rs).astype(np.float32) for rs in sets])
     return x, np.concatenate([_class_labels(rs, classes) for rs in sets])
@@ -198,7 +208,8 @@ def _fp16_round(module):
 def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto", target_precision=None,
           build_kwargs=None, calibration="platt", init=None, freeze_until=None, search=0, test=None,
           resume=False, suite2p_classifier=None, shape_prior=False, class_rule=None, rehearse=None,
-          rehearse_share=0.5, log=print):
+          rehearse_share=0.5, operating_point="validation", min_recall=None, scale_jitter=SCALE_JITTER,
+          image_dropout=0.0, log=print):
     """Split, fit (or search), calibrate, choose the threshold on validation, save weights + card; evaluate held-out
     ``test`` recordings the way ``roicurate evaluate`` does (into ``OUT/NAME.test/``). Returns the card path.
 
@@ -210,7 +221,11 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     calibrated with ``calibrate.fit_classes`` and gets its threshold on the probability of its positive class.
     ``rehearse``: labelled RoiSets of other recordings (e.g. what ``init`` was trained on) that are only trained on,
     drawn as ``rehearse_share`` of every epoch, so that fine-tuning on a few new recordings keeps what the model
-    knew; validation, calibration and the threshold use ``sets`` alone."""
+    knew; validation, calibration and the threshold use ``sets`` alone. ``operating_point="out-of-lab"``: no
+    validation split; the calibration and the threshold come from leave-one-lab-out scores (roicurate/outoflab.py,
+    ``min_recall`` on every lab) and the model is trained on every recording. ``scale_jitter``: scale factors drawn
+    in training for a ``scale="reference"`` crop. ``image_dropout``: the share of training crops whose image
+    channels are zeroed (a model that also works where a recording has no images: ``crop.optional_images``)."""
     import torch
     from roicurate import calibrate as cal
     from roicurate.evaluate import evaluate_model, write_evaluation
@@ -230,8 +245,15 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         raise RoicurateError("--epochs 0 keeps the weights of a model as they are: give it with --init")
     if keep and (search or shape_prior or rehearse or resume):
         raise RoicurateError("--epochs 0 trains nothing: --search, --shape-prior, --rehearse and --resume need epochs")
-    train_sets, val_sets = ([], sets) if keep else split_by_recording(sets, val, seed)
-    if shape_prior and (not val_sets or calibration != "platt"):
+    out_of_lab = operating_point == "out-of-lab"
+    if operating_point not in ("validation", "out-of-lab"):
+        raise RoicurateError(f"--operating-point {operating_point}: choose validation or out-of-lab")
+    if out_of_lab and (keep or search or rehearse or resume or calibration != "platt"):
+        raise RoicurateError("--operating-point out-of-lab trains one model per lab and calibrates with Platt: "
+                             "without --epochs 0, --search, --rehearse, --resume or another --calibrate")
+    labs = check_labs([lab_of(rs.origin["recording"]) for rs in sets]) if out_of_lab else None
+    train_sets, val_sets = ([], sets) if keep else (sets, []) if out_of_lab else split_by_recording(sets, val, seed)
+    if shape_prior and not out_of_lab and (not val_sets or calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
                              "give --val and keep --calibrate platt")
     task = getattr(arch_spec, "task", "curate")
@@ -262,6 +284,10 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         build_kwargs.setdefault("n_out", 1 if len(arch_spec.classes) == 2 else len(arch_spec.classes))
     classes = list(arch_spec.classes)
     multi = len(classes) > 2       # K-class model: class-index labels, K-class calibration
+    if out_of_lab and multi:
+        raise RoicurateError("--operating-point out-of-lab is for cell / not-cell models")
+    relative = crop.scale == "reference"    # shape features relative to the reference cell
+    dropout = [i for i, c in enumerate(crop.channels) if c != "mask"] if image_dropout else []
     pos = classes.index(arch_spec.positive_class or classes[-1])
     if multi and shape_prior:
         raise RoicurateError("--shape-prior adds to a one-output network's logit; this model has "
@@ -288,7 +314,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                 p.requires_grad_(True)
         return m, [n for n in frozen if n not in reshaped]
 
-    x_tr, y_tr = stack(train_sets, crop, classes if multi else None)
+    x_tr, y_tr = stack(train_sets, crop, classes if multi else None, scale_jitter)
     x_va, y_va = stack(val_sets, crop, classes if multi else None)
     rehearsal = None
     if rehearse:
@@ -297,7 +323,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             raise RoicurateError(f"--rehearse: {', '.join(sorted(mixed))} also in the training paths")
         if not 0 < rehearse_share < 1:
             raise RoicurateError("--rehearse-share must be between 0 and 1")
-        rehearsal = stack(rehearse, crop, classes if multi else None)
+        rehearsal = stack(rehearse, crop, classes if multi else None, scale_jitter)
         log(f"rehearsal: {len(rehearsal[1])} ROIs from {len(recordings(rehearse))} recordings, "
             f"{rehearse_share:.0%} of every epoch's draws")
     x_fit, y_fit, draw = with_rehearsal(x_tr, y_tr, rehearsal, rehearse_share)
@@ -306,7 +332,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         f"validation: {len(y_va)} ROIs ({ncell(y_va)} {classes[pos]}) from {len(recordings(val_sets))} recordings"
         + (f"; test (held out): {sum(len(r) for r in test_sets)} ROIs from {len(recordings(test_sets))} recordings"
            if test_sets else ""))
-    if not val_sets:
+    if not val_sets and not out_of_lab:
         log(f"no validation recordings: training runs every epoch, the threshold is chosen on out-of-fold scores "
             f"({OOF_FOLDS} folds of the training ROIs) and the probabilities are not calibrated")
     config = {"train": recordings(train_sets), "val": recordings(val_sets), "n": [len(y_tr), len(y_va)],
@@ -344,7 +370,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     else:
         module, frozen = new_module()
         history = fit(module, x_fit, y_fit, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
-                      resume=resume, config=config, positive=pos, draw=draw)
+                      resume=resume, config=config, positive=pos, draw=draw, dropout_channels=dropout,
+                      dropout_p=image_dropout)
     module.cpu().eval()
     _fp16_round(module)
 
@@ -359,7 +386,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     calib = prior = None
     if shape_prior:
         binz = crop.binarize or 0.0
-        prior = fit_prior(np.concatenate([shape_features(rs, binz) for rs in train_sets]), y_tr, binz)
+        prior = fit_prior(np.concatenate([shape_features(rs, binz, relative) for rs in train_sets]), y_tr, binz,
+                          relative=relative)
     elif init is not None and not transfer and init.card.get("shape_prior"):
         if keep or (val_sets and calibration == "platt"):
             prior = init.card["shape_prior"]         # kept, and re-weighted with the Platt calibration
@@ -392,8 +420,38 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     elif prior is not None:
         card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
         log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
+    if out_of_lab:
+        oof = out_of_lab_scores(sets, labs, new_module, stack_sets=lambda ss: stack(ss, crop, None, scale_jitter),
+                                fit_kw=dict(hp=hp, seed=seed, device=device, positive=pos, dropout_channels=dropout,
+                                            dropout_p=image_dropout),
+                                card=card, arch_spec=arch_spec, prior_fit=(lambda ss, y: fit_prior(
+                                    np.concatenate([shape_features(rs, binz, relative) for rs in ss]), y, binz,
+                                    relative=relative)) if shape_prior else None, log=log)
+        scores = (oof["y"], oof["p"], oof["offset"], oof["lab"])
+        np.savez(out / f"{name}.out-of-lab.npz", **{k: v for k, v in oof.items() if v is not None})   # per ROI
+        calib, oof_thr = oof_operating_point(*scores, min_recall or MIN_RECALL)
+        cal.fold_affine(module, calib["a"], calib["b"], torch.from_numpy(x_tr[:64, 0] if x_tr.ndim == 5 else x_tr[:64]))
+        _fp16_round(module)
+        calib["folded"] = True
+        if prior is not None and calib["prior_weight"] < 1e-3:
+            log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
+            card.pop("shape_prior", None)
+            prior = None
+        elif prior is not None:
+            card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
+        nested = nested_metrics(*scores, min_recall or MIN_RECALL)
+        card["out_of_lab"] = {"min_recall": min_recall or MIN_RECALL,
+                              "labs": {lab: sorted({rs.origin["recording"] for rs in sets
+                                                    if lab_of(rs.origin["recording"]) == lab}) for lab in labs},
+                              "nested": {"labs": nested["labs"], "pooled": nested["pooled"]}}
+        for lab, m in nested["labs"].items():
+            log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
+                f"ROC AUC {m['roc_auc']:.3f}  ECE {m['ece']:.3f} (calibration and threshold from the other labs)")
     card["calibration"] = calib
-    if val_sets:
+    if out_of_lab:
+        thr, how = oof_thr, (f"highest threshold at which every lab's out-of-lab recall is >= "
+                             f"{min_recall or MIN_RECALL} (Platt-calibrated pooled leave-one-lab-out scores)")
+    elif val_sets:
         thr, how = choose_threshold(y_va_all, score(card), target_precision)
     else:
         thr, how = choose_threshold(y_tr == pos if multi else y_tr,
@@ -402,13 +460,16 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                                     target_precision)
         how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
     card.update(threshold=thr, threshold_rule=how, target_precision=target_precision)
+    diameters = [reference_diameter(rs) for rs in train_sets + val_sets] if relative else None
     card["training"] = {
         "recordings": recordings(train_sets), "validation_recordings": recordings(val_sets),
         "test_recordings": recordings(test_sets),
         "label_sources": sorted({str(rs.origin["label_source"]) for rs in train_sets + val_sets}),
         "n_train": int(len(y_tr)), "n_train_cells": ncell(y_tr), "n_val": int(len(y_va)),
         "n_val_cells": ncell(y_va), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": seed,
-        "augmentation": "8 rotations/flips",
+        "augmentation": "8 rotations/flips" + (f", scale jitter x{sorted(scale_jitter)}" if relative and scale_jitter
+                                                 else "") + (f", image channels dropped in {image_dropout:.0%}"
+                                                             if dropout else ""),
         "class_balance": "cross-entropy weighted by inverse class frequency" if multi
                          else "BCE pos_weight = negatives/positives",
         "class_counts": {"train": dict(zip(classes, np.bincount(y_tr, minlength=len(classes)).tolist())),
@@ -417,7 +478,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         "shape_prior": None if prior is None else
                        "logistic regression on shape features of the training ROIs, weighted on validation"
                        if shape_prior else f"{init.name}'s" + (", re-weighted on validation" if calib else ""),
-        "split": "by recording", "init": None if init is None else {"name": init.card.get("name"),
+        "reference_diameter_px": [min(diameters), max(diameters)] if relative else None,
+        "split": "by lab" if out_of_lab else "by recording", "init": None if init is None else {"name": init.card.get("name"),
                                                                       "sha256": init.card.get("sha256"),
                                                                       "transfer": transfer},
         "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
@@ -436,3 +498,33 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                                         suite2p_classifier=suite2p_classifier)
         write_evaluation(out / f"{name}.test", numbers, table)
     return path
+
+
+def out_of_lab_scores(sets, labs, new_module, stack_sets, fit_kw, card, arch_spec, prior_fit=None, log=print):
+    """For every lab, a model trained (``new_module``, ``fit``) on the other labs scores that lab's ROIs:
+    {"y": labels, "p": network probabilities (uncalibrated), "offset": shape-prior logits or None, "lab",
+    "recording"} per ROI."""
+    from roicurate.models import Classifier
+    y, p, off, group, recs = [], [], [], [], []
+    bare = dict(card, calibration=None)
+    bare.pop("shape_prior", None)
+    for lab in labs:
+        inside = [rs for rs in sets if lab_of(rs.origin["recording"]) == lab]
+        rest = [rs for rs in sets if lab_of(rs.origin["recording"]) != lab]
+        x, yy = stack_sets(rest)
+        m, _ = new_module()
+        fit(m, x, yy, x[:0, 0] if x.ndim == 5 else x[:0], yy[:0], log=lambda s: None, **fit_kw)
+        m.cpu().eval()
+        _fp16_round(m)
+        prior = prior_fit(rest, yy) if prior_fit else None
+        clf = Classifier(m, bare, arch_spec)
+        for rs in inside:
+            y.append(cell_labels(rs) > 0)
+            p.append(clf.predict_proba(rs)[:, clf.positive])
+            off.append(prior_logit(prior, rs) if prior else np.zeros(len(rs)))
+            group += [lab] * len(rs)
+            recs += [rs.origin["recording"]] * len(rs)
+        log(f"out of lab {lab}: scored {sum(len(r) for r in inside)} ROIs with a model trained on "
+            f"{len(yy)} ROIs of the other labs")
+    return {"y": np.concatenate(y), "p": np.concatenate(p), "offset": np.concatenate(off) if prior_fit else None,
+            "lab": np.array(group), "recording": np.array(recs)}

@@ -24,6 +24,7 @@ from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
+from roicurate.scale import set_diameter
 from roicurate.sources import Source, _fsync_dir, atomic_copy, backup_once, check_dir_writable
 
 NONE = b"NoneType"
@@ -35,6 +36,9 @@ ATTRS = ("roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurat
 # models with more than two classes: estimates/roicurate_class_probability (float64, components x classes, the
 # columns named by the JSON list in the roicurate_classes attribute) and the accepted classes (roicurate_accept)
 CLASS_ATTRS = ("roicurate_classes", "roicurate_accept")
+# the scale and inputs the model was given: reference cell diameter (px, "none" for native-pixel crops), where it
+# came from, and the crop channels used (a JSON list)
+SCALE_ATTRS = ("roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs")
 
 
 def already_selected(where, live=False):
@@ -48,6 +52,27 @@ def already_selected(where, live=False):
 
 def _none(v):
     return v is None or (isinstance(v, (bytes, np.bytes_)) and v == NONE)
+
+
+# gSig is CaImAn's "half size" of a neuron; its default says nothing about the recording. On CaImAn's own output
+# (caiman_sim1-3, gSig 4) the labelled cells' masks (A > 0.2 x max) have a median equivalent diameter of 12.3-12.5 px.
+DEFAULT_GSIG = [5, 5]
+GSIG_TO_DIAMETER = 3.0
+
+
+def _recorded_diameter(attrs):
+    """(px, source) of the reference diameter a curation used, or None (native-pixel crops, or an older file)."""
+    d = attrs.get("roicurate_reference_diameter")
+    try:
+        return float(d), str(attrs.get("roicurate_diameter_source", ""))
+    except (TypeError, ValueError):
+        return None
+
+
+def scale_attrs(curation):
+    """The values of SCALE_ATTRS for a Curation (file and live object alike)."""
+    d = "none" if curation.diameter is None else repr(round(float(curation.diameter), 3))
+    return d, curation.diameter_source or "", json.dumps(list(curation.inputs))
 
 
 def roiset_from_estimates(A, dims, *, b=None, f=None, C=None, Cn=None, idx_components=None, selected=False,
@@ -102,6 +127,9 @@ def roiset_from_estimates(A, dims, *, b=None, f=None, C=None, Cn=None, idx_compo
     rs = RoiSet(dims, A.indptr, y, x, A.data, images=images, pipeline_accepted=accepted, features=feats,
                 origin=dict(origin or {}, pipeline="caiman", n=K))
     rs.validate(where)
+    gsig = rs.origin.get("gSig")
+    if gsig and list(gsig) != DEFAULT_GSIG and min(gsig) > 0:
+        set_diameter(rs, GSIG_TO_DIAMETER * float(np.mean(gsig)), f"CaImAn gSig setting ({GSIG_TO_DIAMETER:g} x gSig)")
     return rs
 
 
@@ -265,6 +293,7 @@ class CaimanSource(Source):
         model = curation.model.get("source") or curation.model.get("name", "")   # a name, or a card's path
         attrs = dict(zip(ATTRS, (str(model), str(curation.model.get("sha256", "")),
                                  repr(float(curation.threshold)), __version__)))
+        attrs.update(zip(SCALE_ATTRS, scale_attrs(curation)))
         multi = len(curation.classes) > 2
         if multi:
             datasets["roicurate_class_probability"] = np.asarray(curation.probabilities, np.float64)
@@ -309,6 +338,7 @@ class CaimanSource(Source):
             return {"model": str(est.attrs["roicurate_model"]), "sha256": None if sha is None else str(sha),
                     "threshold": None if thr is None else float(thr),
                     "also_accept": json.loads(accept)[1:] if accept is not None else [],
+                    "diameter": _recorded_diameter(est.attrs),
                     "intact": "roicurate_probability" in est and not _edited_after_write(est)}
 
     def original_verdict(self, path, roiset):
@@ -392,7 +422,7 @@ def _changed_since_backup(path, backup):
 def _fingerprint(f, name):
     """(attrs, dtype, shape, value bytes) of one object; our own attributes on /estimates left out."""
     obj = f[name] if name else f
-    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS + CLASS_ATTRS)}
+    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS + CLASS_ATTRS + SCALE_ATTRS)}
     if not isinstance(obj, _h5py().Dataset):
         return attrs, "group"
     v = obj[()]

@@ -33,6 +33,7 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, source_for
     from roicurate.report import ReportUnit, pipeline_name
+    from roicurate.scale import set_diameter
 
     units = []
     for path in paths:
@@ -62,6 +63,8 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
         clf = classifiers[name]
         same_model = rec is not None and (not model_name or rec.get("sha256") == clf.card["sha256"])
         thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
+        if same_model and rec.get("diameter"):          # the cell diameter the verdict was made with
+            set_diameter(rs, *rec["diameter"])
         cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
         notes = []
         if rec is None:

@@ -22,6 +22,7 @@ from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
+from roicurate.scale import set_diameter
 from roicurate.sources import Source, atomic_copy, atomic_write, backup_once, check_dir_writable
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
@@ -151,6 +152,18 @@ def _images(ops, shape):
     return out
 
 
+def _diameter_setting(ops):
+    """The cell diameter the user gave Suite2p (mean of [dy, dx]), or None where it is a default (0 in 0.x, 12 in
+    1.x: it says nothing about the recording) or not a positive number."""
+    try:
+        d = np.ravel(np.asarray(ops.get("diameter"), np.float64))
+    except (TypeError, ValueError):
+        return None
+    if not 1 <= len(d) <= 2 or not np.isfinite(d).all() or (d <= 0).any() or (d == 12).all():
+        return None
+    return float(d.mean())
+
+
 def _is_number(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -254,6 +267,9 @@ class Suite2pSource(Source):
             origin={"pipeline": "suite2p", "path": str(plane), "roi_file": str(stat_path), "n": n,
                     **({"redcell_problem": red_problem} if red_problem else {})})
         roiset.validate(stat_path)
+        d = _diameter_setting(ops)
+        if d:
+            set_diameter(roiset, d, "Suite2p diameter setting")
         return roiset
 
     @staticmethod
@@ -289,6 +305,8 @@ class Suite2pSource(Source):
         iscell = Path(path) / ISCELL
         return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
                 "threshold": rec.get("threshold"), "also_accept": rec.get("accepted_classes", [])[1:],
+                "diameter": (lambda d: (d["px"], d["source"]) if isinstance(d, dict) else None)(
+                    rec.get("reference_diameter")),
                 "intact": bool(rec.get("written_sha256")) and iscell.exists() and _sha256(iscell) == rec["written_sha256"]}
 
     def original_verdict(self, path, roiset):
@@ -343,6 +361,9 @@ class Suite2pSource(Source):
             "class_probabilities": CLASSES if multi else None,
             "counts": {"rois": n, "accepted_before": int((before[:, 0] > 0.5).sum()) if len(before) == n else None,
                        "accepted_after": int(iscell[:, 0].sum())},
+            "inputs": list(curation.inputs),
+            "reference_diameter": None if curation.diameter is None else
+                                  {"px": round(float(curation.diameter), 3), "source": curation.diameter_source},
             "backup": BACKUP,
             "written_sha256": hashlib.sha256(data).hexdigest(),
         }})

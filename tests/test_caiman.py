@@ -22,7 +22,8 @@ SELECTED = "sim/caiman_sim1/caiman/cnmf_selected.hdf5"           # after select_
 REAL = "real/abo275/501484643/caiman/estimates.hdf5"             # shape-only: A, dims, idx_components
 OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/roicurate_probability",
         "estimates/cnn_preds"}
-OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version"}
+OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version",
+             "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs"}
 
 # Every attribute of a CaImAn 1.12.1 Estimates after fit/refit/evaluate_components and a script that sets Cn:
 # the /estimates keys of cnm.save()'s file (asserted below against the real file) plus the three it never saves.
@@ -371,7 +372,8 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
         np.testing.assert_array_equal(est["roicurate_probability"][()], cur.score)
         assert est["roicurate_probability"].dtype == np.float64
         assert dict(est.attrs) == {"roicurate_model": "t", "roicurate_sha256": "0", "roicurate_threshold": "0.5",
-                                   "roicurate_version": __version__}
+                                   "roicurate_version": __version__, "roicurate_reference_diameter": "none",
+                                   "roicurate_diameter_source": "", "roicurate_inputs": '["mask"]'}
         assert all(isinstance(v, str) for v in est.attrs.values())       # load_CNMF turns them into str values
     np.testing.assert_array_equal(src.read(p).pipeline_accepted, cur.accepted)
     # a second run keeps the first original as the backup; revert restores it byte for byte

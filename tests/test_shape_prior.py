@@ -13,7 +13,7 @@ from roicurate.calibrate import fit_platt, sigmoid
 from roicurate.explain import explain
 from roicurate.models import Classifier
 from roicurate.plugins import sources
-from roicurate.shape import FEATURES, fit_prior, prior_logit, shape_features
+from roicurate.shape import FEATURES, RELATIVE, fit_prior, prior_logit, shape_features
 
 
 def test_platt_with_offset_recovers_known_weights():
@@ -47,7 +47,9 @@ def test_probability_is_network_plus_weighted_prior(prior_model, datasets):
     card = json.loads((prior_model / "model.json").read_text())
     cal = card["calibration"]
     assert cal["method"] == "platt" and cal["folded"] and cal["prior_weight"] > 0
-    assert card["shape_prior"]["features"] == list(FEATURES) and card["training"]["shape_prior"]
+    # a new network scales its crops by the reference cell diameter: the prior's area is relative to it too
+    assert card["crop"]["scale"] == "reference"
+    assert card["shape_prior"]["features"] == list(RELATIVE) and card["training"]["shape_prior"]
     clf = Classifier.load(str(prior_model))
     rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
     from roicurate.crops import make_crops

@@ -1,0 +1,80 @@
+"""An operating point that transfers to a lab the model never saw (``roicurate train --operating-point out-of-lab``).
+
+One validation split says how a model does on recordings like its training data; a new lab differs in zoom,
+indicator, labelling and cell fraction. So the calibration and the threshold are chosen on *out-of-lab* scores:
+for every lab, a model trained the same way on the other labs scores that lab's ROIs. On the pooled scores:
+
+* calibration: Platt (slope and bias on the network's logit, plus the weight of the shape prior's logit), and
+* threshold, precision first: the highest one at which every lab keeps recall >= ``min_recall``.
+
+The numbers reported for each lab are *nested*: that lab's calibration and threshold come from the other labs'
+scores alone, exactly as they would for a new lab. The shipped model is then trained on every lab.
+"""
+import re
+
+import numpy as np
+
+from roicurate import RoicurateError
+from roicurate import calibrate as cal
+from roicurate.evaluate import metrics
+
+MIN_RECALL = 0.85
+
+
+def lab_of(recording):
+    """The lab of a recording name: Neurofinder ``neurofinder.NN.MM`` -> ``neurofinder.NN`` (NN is the lab),
+    simulations -> ``sim``, ``LAB/SESSION`` -> ``LAB`` (the shared datasets' layout, e.g. ``abo275/501484643``),
+    else the recording itself (each its own group)."""
+    name = str(recording).rstrip("/")
+    m = re.search(r"neurofinder\.(\d+)\.\d+", name)
+    if m:
+        return f"neurofinder.{m.group(1)}"
+    base = name.split("/")[-1]
+    if re.fullmatch(r"(s2p|caiman)_sim\d+", base) or name.startswith("sim/"):
+        return "sim"
+    return name.split("/")[0] if "/" in name and not name.startswith("/") else name
+
+
+def threshold_for_recall(y, q, groups, min_recall):
+    """The highest threshold at which every group's recall is >= ``min_recall`` (groups without cells impose
+    nothing)."""
+    t = np.inf
+    for g in np.unique(groups):
+        pos = np.sort(q[(groups == g) & y])[::-1]
+        if len(pos):
+            t = min(t, pos[int(np.ceil(min_recall * len(pos))) - 1])
+    return float(min(t, 1.0)) if np.isfinite(t) else 0.5
+
+
+def operating_point(y, p, offset, groups, min_recall=MIN_RECALL):
+    """(calibration entry, threshold) from pooled out-of-lab network probabilities ``p`` (and prior logits)."""
+    y = np.asarray(y, bool)
+    calib = cal.fit("platt", y, p, offset)
+    calib["fitted_on"] = "out-of-lab scores (each lab scored by a model trained on the other labs)"
+    q = cal.apply(calib, p, offset)
+    return calib, threshold_for_recall(y, q, np.asarray(groups), min_recall)
+
+
+def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL):
+    """Per lab: metrics at the calibration and threshold chosen on the *other* labs' scores; pooled ECE of those
+    nested probabilities. Returns {"labs": {lab: metrics}, "pooled": metrics}."""
+    y, groups = np.asarray(y, bool), np.asarray(groups)
+    q = np.zeros(len(y))
+    acc = np.zeros(len(y), bool)
+    labs = {}
+    for g in np.unique(groups):
+        inside = groups == g
+        off_out = None if offset is None else offset[~inside]
+        calib, thr = operating_point(y[~inside], p[~inside], off_out, groups[~inside], min_recall)
+        q[inside] = cal.apply(calib, p[inside], None if offset is None else offset[inside])
+        acc[inside] = q[inside] >= thr
+        labs[str(g)] = dict(metrics(y[inside], q[inside], thr), threshold=thr)
+    return {"labs": labs, "pooled": metrics(y, q, 0.5, acc), "probability": q, "accepted": acc}
+
+
+def check_labs(groups):
+    found = sorted(set(groups))
+    if len(found) < 3:
+        raise RoicurateError(f"--operating-point out-of-lab needs recordings of three or more labs (found: "
+                             f"{', '.join(found)}): each lab's threshold is checked on labs chosen without it")
+    return found
