@@ -1,28 +1,26 @@
 """Retrain a bundled model exactly as shipped: `python benchmarks/train_bundled.py suite2p|caiman [--epochs N]`.
-Runs `roicurate train` on the train + validation recordings of benchmarks/splits.py."""
+
+Runs benchmarks/lolo.py with the model's recipe: one model per lab on the other labs for the leave-one-lab-out table
+and the operating point (calibration and threshold from those out-of-lab scores), then the shipped model on every
+labelled recording of the shared datasets, saved into roicurate_plugins/weights/."""
 import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-from splits import paths, val_names
-
 RECIPES = {
-    "suite2p": dict(name="suite2p-resnet50", arch="resnet50", build=["width=16", "first_stride=2"], epochs=20,
-                    target_precision=0.9, flags=["--shape-prior"]),
-    "caiman": dict(name="caiman-cnn2", arch="cnn2", build=[], epochs=30, target_precision=0.9),
+    "suite2p": dict(name="suite2p-resnet50", args=["--arch", "resnet50", "--build", "width=16", "--build",
+                                                   "first_stride=2", "--shape-prior"], epochs=6),
+    "caiman": dict(name="caiman-cnn2", args=["--arch", "cnn2"], epochs=8),
 }
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("pipeline", choices=RECIPES)
 ap.add_argument("--epochs", type=int)
-ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "roicurate_plugins" / "weights"))
+ap.add_argument("--out", help="default: roicurate_plugins/weights/")
 a = ap.parse_args()
 r = RECIPES[a.pipeline]
-cmd = [sys.executable, "-m", "roicurate.cli", "train", *paths(a.pipeline, "train", "val"), "--pipeline", a.pipeline,
-       "--arch", r["arch"], "--val", val_names(a.pipeline), "--epochs", str(a.epochs or r["epochs"]),
-       "--out", a.out, "--name", r["name"], "--target-precision", str(r["target_precision"]), "--seed", "0", *r.get("flags", [])]
-for b in r["build"]:
-    cmd += ["--build", b]
+cmd = [sys.executable, str(Path(__file__).with_name("lolo.py")), a.pipeline, *r["args"], "--scale", "reference",
+       "--epochs", str(a.epochs or r["epochs"]), "--seed", "0", "--bundle", r["name"]] + (["--out", a.out] if a.out else [])
 print(" ".join(cmd), flush=True)
 sys.exit(subprocess.call(cmd))
