@@ -43,7 +43,10 @@ def tiled(roiset, n):
         for i in range(len(roiset)):
             sl = slice(roiset.indptr[i], roiset.indptr[i + 1])
             ys.append(roiset.y[sl] + oy), xs.append(roiset.x[sl] + ox), ws.append(roiset.weight[sl])
-    return RoiSet.from_pixels((side * Ly, side * Lx), ys[:n], xs[:n], ws[:n])
+    shape = (side * Ly, side * Lx)
+    # a max projection (Suite2p keeps one in every run): models with an image channel crop and resample it too
+    images = {"max": np.random.default_rng(0).random(shape, np.float32)}
+    return RoiSet.from_pixels(shape, ys[:n], xs[:n], ws[:n], images=images)
 
 
 def peak_mb():
@@ -226,7 +229,8 @@ def write_plane(folder, roiset, frames=0):
     np.save(folder / "stat.npy", stat, allow_pickle=True)
     np.save(folder / "iscell.npy", np.ones((len(roiset), 2)))
     Ly, Lx = roiset.shape
-    np.save(folder / "ops.npy", {"Ly": Ly, "Lx": Lx, "yrange": [0, Ly], "xrange": [0, Lx]}, allow_pickle=True)
+    np.save(folder / "ops.npy", {"Ly": Ly, "Lx": Lx, "yrange": [0, Ly], "xrange": [0, Lx],
+                                 "max_proj": roiset.images["max"]}, allow_pickle=True)
     return folder
 
 

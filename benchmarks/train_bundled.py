@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+IMAGES = ["--channels", "mask,max", "--image-dropout", "0.3"]   # the max projection where a recording has one
 RECIPES = {
     "suite2p": dict(name="suite2p-resnet50", args=["--arch", "resnet50", "--build", "width=16", "--build",
-                                                   "first_stride=2", "--shape-prior"], epochs=6),
-    "caiman": dict(name="caiman-cnn2", args=["--arch", "cnn2"], epochs=8),
+                                                   "first_stride=2", "--shape-prior", *IMAGES], epochs=6),
+    "caiman": dict(name="caiman-cnn2", args=["--arch", "cnn2", *IMAGES], epochs=8),
 }
 
 ap = argparse.ArgumentParser(description=__doc__)
