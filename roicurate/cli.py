@@ -276,7 +276,8 @@ def _log(message):
               "the architecture's")
 @click.option("--scale", type=click.Choice(["reference", "native"]),
               help="crops resampled so that each recording's cell diameter spans the same pixels, with scale jitter "
-                   "in training (reference, the default for a new network), or the recording's own pixels (native)")
+                   "in training (reference, the default for a new cell / not-cell network), or the recording's own pixels (native, "
+                   "the default for cell types)")
 @click.option("--operating-point", type=click.Choice(["validation", "out-of-lab"]), default="validation",
               show_default=True, help="choose the calibration and threshold on --val recordings, or on leave-one-lab-"
                                       "out scores (one model per lab, then one on everything; needs three labs)")
@@ -355,7 +356,10 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     if scale and init and arch == init.card["arch"] and scale != crop.scale:
         raise RoicurateError("--scale: a fine-tuned model keeps its crop scale; give --arch for another input")
     if not (init and arch == init.card["arch"]):
-        crop = replace(crop, scale=scale or "reference", optional_images=bool(image_dropout))
+        # cell / not cell: the cell's size relative to the recording's cells; cell types: the images' intensities
+        # (measured on the two-channel simulations, where reference-scaled crops ranked worse), native pixels
+        crop = replace(crop, scale=scale or ("native" if task == "types" else "reference"),
+                       optional_images=bool(image_dropout))
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,

@@ -184,8 +184,6 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
     elif found:
         record, recording, source = found
         labels = np.asarray(record["label"], np.int64)
-    if found:
-        add_dataset_images(roiset, Path(found[2]).parent / "summary_images.npz")
     elif use_pipeline and roiset.pipeline_accepted is not None:
         if verdict_is_roicurate_output(roiset):
             if log:
@@ -194,6 +192,8 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
             labels, source = roiset.pipeline_accepted.astype(np.int64), "pipeline verdict"
     if labels is not None and len(labels) != n:
         raise RoicurateError(f"{source}: has {len(labels)} labels for {n} ROIs in {where}")
+    if found:
+        add_dataset_images(roiset, Path(found[2]).parent / "summary_images.npz")
     roiset.origin.pop("label_classes", None)
     roiset.origin.pop("label_positive", None)
     if class_rule is not None and record is not None and record.get("assigned_class") is not None:

@@ -198,7 +198,8 @@ def test_transfer_from_the_bundled_model_widens_the_first_layer():
     reshaped = transfer_weights(m, clf.module.state_dict(), new_output=True)
     w0 = clf.module.state_dict()["conv1.weight"]
     got = m.state_dict()["conv1.weight"]
-    assert torch.equal(got[:, :1], w0) and not got[:, 1:].any()      # the mask's filters; zeros on the images
+    k = w0.shape[1]                         # the bundled model's own channels (mask, max) come first
+    assert torch.equal(got[:, :k], w0) and not got[:, k:].any()      # its filters; zeros on the new images
     assert torch.equal(m.state_dict()["layer3.0.conv1.weight"], clf.module.state_dict()["layer3.0.conv1.weight"])
     assert reshaped == {"conv1.weight", "fc.weight", "fc.bias"}
     two = specs["celltype-resnet50"].build(in_channels=3, n_out=1, **{k: v for k, v in base.build_kwargs.items()
