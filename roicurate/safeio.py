@@ -260,11 +260,11 @@ def unit(folder, what):
         except OSError as e:
             failed = tx.rollback()
             where = e.filename or what
-            raise RoicurateError(f"{where}: {e.strerror or e}; " + (
-                f"{what} left as it was" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
+            raise RoicurateError(f"{where}: cannot write ({e.strerror or e}); " + (
+                "nothing changed" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
         except Interrupted:
             tx.rollback()
-            raise SystemExit(f"roicurate: interrupted by SIGTERM; {what} left as it was") from None
+            raise SystemExit(f"roicurate: interrupted by SIGTERM; {what}: nothing changed") from None
         except BaseException:
             tx.rollback()
             raise
