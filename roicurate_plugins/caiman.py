@@ -24,8 +24,8 @@ from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
-from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clone_or_copy, create_new,
-                              free_name, fsync_dir, pause_after_check, sha256_file, temp_name, unit)
+from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, clone_or_copy,
+                              create_new, free_name, fsync_dir, pause_after_check, sha256_file, temp_name, unit)
 from roicurate.sources import Source, check_dir_writable
 
 NONE = b"NoneType"
@@ -235,6 +235,7 @@ class CaimanSource(Source):
         """Everything ``write`` needs, checked before anything is written (and again under the lock)."""
         path = Path(path)
         check_dir_writable(path.parent)
+        clean_stale_temps(path.parent)
         check_replaceable(path)
         st = _inspect(path)
         if st.edited and not force:
@@ -376,6 +377,7 @@ class CaimanSource(Source):
         if not path.exists():
             raise RoicurateError(f"{path}: does not exist")
         backup = _backup(path)
+        clean_stale_temps(path.parent)
         self._check_revert(path, force)
         notes = []
         with unit(path.parent, path) as tx:

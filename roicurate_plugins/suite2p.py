@@ -23,8 +23,8 @@ from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
-from roicurate.safeio import (NothingToRevert, RefusedPickle, check_free_space, check_replaceable, free_name,
-                              load_npy, npy_shape, pause_after_check, sha256_bytes, unit)
+from roicurate.safeio import (NothingToRevert, RefusedPickle, check_free_space, check_replaceable, clean_stale_temps,
+                              free_name, load_npy, npy_shape, pause_after_check, sha256_bytes, unit)
 from roicurate.sources import Source, check_dir_writable
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
@@ -398,6 +398,7 @@ class Suite2pSource(Source):
         the backup (loads, ROI count of stat.npy, recorded sha256), hand edits, replaceable files, combined/."""
         plane = Path(path)
         check_dir_writable(plane)
+        clean_stale_temps(plane)
         st = _state(plane, _roi_count(plane))
         if st.edited and not force:
             raise RoicurateError(f"{plane / ISCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
@@ -601,18 +602,19 @@ class Suite2pSource(Source):
         if not path.exists():
             raise RoicurateError(f"{path}: does not exist")
         planes = self.expand(path) if path.is_dir() else []
+        parents = sorted({p.parent for p in planes})
+        for folder in planes + [d / "combined" for d in parents if (d / "combined").is_dir()]:
+            clean_stale_temps(folder)              # a killed run's leftovers, even where nothing is curated
         curated = [p for p in planes if _curated(p)]
-        if not curated:
-            raise NothingToRevert(f"{path}: nothing to revert (no {BACKUP} or cell types from an earlier roicurate run)")
         for p in curated:                          # every plane checked before the first one is restored
             self._check_revert(p, force)
         done = []
         for p in curated:
             done += self._revert_plane(p, force)
-        for parent in sorted({p.parent for p in curated}):
+        for parent in parents:                     # also when a killed revert left only combined/ curated
             done += self._revert_combined(parent)
-        if not done:                               # another run reverted them while this one waited
-            raise NothingToRevert(f"{path}: nothing to revert (already reverted)")
+        if not done:                               # nothing curated, or another run reverted it meanwhile
+            raise NothingToRevert(f"{path}: nothing to revert (no {BACKUP} or cell types from an earlier roicurate run)")
         return "; ".join(done)
 
     def _check_revert(self, plane, force):
