@@ -151,14 +151,22 @@ def _value(group, key):
     return None if _none(v) else v
 
 
-def _time_mean(group, key, block=256):
-    """The row means of a K x T dataset as a K x 1 array (its own time mean), read a block of rows at a time:
-    C can be GBs and only its mean is needed (for the mean-image stand-in)."""
+def _time_mean(group, key, block=1 << 24):
+    """The row means of a K x T dataset as a K x 1 array (its own time mean), read about ``block`` bytes at a
+    time (rows, or columns of every row when one row block would be bigger): C can be GBs and only its mean is
+    needed (for the mean-image stand-in)."""
     obj = group.get(key)
     if not isinstance(obj, _h5py().Dataset) or obj.ndim != 2 or obj.dtype.kind not in "fiu":
         return None
-    return np.concatenate([obj[i:i + block].mean(1) for i in range(0, obj.shape[0], block)] or
-                          [np.zeros(0)])[:, None]
+    K, T = obj.shape
+    if K == 0 or T == 0:
+        return np.full((K, 1), np.nan) if K else np.zeros((0, 1))
+    rows = block // (8 * T)
+    if rows >= 1:
+        return np.concatenate([obj[i:i + rows].mean(1) for i in range(0, K, rows)])[:, None]
+    cols = max(1, block // (8 * K))
+    total = sum(obj[:, j:j + cols].sum(1, dtype=np.float64) for j in range(0, T, cols))
+    return (total / T)[:, None]
 
 
 def _is_selected(est):
@@ -254,7 +262,6 @@ class CaimanSource(Source):
         everything roicurate does not write go into the new file's attributes. A failure undoes every step."""
         path = Path(path)
         backup = _backup(path)
-        self.check_writable(path, force=force)
         K = len(curation.accepted)
         accepted = np.asarray(curation.accepted, bool)
         datasets = {"idx_components": np.flatnonzero(accepted).astype(np.int64),
@@ -415,8 +422,29 @@ def _inspect(path):
     ``adopt`` (no record, but the backup is byte-identical: an interrupted first run), ``backup_sha`` and
     ``content`` (recorded hashes). Raises one line for a selected file, or a backup that does not load, has
     another component count, or differs from its recorded sha256. Reads block by block: memory stays small."""
-    h5py = _h5py()
     backup = _backup(path)
+    sig = (_signature(path), _signature(backup))
+    cached = _VERIFIED.get(str(path))
+    if cached and cached[0] == sig:          # checked a moment ago and not changed since: do not hash GBs twice
+        return SimpleNamespace(**cached[1])
+    st = _inspect_files(path, backup)
+    _VERIFIED[str(path)] = (sig, dict(vars(st)))
+    return st
+
+
+_VERIFIED = {}      # path -> ((inode, size, mtime) of file and backup, the verified state): one process's memory
+
+
+def _signature(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _inspect_files(path, backup):
+    h5py = _h5py()
     with _open(path) as f:
         est = f.get("estimates")
         if not isinstance(est, h5py.Group) or not isinstance(est.get("A"), h5py.Group) or "shape" not in est["A"]:
