@@ -262,9 +262,10 @@ def unit(folder, what):
             where = e.filename or what
             raise RoicurateError(f"{where}: cannot write ({e.strerror or e}); " + (
                 "nothing changed" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
-        except Interrupted:
+        except (Interrupted, KeyboardInterrupt) as e:
             tx.rollback()
-            raise SystemExit(f"roicurate: interrupted by SIGTERM; {what}: nothing changed") from None
+            how = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
+            raise SystemExit(f"roicurate: interrupted by {how}; {what}: nothing changed") from None
         except BaseException:
             tx.rollback()
             raise

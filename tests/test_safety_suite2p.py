@@ -126,6 +126,18 @@ def test_revert_over_hand_edits_refuses_then_force_keeps_them(curated):
     assert not (plane / "iscell_suite2p.npy").exists() and not (plane / "roicurate.json").exists()
 
 
+def test_cli_apply_force_says_where_the_edits_are(curated, tiny_model):
+    plane, original = curated
+    edits = flip(plane)
+    r = cli_run("apply", plane, "--model", tiny_model, ok=False)
+    assert r.exit_code == 1 and "--force" in r.output
+    r = cli_run("apply", plane, "--model", tiny_model, "--force")
+    (kept,) = kept_edits(plane)
+    assert f"hand edits kept in {kept}" in r.output and kept.read_bytes() == edits
+    cli_run("revert", plane)
+    assert (plane / "iscell.npy").read_bytes() == original
+
+
 def test_apply_force_over_hand_edits_keeps_them_beside(curated):
     plane, original = curated
     edits = flip(plane)
