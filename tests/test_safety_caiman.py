@@ -83,6 +83,12 @@ def test_backup_without_record_is_refused(curated, datasets):
     one_line_error(lambda: src.revert(p, force=True), "no roicurate record")
     one_line_error(lambda: src.check_writable(p), "differs from its backup")
     assert tree_hashes(p.parent) == before
+    current = sha(p)                                             # --force: the old backup is set aside, not lost
+    note = src.write(p, src.read(p), curation_for(205), force=True)
+    (aside,) = p.parent.glob("cnmf_refit_evaluated.roicurate-backup-stale-*.hdf5")
+    assert aside.name in note and sha(aside) == original and sha(backup) == current
+    src.revert(p)
+    assert sha(p) == current
 
 
 def test_missing_backup_with_a_record_is_refused(curated):
