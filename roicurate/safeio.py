@@ -4,7 +4,8 @@ unpickling.
 * ``unit(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
   behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
   whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
-* Temp files are named ``.NAME.<pid>.<8 hex>.tmp``: the next run can tell a dead run's leftovers from a live one's.
+* Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
+  leftovers from a live one's.
 * ``load_npy`` reads ``.npy`` files whose dtype holds Python objects (Suite2p's stat/ops) with an unpickler that
   only rebuilds numpy arrays, dtypes and scalars, builtins containers and a few plain value types.
 """
@@ -19,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ import numpy as np
 
 from roicurate import RoicurateError
 
-TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
 FICLONE = 0x40049409                       # linux/fs.h: _IOW(0x94, 9, int)
 
 
@@ -42,7 +45,7 @@ class Interrupted(BaseException):
 # ---- small helpers ---------------------------------------------------------------------------------------
 def temp_name(path):
     path = Path(path)
-    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    return path.parent / f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
 def stamp():
@@ -87,15 +90,17 @@ def _pid_alive(pid):
 
 
 def clean_stale_temps(folder):
-    """Remove ``.NAME.<pid>.<hex>.tmp`` files whose process is gone (a kill -9 in an earlier run)."""
+    """Remove ``.NAME.<host>.<pid>.<hex>.tmp`` files of this machine whose process is gone (a kill -9 in an
+    earlier run)."""
     removed = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
     for name in names:
-        m = TEMP_RE.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        m = TEMP_RE.match(name)            # only this machine's pids can be checked (a cluster shares folders)
+        pid = int(m.group("pid")) if m else 0
+        if m and m.group("host") == HOST and pid != os.getpid() and not _pid_alive(pid):
             try:
                 os.unlink(os.path.join(folder, name))
                 removed.append(name)
