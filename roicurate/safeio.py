@@ -6,8 +6,7 @@ unpickling.
   whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
 * Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
   leftovers from a live one's.
-* ``load_npy`` reads ``.npy`` files whose dtype holds Python objects (Suite2p's stat/ops) with an unpickler that
-  only rebuilds numpy arrays, dtypes and scalars, builtins containers and a few plain value types.
+* Reading Suite2p's pickled ``.npy`` files without running code: ``roicurate.plaindata``.
 """
 import contextlib
 import datetime
@@ -15,7 +14,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import pickle
 import re
 import secrets
 import shutil
@@ -24,8 +22,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 from roicurate import RoicurateError
 
@@ -338,67 +334,3 @@ def free_name(folder, stem, suffix):
     while (Path(folder) / name).exists():
         name, i = f"{base}-{i}{suffix}", i + 1
     return Path(folder) / name
-
-
-# ---- plain-data unpickling ---------------------------------------------------------------------------------
-_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "bytearray"), ("builtins", "slice"),
-    ("builtins", "range"), ("collections", "OrderedDict"),
-    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"), ("datetime", "timedelta"),
-    ("datetime", "timezone"),                                         # Suite2p 1.x plane_times
-    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
-    ("pathlib", "PureWindowsPath"), ("pathlib", "Path"),
-}
-
-
-class RefusedPickle(RoicurateError):
-    pass
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def __init__(self, file, where):
-        super().__init__(file)
-        self.where = where
-
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "numpy" and name.endswith("DType") or (module, name) == ("numpy.dtypes", name):
-            return super().find_class(module, name)     # numpy 2 dtype classes
-        raise RefusedPickle(f"{self.where}: refused: the pickle references {module}.{name} (not plain data)")
-
-    def persistent_load(self, pid):
-        raise RefusedPickle(f"{self.where}: refused: the pickle references a persistent id (not plain data)")
-
-
-def load_npy(path):
-    """np.load for ``.npy`` files, object arrays included, that never runs code from the file: object arrays are
-    unpickled by ``_PlainUnpickler``. Raises RefusedPickle (one line) or the usual ValueError/EOFError/OSError."""
-    fmt = np.lib.format
-    with open(path, "rb") as fp:
-        version = fmt.read_magic(fp)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read_header(fp, max_header_size=1 << 20)
-        if not dtype.hasobject:
-            fp.seek(0)
-            return fmt.read_array(fp, allow_pickle=False)
-        try:
-            return _PlainUnpickler(fp, path).load()
-        except RefusedPickle:
-            raise
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"bad pickle ({e})") from None
-
-
-def npy_shape(path):
-    """The shape in a .npy header (nothing unpickled): e.g. the ROI count of stat.npy."""
-    fmt = np.lib.format
-    with open(path, "rb") as fp:
-        version = fmt.read_magic(fp)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        return read_header(fp, max_header_size=1 << 20)[0]

@@ -38,8 +38,9 @@ class Source:
         ``force`` overrides the checks that protect hand edits, never the ones that protect the original."""
 
     def write(self, path, roiset, curation, force=False, **options):
-        """Write the verdict where the pipeline's own tools read it, keeping the original.
-        ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for CaImAn)."""
+        """Write the verdict where the pipeline's own tools read it, keeping the original (the write protocol in
+        this module's docstring). ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for
+        CaImAn). Returns a note for the user (e.g. where hand edits were kept) or None."""
         raise NotImplementedError
 
     def check_types_writable(self, path, force=False, redcell=False):
@@ -54,7 +55,8 @@ class Source:
         self.check_types_writable(path, force, redcell)
 
     def finish(self, paths):
-        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view)."""
+        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view); returns a
+        note for the user or None."""
 
     def revert(self, path, force=False):
         """Restore the pipeline's original verdict byte for byte, after verifying the backup; refuse to drop hand

@@ -23,8 +23,9 @@ from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
-from roicurate.safeio import (NothingToRevert, RefusedPickle, check_free_space, check_replaceable, clean_stale_temps,
-                              free_name, load_npy, npy_shape, pause_after_check, sha256_bytes, unit)
+from roicurate.plaindata import RefusedPickle, load_npy, npy_shape
+from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps,
+                              free_name, pause_after_check, sha256_bytes, unit)
 from roicurate.sources import Source, check_dir_writable
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
