@@ -175,7 +175,11 @@ def _sigterm_raises():
         return
 
     def handler(signum, frame):
+        if _shield["on"]:                      # undoing: finish that first, exit right after
+            _shield["pending"] = True
+            return
         raise Interrupted(signum)
+    _shield.update(on=False, pending=False)
     old = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -259,17 +263,33 @@ def unit(folder, what):
         try:
             yield tx
         except OSError as e:
-            failed = tx.rollback()
+            failed = _shielded(tx.rollback)
             where = e.filename or what
             raise RoicurateError(f"{where}: cannot write ({e.strerror or e}); " + (
                 "nothing changed" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
         except (Interrupted, KeyboardInterrupt) as e:
-            tx.rollback()
+            _shielded(tx.rollback)
             how = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
             raise SystemExit(f"roicurate: interrupted by {how}; {what}: nothing changed") from None
         except BaseException:
-            tx.rollback()
+            _shielded(tx.rollback)
             raise
+
+
+_shield = {"on": False, "pending": False}
+
+
+def _shielded(undo):
+    """Run ``undo`` with SIGTERM deferred (a second signal must not stop an undo half-way); exit with one line
+    afterwards if one came."""
+    _shield["on"] = True
+    try:
+        return undo()
+    finally:
+        _shield["on"] = False
+        if _shield.pop("pending", False):
+            _shield["pending"] = False
+            raise SystemExit("roicurate: interrupted by SIGTERM; the unit being written was left as it was")
 
 
 # ---- atomic writes ---------------------------------------------------------------------------------------
