@@ -1,5 +1,5 @@
-"""Crash-safe file handling shared by the writers: one critical section per unit, undo on failure, plain-data
-unpickling.
+"""Crash-safe file handling shared by the writers: one critical section per unit, undo on failure, atomic
+writes, independent copies, no-replace creation.
 
 * ``unit(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
   behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
