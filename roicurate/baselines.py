@@ -66,7 +66,8 @@ def load_suite2p_training(path=None):
                 stats, keys, iscell = d["stats"], [str(k) for k in d["keys"]], d["iscell"]
                 order = d["order"] if "order" in d else None
         else:
-            d = np.load(path, allow_pickle=True).item()
+            from roicurate.plaindata import load_npy     # plain data only: a shared classifier file runs no code
+            d = load_npy(path).item()
             stats, keys, iscell, order = d["stats"], list(d["keys"]), d["iscell"], None
     except FileNotFoundError:
         raise RoicurateError(f"{path}: Suite2p classifier file is missing") from None

@@ -151,7 +151,9 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             continue
         if not dry_run:
             extra = {"as_cnn_preds": True} if as_cnn_preds else {}
-            src.write(unit, rs, cur, force=force, **extra)
+            note = src.write(unit, rs, cur, force=force, **extra)
+            if note:
+                click.echo(note)
             written.setdefault(src, []).append(unit)
         original = src.original_verdict(unit, rs)[0]     # the pipeline's own, from the backup on a re-run
         before = "" if original is None else f" (pipeline accepted {int(original.sum())})"
@@ -168,7 +170,9 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             click.echo(f"{unit}: warning: {warning}", err=True)
     bar.close()
     for src, done in written.items():
-        src.finish(done)
+        note = src.finish(done)
+        if note:
+            click.echo(note)
     if report_dir and reported:
         from roicurate.report import write_report
         click.echo(f"report: {write_report(report_dir, reported)}")
@@ -176,11 +180,22 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def revert(paths):
-    """Put back the pipeline's original verdict (byte for byte) and remove roicurate's files."""
+@click.option("--force", is_flag=True, help="revert even over hand edits made after roicurate wrote (they are kept "
+              "beside the file)")
+def revert(paths, force):
+    """Put back the pipeline's original verdict (byte for byte, after verifying roicurate's backup) and remove
+    roicurate's files. Says "nothing to revert" (exit 0) where nothing is curated."""
+    import os
+
     from roicurate.plugins import source_for
+    from roicurate.safeio import NothingToRevert
     for path in paths:
-        click.echo(f"{path}: {source_for(path).revert(path)}")
+        if not os.path.exists(path):
+            raise RoicurateError(f"{path}: does not exist")
+        try:
+            click.echo(f"{path}: {source_for(path).revert(path, force=force)}")
+        except NothingToRevert as e:
+            click.echo(str(e))
 
 
 @cli.command()

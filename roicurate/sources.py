@@ -1,14 +1,16 @@
 """What a pipeline source is, and the crash-safe file operations every writer uses.
 
-Rules for writers: keep the user's original once (a backup a second run never overwrites), write through a
-temporary file in the same folder + ``os.replace``, and check everything before the first byte is written.
+Rules for writers: check everything for every unit before the first byte is written; then, per unit, inside
+``roicurate.safeio.unit`` (a lock, undo on failure): verify or create the backup of the pipeline's original
+(never overwritten, created without replacing), keep hand edits beside the file before replacing it, write
+through a temp file in the same folder + ``os.replace``, and record what was written.
 """
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from roicurate import RoicurateError
+from roicurate.safeio import NothingToRevert, atomic_write, create_new, fsync_dir, temp_name  # noqa: F401
 
 
 class Source:
@@ -36,8 +38,9 @@ class Source:
         ``force`` overrides the checks that protect hand edits, never the ones that protect the original."""
 
     def write(self, path, roiset, curation, force=False, **options):
-        """Write the verdict where the pipeline's own tools read it, keeping the original.
-        ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for CaImAn)."""
+        """Write the verdict where the pipeline's own tools read it, keeping the original (the write protocol in
+        this module's docstring). ``options`` are format-specific switches from the CLI (e.g. ``as_cnn_preds`` for
+        CaImAn). Returns a note for the user (e.g. where hand edits were kept) or None."""
         raise NotImplementedError
 
     def check_types_writable(self, path, force=False, redcell=False):
@@ -52,10 +55,13 @@ class Source:
         self.check_types_writable(path, force, redcell)
 
     def finish(self, paths):
-        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view)."""
+        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view); returns a
+        note for the user or None."""
 
-    def revert(self, path):
-        """Restore the pipeline's original verdict byte for byte."""
+    def revert(self, path, force=False):
+        """Restore the pipeline's original verdict byte for byte, after verifying the backup; refuse to drop hand
+        edits unless ``force`` (then they are kept beside the file). Raise NothingToRevert when nothing is
+        curated here."""
         raise NotImplementedError
 
     def recording(self, path):
@@ -77,47 +83,16 @@ class Source:
 
 def check_dir_writable(folder):
     """Create and delete a probe file: os.access lies on some mounts and for root."""
+    probe = temp_name(Path(folder) / ".roicurate-probe")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".roicurate-probe-", dir=folder)
-        os.close(fd)
+        with open(probe, "xb"):
+            pass
         os.unlink(probe)
     except OSError as e:
         raise RoicurateError(f"{folder}: folder is not writable ({e.strerror})") from None
 
 
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace`` it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(folder):
-    """Make the rename itself durable (a crash right after os.replace must not bring the old file back)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
 
 
 def atomic_copy(src, dst):
@@ -129,6 +104,9 @@ def atomic_copy(src, dst):
 
 
 def backup_once(original, backup):
-    """Copy ``original`` to ``backup`` unless a backup already exists (a second run keeps the first original)."""
-    if not os.path.exists(backup):
-        atomic_copy(original, backup)
+    """Copy ``original`` to ``backup`` unless a backup already exists (a second run keeps the first original);
+    created without replacing, so two runs cannot both make it."""
+    try:
+        create_new(backup, copy_from=original)
+    except FileExistsError:
+        pass

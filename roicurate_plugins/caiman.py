@@ -10,10 +10,10 @@ Summary images: ``Cn`` (CaImAn's correlation image, present when the user's scri
 when C is missing, the first background column when f is missing). On the simulated files it correlates at
 0.99999 with the real mean image; the mean over b's columns alone does not (0.5-0.6).
 """
+import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +25,9 @@ from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.scale import set_diameter
-from roicurate.sources import Source, _fsync_dir, atomic_copy, backup_once, check_dir_writable
+from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, clone_or_copy,
+                              create_new, free_name, fsync_dir, pause_after_check, sha256_file, temp_name, unit)
+from roicurate.sources import Source, check_dir_writable
 
 NONE = b"NoneType"
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
@@ -39,6 +41,8 @@ CLASS_ATTRS = ("roicurate_classes", "roicurate_accept")
 # the scale and inputs the model was given: reference cell diameter (px, "none" for native-pixel crops), where it
 # came from, and the crop channels used (a JSON list)
 SCALE_ATTRS = ("roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs")
+# the backup's sha256 (a file hash) and the hash of everything write() does not set, both taken at the first apply
+BACKUP_ATTRS = ("roicurate_backup_sha256", "roicurate_content_sha256")
 
 
 def already_selected(where, live=False):
@@ -175,14 +179,22 @@ def _value(group, key):
     return None if _none(v) else v
 
 
-def _time_mean(group, key, block=256):
-    """The row means of a K x T dataset as a K x 1 array (its own time mean), read a block of rows at a time:
-    C can be GBs and only its mean is needed (for the mean-image stand-in)."""
+def _time_mean(group, key, block=1 << 24):
+    """The row means of a K x T dataset as a K x 1 array (its own time mean), read about ``block`` bytes at a
+    time (rows, or columns of every row when one row block would be bigger): C can be GBs and only its mean is
+    needed (for the mean-image stand-in)."""
     obj = group.get(key)
     if not isinstance(obj, _h5py().Dataset) or obj.ndim != 2 or obj.dtype.kind not in "fiu":
         return None
-    return np.concatenate([obj[i:i + block].mean(1) for i in range(0, obj.shape[0], block)] or
-                          [np.zeros(0)])[:, None]
+    K, T = obj.shape
+    if K == 0 or T == 0:
+        return np.full((K, 1), np.nan) if K else np.zeros((0, 1))
+    rows = block // (8 * T)
+    if rows >= 1:
+        return np.concatenate([obj[i:i + rows].mean(1) for i in range(0, K, rows)])[:, None]
+    cols = max(1, block // (8 * K))
+    total = sum(obj[:, j:j + cols].sum(1, dtype=np.float64) for j in range(0, T, cols))
+    return (total / T)[:, None]
 
 
 def _is_selected(est):
@@ -256,34 +268,29 @@ class CaimanSource(Source):
                                      where=str(path))
 
     def check_writable(self, path, force=False):
+        """Everything ``write`` needs, checked before anything is written (and again under the lock)."""
         path = Path(path)
         check_dir_writable(path.parent)
-        if not os.access(path, os.W_OK):
-            raise RoicurateError(f"{path}: file is read-only")
-        with _open(path) as f:
-            est = f.get("estimates")
-            if est is not None and _is_selected(est):
-                raise RoicurateError(already_selected(path))
-            if est is not None and not force and _edited_after_write(est):
-                raise RoicurateError(f"{path}: idx_components changed since roicurate wrote it (re-filtered in "
-                                     f"CaImAn?); use --force to overwrite those edits")
-        backup = _backup(path)
-        if backup.exists() and not force and _changed_since_backup(path, backup):
-            raise RoicurateError(f"{path}: differs from its backup {backup.name} in more than roicurate's own fields "
-                                 f"(re-saved since roicurate backed it up?); move the old backup away, or use "
-                                 f"--force to replace it with the current file")
+        clean_stale_temps(path.parent)
+        check_replaceable(path)
+        st = _inspect(path)
+        if st.edited and not force:
+            raise RoicurateError(f"{path}: idx_components changed since roicurate wrote it (re-filtered in "
+                                 f"CaImAn?); use --force to overwrite those edits (the file is kept beside it)")
+        if st.stale and not force:
+            raise RoicurateError(f"{path}: differs from its backup {_backup(path).name} in more than roicurate's own "
+                                 f"fields (re-saved since roicurate backed it up?); move the old backup away, or use "
+                                 f"--force (the old backup is kept as {path.stem}.roicurate-backup-stale-<time>"
+                                 f"{path.suffix} and the current file is backed up)")
+        return st
 
     def write(self, path, roiset, curation, force=False, as_cnn_preds=False, **options):
+        """Under the folder's lock: verify (or make) the backup, an independent copy; keep hand edits beside; write
+        the verdict into a temp copy of the file, fsync, ``os.replace``. The backup's sha256 and the hash of
+        everything roicurate does not write go into the new file's attributes. A failure undoes every step."""
         path = Path(path)
-        self.check_writable(path, force=force)
-        K = len(curation.accepted)
-        with _open(path) as f:
-            n = int(f["estimates/A/shape"][1])
-        if n != K or len(roiset) != n:
-            raise RoicurateError(f"{path}: has {n} components but the curation has {K} (RoiSet: {len(roiset)})")
         backup = _backup(path)
-        if force and backup.exists() and _changed_since_backup(path, backup):
-            atomic_copy(path, backup)
+        K = len(curation.accepted)
         accepted = np.asarray(curation.accepted, bool)
         datasets = {"idx_components": np.flatnonzero(accepted).astype(np.int64),
                     "idx_components_bad": np.flatnonzero(~accepted).astype(np.int64),
@@ -298,10 +305,36 @@ class CaimanSource(Source):
         if multi:
             datasets["roicurate_class_probability"] = np.asarray(curation.probabilities, np.float64)
             attrs.update(zip(CLASS_ATTRS, (json.dumps(list(curation.classes)), json.dumps(curation.accepted_classes))))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)       # copied by the kernel (sendfile), several times faster than in Python
+        notes = []
+        with unit(path.parent, path) as tx:
+            st = self.check_writable(path, force=force)          # again: another run may have written meanwhile
+            if st.K != K or len(roiset) != K:
+                raise RoicurateError(f"{path}: has {st.K} components but the curation has {K} (RoiSet: {len(roiset)})")
+            size = path.stat().st_size
+            new_backup = st.stale or not backup.exists()
+            payload = sum(v.nbytes for v in datasets.values())
+            check_free_space(path.parent, size * (1 + new_backup + st.edited) + 2 * payload + (8 << 20),
+                             f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
+            pause_after_check()
+            if st.stale:                                # the old backup belongs to other data: set aside, kept
+                aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
+                os.rename(backup, aside)
+                tx.undo.append(lambda: os.rename(aside, backup))
+                notes.append(f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}")
+            if st.edited:
+                kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+                create_new(kept, copy_from=path)
+                tx.created(kept)
+                notes.append(f"{path}: hand edits kept in {kept}")
+            if new_backup:
+                create_new(backup, copy_from=path)
+                tx.created(backup)
+                st.backup_sha, st.content = sha256_file(backup), None
+            attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
+            attrs["roicurate_content_sha256"] = st.content or _content_sha256(backup)
+            tmp = temp_name(path)
+            tx.created(tmp)
+            clone_or_copy(path, tmp)
             with _h5py().File(tmp, "r+") as f:
                 est = f["estimates"]
                 for key, value in datasets.items():
@@ -318,15 +351,9 @@ class CaimanSource(Source):
             with open(tmp, "rb+") as out:
                 os.fsync(out.fileno())
             shutil.copymode(path, tmp)
-            _keep_original(path, backup)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if backup.exists() and os.path.samefile(path, backup):     # not replaced: the original is still at path
-                os.unlink(backup)
-            raise
+            fsync_dir(path.parent)
+        return "; ".join(notes) or None
 
     def recorded(self, path):
         with _open(path) as f:
@@ -360,28 +387,138 @@ class CaimanSource(Source):
                 return accepted, np.asarray(v, float)
         return accepted, None
 
-    def revert(self, path):
-        path = Path(path)
+    def _check_revert(self, path, force):
         backup = _backup(path)
         if not backup.exists():
-            raise RoicurateError(f"{path}: no roicurate backup ({backup.name}) to restore")
+            if self.recorded(path) is not None:
+                raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's "
+                                     f"original is not here; nothing changed")
+            raise NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
+        st = _inspect(path)
+        if not st.rec and not st.adopt:
+            raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is "
+                                 f"CaImAn's original; nothing changed (move the backup away if {path.name} is "
+                                 f"CaImAn's own output)")
+        if (st.edited or st.stale) and not force:
+            raise RoicurateError(f"{path}: changed since roicurate wrote it (" + ("idx_components re-filtered"
+                                 if st.edited else "re-saved") + "); revert would drop that: use --force to keep it "
+                                 "beside the file and restore CaImAn's original")
         check_dir_writable(path.parent)
-        atomic_copy(backup, path)
-        os.unlink(backup)
-        return f"restored from {backup.name}"
+        check_replaceable(path)
+        check_replaceable(backup)
+        return st
+
+    def revert(self, path, force=False):
+        """Restore the verified backup byte for byte (through a temp copy whose sha256 is checked), then remove it."""
+        path = Path(path)
+        if not path.exists():
+            raise RoicurateError(f"{path}: does not exist")
+        backup = _backup(path)
+        clean_stale_temps(path.parent)
+        self._check_revert(path, force)
+        notes = []
+        with unit(path.parent, path) as tx:
+            st = self._check_revert(path, force)
+            if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
+                os.unlink(backup)
+                fsync_dir(path.parent)
+                return f"already CaImAn's original; {backup.name} removed"
+            size = backup.stat().st_size
+            check_free_space(path.parent, size + (path.stat().st_size if st.edited or st.stale else 0) + (8 << 20),
+                             f"restoring {path.name}")
+            pause_after_check()
+            if st.edited or st.stale:
+                kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+                create_new(kept, copy_from=path)
+                tx.created(kept)
+                notes.append(f"edits kept in {kept.name}")
+            tmp = temp_name(path)
+            tx.created(tmp)
+            clone_or_copy(backup, tmp)
+            if st.backup_sha and sha256_file(tmp) != st.backup_sha:
+                raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
+            shutil.copymode(backup, tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+            os.unlink(backup)
+            fsync_dir(path.parent)
+        return "; ".join([f"restored from {backup.name}"] + notes)
 
 
-def _keep_original(path, backup):
-    """Keep the original once as ``backup``: a hard link to its inode, which the ``os.replace`` that follows
-    detaches from ``path`` and nothing writes again, so a file of GBs is not copied (made last, so that the two
-    names share the inode for as short a time as possible); a copy where the filesystem has no hard links."""
-    if backup.exists():
-        return
+def _inspect(path):
+    """The verified state of a CaImAn file and its backup, before anything is written or restored: ``K``,
+    ``rec`` (roicurate wrote it), ``edited`` (idx_components no longer says what roicurate wrote), ``stale``
+    (the file was re-saved since the backup was made: it differs in more than roicurate's own fields),
+    ``adopt`` (no record, but the backup is byte-identical: an interrupted first run), ``backup_sha`` and
+    ``content`` (recorded hashes). Raises one line for a selected file, or a backup that does not load, has
+    another component count, or differs from its recorded sha256. Reads block by block: memory stays small."""
+    backup = _backup(path)
+    sig = (_signature(path), _signature(backup))
+    cached = _VERIFIED.get(str(path))
+    if cached and cached[0] == sig:          # checked a moment ago and not changed since: do not hash GBs twice
+        return SimpleNamespace(**cached[1])
+    st = _inspect_files(path, backup)
+    _VERIFIED[str(path)] = (sig, dict(vars(st)))
+    return st
+
+
+_VERIFIED = {}      # path -> ((inode, size, mtime) of file and backup, the verified state): one process's memory
+
+
+def _signature(path):
     try:
-        os.link(path, backup)
-    except OSError:
-        backup_once(path, backup)
-    _fsync_dir(path.parent)
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _inspect_files(path, backup):
+    h5py = _h5py()
+    with _open(path) as f:
+        est = f.get("estimates")
+        if not isinstance(est, h5py.Group) or not isinstance(est.get("A"), h5py.Group) or "shape" not in est["A"]:
+            raise RoicurateError(f"{path}: no estimates/A (not a CaImAn file written by cnm.save())")
+        if _is_selected(est):
+            raise RoicurateError(already_selected(path))
+        K = int(est["A/shape"][1])
+        rec = "roicurate_model" in est.attrs
+        get = lambda k: str(est.attrs[k]) if k in est.attrs else None
+        st = SimpleNamespace(K=K, rec=rec, edited=rec and _edited_after_write(est), stale=False, adopt=False,
+                             backup_sha=get("roicurate_backup_sha256"), content=get("roicurate_content_sha256"))
+    if not backup.exists():
+        if rec:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's original "
+                                 f"is not here; nothing written")
+        return st
+    if not rec:
+        sha = sha256_file(backup)
+        if sha == sha256_file(path):
+            st.adopt, st.backup_sha = True, sha
+        else:
+            st.stale = True                   # CaImAn saved a new file under this name
+        return st
+    _check_backup(backup, K, st.backup_sha)
+    st.stale = _content_sha256(path) != (st.content or _content_sha256(backup))
+    return st
+
+
+def _check_backup(backup, K, sha):
+    h5py = _h5py()
+    if not h5py.is_hdf5(str(backup)):
+        raise RoicurateError(f"{backup}: roicurate's backup is not an HDF5 file (truncated or corrupt); nothing changed")
+    try:
+        with h5py.File(backup, "r") as f:
+            k = int(f["estimates/A/shape"][1])
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise RoicurateError(f"{backup}: roicurate's backup cannot be read ({type(e).__name__}); nothing changed") \
+            from None
+    if k != K:
+        raise RoicurateError(f"{backup}: roicurate's backup has {k} components but the file has {K} (from another "
+                             f"recording?); nothing changed")
+    if sha and sha256_file(backup) != sha:
+        raise RoicurateError(f"{backup}: differs from the sha256 roicurate recorded when it made this backup "
+                             f"(changed or corrupt); nothing changed")
 
 
 def _edited_after_write(est):
@@ -402,33 +539,31 @@ def _edited_after_write(est):
         return True
 
 
-def _changed_since_backup(path, backup):
-    """True if ``path`` and ``backup`` differ in anything but what write() sets (the file was re-saved).
-    Compares object by object, so memory stays at two datasets however large the file is."""
+def _content_sha256(path, block=1 << 24):
+    """sha256 over everything in the file but what write() sets (names, attributes, dtypes, shapes, values),
+    each dataset read a block of rows at a time, so a file of GBs is hashed in little memory."""
     h5py = _h5py()
     skip = {f"estimates/{k}" for k in WRITTEN}
-    try:
-        with h5py.File(path, "r") as a, h5py.File(backup, "r") as b:
-            names_a, names_b = [], []
-            a.visit(names_a.append)
-            b.visit(names_b.append)
-            if set(names_a) - skip != set(names_b) - skip:
-                return True
-            return any(_fingerprint(a, n) != _fingerprint(b, n) for n in [""] + names_a if n not in skip)
-    except OSError:
-        return True
-
-
-def _fingerprint(f, name):
-    """(attrs, dtype, shape, value bytes) of one object; our own attributes on /estimates left out."""
-    obj = f[name] if name else f
-    attrs = {k: repr(v) for k, v in obj.attrs.items() if not (name == "estimates" and k in ATTRS + CLASS_ATTRS + SCALE_ATTRS)}
-    if not isinstance(obj, _h5py().Dataset):
-        return attrs, "group"
-    v = obj[()]
-    if isinstance(v, np.ndarray):
-        v = repr(v.tolist()) if v.dtype == object else v.tobytes()
-    return attrs, str(obj.dtype), obj.shape, v if isinstance(v, bytes) else repr(v)
+    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS)
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visit(names.append)
+        for name in [""] + sorted(n for n in names if n not in skip):
+            obj = f[name] if name else f
+            attrs = sorted((k, repr(v)) for k, v in obj.attrs.items() if not (name == "estimates" and k in ours))
+            h.update(repr((name, attrs)).encode())
+            if not isinstance(obj, h5py.Dataset):
+                continue
+            h.update(repr((str(obj.dtype), obj.shape)).encode())
+            if obj.shape is None or obj.ndim == 0 or obj.dtype.kind not in "biufc":
+                v = obj[()]
+                h.update(repr(v.tolist() if isinstance(v, np.ndarray) else v).encode())
+                continue
+            rows = max(1, block // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
+            for i in range(0, obj.shape[0], rows):
+                h.update(np.ascontiguousarray(obj[i:i + rows]).tobytes())
+    return h.hexdigest()
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import io
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,7 +24,10 @@ from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.scale import set_diameter
-from roicurate.sources import Source, atomic_copy, atomic_write, backup_once, check_dir_writable
+from roicurate.plaindata import RefusedPickle, load_npy, npy_shape
+from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps,
+                              free_name, pause_after_check, sha256_bytes, unit)
+from roicurate.sources import Source, check_dir_writable
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
 CLASSES = "roicurate_classes.npy"
@@ -53,11 +57,14 @@ def _is_suite2p_dir(path):
 
 
 def _load(path, pickle=False):
-    """np.load that turns every way a file can be missing or broken into one RoicurateError line."""
+    """np.load that turns every way a file can be missing or broken into one RoicurateError line. Object arrays
+    (``pickle``) go through the plain-data unpickler: a file someone shared never runs code here."""
     if not path.is_file():
         raise RoicurateError(f"{path}: file is missing")
     try:
-        return np.load(path, allow_pickle=pickle)
+        return load_npy(path) if pickle else np.load(path, allow_pickle=False)
+    except RefusedPickle:
+        raise
     except Exception as e:  # truncated or garbage files raise ValueError, EOFError, UnpicklingError, OSError ...
         raise RoicurateError(f"{path}: not a readable .npy file ({_reason(e)})") from None
 
@@ -181,7 +188,10 @@ def _features(stat):
     return feats
 
 
-def _pixels(stat, where):
+def _pixels(stat, where, shape):
+    """Per-ROI pixel arrays, range-checked in 64 bits before RoiSet casts them to int32 (ypix + 2**32 must not
+    wrap back into the frame)."""
+    Ly, Lx = shape
     ys, xs, ws = [], [], []
     for i, d in enumerate(stat):
         if not isinstance(d, dict) or not all(k in d for k in ("ypix", "xpix", "lam")):
@@ -191,8 +201,18 @@ def _pixels(stat, where):
             raise RoicurateError(f"{where}: ROI {i} has ypix/xpix/lam of different lengths")
         if len(y) and (y.dtype.kind not in "iu" or x.dtype.kind not in "iu" or w.dtype.kind not in "fiub"):
             raise RoicurateError(f"{where}: ROI {i} has non-integer ypix/xpix or non-numeric lam")
+        if len(y) and not (_within(y, Ly) and _within(x, Lx)):
+            raise RoicurateError(f"{where}: ROI {i} has pixels outside the {Ly}x{Lx} frame")
         ys.append(y), xs.append(x), ws.append(w)
     return ys, xs, ws
+
+
+def _within(a, n):
+    """0 <= a < n for integer arrays of any width (uint64 included), compared without wrapping."""
+    if a.dtype.kind == "u":
+        return int(a.max()) < n
+    a = a.astype(np.int64, copy=False)
+    return int(a.min()) >= 0 and int(a.max()) < n
 
 
 def _sha256(path):
@@ -205,9 +225,83 @@ def _npy_bytes(arr):
     return buf.getvalue()
 
 
-def _write_json(path, record):
-    data = (json.dumps(record, indent=2, default=str) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
+def _json_bytes(record):
+    return (json.dumps(record, indent=2, default=str) + "\n").encode()
+
+
+def _parse_iscell(data):
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _roi_count(folder):
+    """The ROI count of stat.npy, from its header (nothing unpickled)."""
+    path = Path(folder) / "stat.npy"
+    if not path.is_file():
+        raise RoicurateError(f"{path}: file is missing")
+    try:
+        shape = npy_shape(path)
+    except Exception as e:
+        raise RoicurateError(f"{path}: not a readable .npy file ({_reason(e)})") from None
+    if len(shape) != 1:
+        raise RoicurateError(f"{path}: expected an array of ROI dicts, got shape {shape}")
+    return shape[0]
+
+
+def _record(folder):
+    """roicurate.json as a dict ({} when there is none); an unreadable one is an unknown state."""
+    path = Path(folder) / RECORD
+    if not path.exists():
+        return {}
+    try:
+        rec = json.loads(path.read_text())
+    except (ValueError, OSError, UnicodeDecodeError):
+        rec = None
+    if not isinstance(rec, dict):
+        raise RoicurateError(f"{path}: unreadable, so roicurate cannot tell which file is Suite2p's original; "
+                             f"nothing written (restore it, or move it and {BACKUP} away)")
+    return rec
+
+
+def _state(folder, n):
+    """What is on disk in a plane (or combined/), verified before anything is written or restored.
+
+    Returns ``record``, ``current`` (iscell.npy's bytes), ``sha``, ``backup`` (its bytes, or None),
+    ``original_sha`` (the pipeline original's sha256, when known) and ``edited`` (iscell.npy holds neither what
+    roicurate wrote, nor what it replaced, nor the original: hand edits). Raises one line for a backup that
+    fails to load, has another ROI count than stat.npy, differs from its recorded sha256, or has no record."""
+    folder = Path(folder)
+    backup_path = folder / BACKUP
+    _load_iscell(folder / ISCELL, n)
+    current = (folder / ISCELL).read_bytes()
+    rec = _record(folder)
+    written, original = rec.get("written_sha256"), rec.get("backup_sha256")
+    sha = sha256_bytes(current)
+    backup = None
+    if backup_path.exists():
+        if not written:
+            raise RoicurateError(f"{backup_path}: roicurate's backup, but {RECORD} has no record of it (deleted?), so "
+                                 f"it is unknown which file is Suite2p's original; nothing written (move {BACKUP} "
+                                 f"away if {ISCELL} is Suite2p's own verdict)")
+        rows = len(_load_iscell(backup_path))
+        backup = backup_path.read_bytes()
+        if rows != n:
+            raise RoicurateError(f"{backup_path}: roicurate's backup has {rows} rows but stat.npy has {n} ROIs (a "
+                                 f"stale backup: Suite2p re-run since?); nothing written (move {BACKUP} and {RECORD} "
+                                 f"away to curate the new output)")
+        if original and sha256_bytes(backup) != original:
+            raise RoicurateError(f"{backup_path}: differs from the sha256 roicurate recorded when it made this backup "
+                                 f"(changed or corrupt); nothing written")
+        original = original or sha256_bytes(backup)           # a record from before backups were hashed
+    elif written:
+        if sha != original:
+            raise RoicurateError(f"{backup_path}: missing, but {RECORD} says roicurate replaced {ISCELL}, so Suite2p's "
+                                 f"original is not here; nothing written (put {BACKUP} back, or delete {RECORD} to "
+                                 f"take {ISCELL} as Suite2p's verdict)")
+        rec = {k: v for k, v in rec.items() if k == "types"}    # an interrupted revert: the original is in place
+        written = None
+    edited = bool(written) and sha not in {written, rec.get("prior_sha256"), original}
+    return SimpleNamespace(record=rec, current=current, sha=sha, backup=backup, original_sha=original,
+                           edited=edited)
 
 
 def _types_record(plane):
@@ -230,12 +324,12 @@ def _now():
 
 class Suite2pSource(Source):
     name = "suite2p"
-    description = "a Suite2p plane folder (stat.npy + iscell.npy) or a suite2p/ folder"
+    description = "a Suite2p plane folder (stat.npy + iscell.npy), a suite2p/ folder or the folder holding it"
     crop = CropSpec(size=64, channels=("mask",), binarize=0.0)
 
     def detect(self, path):
         path = Path(path)
-        return path.is_dir() and (_is_plane(path) or _is_suite2p_dir(path))
+        return path.is_dir() and (_is_plane(path) or _is_suite2p_dir(path) or _is_suite2p_dir(path / "suite2p"))
 
     def expand(self, path):
         path = Path(path)
@@ -244,6 +338,8 @@ class Suite2pSource(Source):
                                  f"({path.parent}) or a plane folder instead")
         if _is_plane(path):
             return [path]
+        if not _is_suite2p_dir(path) and _is_suite2p_dir(path / "suite2p"):
+            return _planes(path / "suite2p")         # a session folder: the suite2p/ inside it
         return _planes(path)
 
     # ---- reading -------------------------------------------------------------------------------------
@@ -256,7 +352,7 @@ class Suite2pSource(Source):
         n = len(stat)
         iscell = _load_iscell(plane / ISCELL, n)
         ops, shape = _load_ops(plane)
-        ys, xs, ws = _pixels(stat, stat_path)
+        ys, xs, ws = _pixels(stat, stat_path, shape)
         features = _features(stat)
         features["suite2p_prob"] = iscell[:, 1].copy()
         red, red_problem = self._red_labels(plane, n)
@@ -317,56 +413,86 @@ class Suite2pSource(Source):
         return roiset.pipeline_accepted, roiset.features.get("suite2p_prob")
 
     def check_writable(self, path, force=False):
+        """Everything ``write`` needs, checked before anything is written (and again under the lock): iscell.npy,
+        the backup (loads, ROI count of stat.npy, recorded sha256), hand edits, replaceable files, combined/."""
         plane = Path(path)
         check_dir_writable(plane)
-        rec = None if force else self.recorded(plane)
-        if rec is not None and (plane / ISCELL).exists() and not rec["intact"]:
+        clean_stale_temps(plane)
+        st = _state(plane, _roi_count(plane))
+        if st.edited and not force:
             raise RoicurateError(f"{plane / ISCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
-                                 f"use --force to overwrite those edits")
-        if (plane.parent / "combined" / ISCELL).exists():
+                                 f"use --force to overwrite those edits (they are kept beside it)")
+        for name in (ISCELL, RECORD, CLASSES):
+            check_replaceable(plane / name)
+        combined = plane.parent / "combined"
+        if (combined / ISCELL).exists():
             self._combined_rows(plane.parent)
-            check_dir_writable(plane.parent / "combined")
+            check_dir_writable(combined)
+            cst = _state(combined, _roi_count(combined))
+            if cst.edited and not force:
+                raise RoicurateError(f"{combined / ISCELL}: changed since roicurate rebuilt it (flips in the Suite2p "
+                                     f"GUI's combined view stay there); use --force (they are kept beside it)")
+            for name in (ISCELL, RECORD):
+                check_replaceable(combined / name)
+        return st
 
     def write(self, path, roiset, curation, force=False, **options):
+        """Under the plane's lock: verify (or make) the backup, keep hand edits beside iscell.npy, write the
+        record first (it names the backup's sha256 and every state this write passes through), then the backup,
+        then iscell.npy. A failure at any step undoes the earlier ones. Returns a note when edits were kept."""
         plane = Path(path)
         n = len(roiset)
         if n == 0:
-            return
+            return None
         if len(curation.accepted) != n:
             raise RoicurateError(f"{plane}: curation has {len(curation.accepted)} ROIs, the plane has {n}")
         self.check_writable(plane, force=force)
-        _load_iscell(plane / ISCELL, n)  # still the file we read
-
-        backup_once(plane / ISCELL, plane / BACKUP)
-        before = _load_iscell(plane / BACKUP)
         iscell = np.stack([np.asarray(curation.accepted, bool).astype(np.float64),
                            np.asarray(curation.score, np.float64)], axis=1)
-        multi = len(curation.classes) > 2
-        if multi:
-            classes = _npy_bytes(np.asarray(curation.probabilities, np.float64))
-            atomic_write(plane / CLASSES, lambda f: f.write(classes))
-        else:
-            (plane / CLASSES).unlink(missing_ok=True)          # from an earlier run with a K-class model
         data = _npy_bytes(iscell)
-        atomic_write(plane / ISCELL, lambda f: f.write(data))
-        _write_json(plane / RECORD, {**_types_record(plane), **{
-            "roicurate_version": roicurate.__version__,
-            "time": _now(),
-            "model": dict(curation.model),
-            "threshold": float(curation.threshold),
-            "classes": list(curation.classes),
-            "positive_class": curation.classes[curation.positive],
-            "accepted_classes": curation.accepted_classes,
-            "accept_rule": f"P({' + '.join(curation.accepted_classes)}) >= threshold",
-            "class_probabilities": CLASSES if multi else None,
-            "counts": {"rois": n, "accepted_before": int((before[:, 0] > 0.5).sum()) if len(before) == n else None,
-                       "accepted_after": int(iscell[:, 0].sum())},
-            "inputs": list(curation.inputs),
-            "reference_diameter": None if curation.diameter is None else
-                                  {"px": round(float(curation.diameter), 3), "source": curation.diameter_source},
-            "backup": BACKUP,
-            "written_sha256": hashlib.sha256(data).hexdigest(),
-        }})
+        multi = len(curation.classes) > 2
+        classes = _npy_bytes(np.asarray(curation.probabilities, np.float64)) if multi else b""
+        with unit(plane, plane / ISCELL) as tx:
+            st = self.check_writable(plane, force=force)          # again: another run may have written meanwhile
+            if _roi_count(plane) != n:
+                raise RoicurateError(f"{plane / 'stat.npy'}: changed while roicurate ran (now {_roi_count(plane)} "
+                                     f"ROIs, {n} read); nothing written")
+            check_free_space(plane, 3 * len(data) + len(classes) + (1 << 20), f"{ISCELL}, its backup and the record")
+            pause_after_check()
+            kept = None
+            if st.edited:
+                kept = free_name(plane, "iscell_edited", ".npy")
+                tx.create(kept, st.current)
+            original = _parse_iscell(st.backup if st.backup is not None else st.current)
+            tx.write(plane / RECORD, _json_bytes({**_types_record(plane), **{
+                "roicurate_version": roicurate.__version__,
+                "time": _now(),
+                "model": dict(curation.model),
+                "threshold": float(curation.threshold),
+                "classes": list(curation.classes),
+                "positive_class": curation.classes[curation.positive],
+                "accepted_classes": curation.accepted_classes,
+                "accept_rule": f"P({' + '.join(curation.accepted_classes)}) >= threshold",
+                "class_probabilities": CLASSES if multi else None,
+                "counts": {"rois": n, "accepted_before": int((original[:, 0] > 0.5).sum()),
+                           "accepted_after": int(iscell[:, 0].sum())},
+                "inputs": list(curation.inputs),
+                "reference_diameter": None if curation.diameter is None else
+                                      {"px": round(float(curation.diameter), 3), "source": curation.diameter_source},
+                "backup": BACKUP,
+                "backup_sha256": st.original_sha or sha256_bytes(st.current),
+                "written_sha256": sha256_bytes(data),
+                "prior_sha256": st.sha,             # iscell.npy before this write (ours, Suite2p's, or kept edits)
+                "edits_kept": st.record.get("edits_kept", []) + ([kept.name] if kept else []),
+            }}))
+            if st.backup is None:
+                tx.create(plane / BACKUP, st.current)
+            if multi:
+                tx.write(plane / CLASSES, classes)
+            else:
+                tx.remove(plane / CLASSES)                 # from an earlier run with a K-class model
+            tx.write(plane / ISCELL, data)
+        return f"{plane / ISCELL}: hand edits kept in {kept}" if kept else None
 
     # ---- cell types (a model whose card says task "types") -----------------------------------------------
     @staticmethod
@@ -411,36 +537,42 @@ class Suite2pSource(Source):
         if redcell and len(curation.classes) != 2:
             raise RoicurateError(f"--redcell needs a two-class model (e.g. not_red / red); this one has "
                                  f"{len(curation.classes)} classes")
-        self.check_types_writable(plane, force, redcell)
-        record = _types_record(plane)
-        old = _red_entry(record)
-        red = None
-        if redcell:
-            created = old.get("created", not (plane / REDCELL).exists())
-            if not created:
-                backup_once(plane / REDCELL, plane / RED_BACKUP)
-            dtype = np.dtype(np.float32) if created else _load(plane / RED_BACKUP).dtype    # Suite2p 1.1.0: float32
-            dtype = dtype if dtype.kind == "f" else np.float32
-            rows = _npy_bytes(np.stack([curation.accepted, curation.score], 1).astype(dtype))
-            atomic_write(plane / REDCELL, lambda f: f.write(rows))
-            red = {"file": REDCELL, "created": created, "backup": None if created else RED_BACKUP,
-                   "rule": f"P({curation.classes[curation.positive]}) >= threshold",
-                   "written_sha256": hashlib.sha256(rows).hexdigest()}
-        elif old:
-            red = old                                      # an earlier run's redcell.npy stays as it is
-        data = _npy_bytes(np.asarray(curation.probabilities, np.float64))
-        atomic_write(plane / TYPES, lambda f: f.write(data))
-        counts = np.bincount(curation.probabilities.argmax(1), minlength=len(curation.classes))
-        record["types"] = {"roicurate_version": roicurate.__version__, "time": _now(), "model": dict(curation.model),
-                           "file": TYPES, "classes": list(curation.classes),
-                           "positive_class": curation.classes[curation.positive], "threshold": float(curation.threshold),
-                           "most_probable": dict(zip(curation.classes, counts.tolist())), "redcell": red}
-        _write_json(plane / RECORD, record)
+        with unit(plane, plane / TYPES) as tx:
+            self.check_types_writable(plane, force, redcell)
+            pause_after_check()
+            record = _types_record(plane)
+            old = _red_entry(record)
+            red = None
+            if redcell:
+                created = old.get("created", not (plane / REDCELL).exists())
+                if not created and not (plane / RED_BACKUP).exists():
+                    tx.create(plane / RED_BACKUP, (plane / REDCELL).read_bytes())
+                dtype = np.dtype(np.float32) if created else _load(plane / RED_BACKUP).dtype  # Suite2p 1.1.0: float32
+                dtype = dtype if dtype.kind == "f" else np.float32
+                rows = _npy_bytes(np.stack([curation.accepted, curation.score], 1).astype(dtype))
+                tx.write(plane / REDCELL, rows)
+                red = {"file": REDCELL, "created": created, "backup": None if created else RED_BACKUP,
+                       "rule": f"P({curation.classes[curation.positive]}) >= threshold",
+                       "written_sha256": hashlib.sha256(rows).hexdigest()}
+            elif old:
+                red = old                                      # an earlier run's redcell.npy stays as it is
+            tx.write(plane / TYPES, _npy_bytes(np.asarray(curation.probabilities, np.float64)))
+            counts = np.bincount(curation.probabilities.argmax(1), minlength=len(curation.classes))
+            full = _record(plane)
+            full["types"] = {"roicurate_version": roicurate.__version__, "time": _now(), "model": dict(curation.model),
+                             "file": TYPES, "classes": list(curation.classes),
+                             "positive_class": curation.classes[curation.positive],
+                             "threshold": float(curation.threshold),
+                             "most_probable": dict(zip(curation.classes, counts.tolist())), "redcell": red}
+            tx.write(plane / RECORD, _json_bytes(full))
 
     def finish(self, paths):
+        """Rebuild combined/ of every suite2p/ folder written to (and of one a killed run left out of step)."""
+        notes = []
         for parent in sorted({Path(p).parent for p in paths}):
             if (parent / "combined" / ISCELL).exists():
-                self._rebuild_combined(parent)
+                notes += self._rebuild_combined(parent)
+        return "; ".join(notes) or None
 
     @staticmethod
     def _combined_rows(suite2p_dir):
@@ -448,80 +580,136 @@ class Suite2pSource(Source):
         combined = suite2p_dir / "combined"
         planes = _planes(suite2p_dir)
         rows = np.concatenate([_load_iscell(p / ISCELL) for p in planes]) if planes else np.zeros((0, 2))
-        stat = _load(combined / "stat.npy", pickle=True)
-        if not isinstance(stat, np.ndarray) or stat.ndim != 1:
-            raise RoicurateError(f"{combined / 'stat.npy'}: expected an array of ROI dicts, got {_describe(stat)}")
-        if len(rows) != len(stat):
-            raise RoicurateError(f"{combined / 'stat.npy'}: has {len(stat)} ROIs but the planes' iscell.npy have "
+        n = _roi_count(combined)
+        if len(rows) != n:
+            raise RoicurateError(f"{combined / 'stat.npy'}: has {n} ROIs but the planes' iscell.npy have "
                                  f"{len(rows)} rows in all; re-run Suite2p's combine step")
         return rows
 
     def _rebuild_combined(self, suite2p_dir):
+        """combined/iscell.npy = the planes' iscell.npy concatenated, as Suite2p does, under combined/'s lock, with
+        its original kept once; flips made in the GUI's combined view (which stay there) are kept beside."""
         combined = suite2p_dir / "combined"
-        rows = self._combined_rows(suite2p_dir)
-        check_dir_writable(combined)
-        backup_once(combined / ISCELL, combined / BACKUP)
-        data = _npy_bytes(rows)
-        atomic_write(combined / ISCELL, lambda f: f.write(data))
-        _write_json(combined / RECORD, {
-            "roicurate_version": roicurate.__version__,
-            "time": _now(),
-            "rebuilt_from": [p.name for p in _planes(suite2p_dir)],
-            "note": "combined/iscell.npy rebuilt as the concatenation of the planes' iscell.npy, as Suite2p does",
-            "backup": BACKUP,
-            "written_sha256": hashlib.sha256(data).hexdigest(),
-        })
+        with unit(combined, combined / ISCELL) as tx:
+            data = _npy_bytes(self._combined_rows(suite2p_dir))
+            st = _state(combined, _roi_count(combined))
+            check_free_space(combined, 3 * len(data) + (1 << 20), f"{combined / ISCELL} and its backup")
+            notes = []
+            if st.edited:
+                kept = free_name(combined, "iscell_edited", ".npy")
+                tx.create(kept, st.current)
+                notes.append(f"{combined / ISCELL}: hand edits kept in {kept}")
+            if st.sha == sha256_bytes(data) and st.record:
+                return notes
+            tx.write(combined / RECORD, _json_bytes({
+                "roicurate_version": roicurate.__version__,
+                "time": _now(),
+                "rebuilt_from": [p.name for p in _planes(suite2p_dir)],
+                "note": "combined/iscell.npy rebuilt as the concatenation of the planes' iscell.npy, as Suite2p does",
+                "backup": BACKUP,
+                "backup_sha256": st.original_sha or st.sha,
+                "written_sha256": sha256_bytes(data),
+                "prior_sha256": st.sha,
+            }))
+            if st.backup is None:
+                tx.create(combined / BACKUP, st.current)
+            tx.write(combined / ISCELL, data)
+        return notes
 
     # ---- reverting -----------------------------------------------------------------------------------
-    def revert(self, path):
+    def revert(self, path, force=False):
         path = Path(path)
         if path.name == "combined":
             self.expand(path)  # raises the "pass the suite2p folder" error
-        curated = lambda p: (p / BACKUP).exists() or bool(_types_record(p))
-        if _is_plane(path):
-            planes = [path]
-        else:
-            planes = [p for p in _planes(path) if curated(p)] if path.is_dir() else []
-        if not planes or not all(curated(p) for p in planes):
-            raise RoicurateError(f"{path}: nothing to revert (no {BACKUP} or cell types from an earlier roicurate run)")
-        for p in planes:
-            check_dir_writable(p)
-        for parent in {p.parent for p in planes}:
-            if (parent / "combined" / BACKUP).exists():
-                check_dir_writable(parent / "combined")
+        if not path.exists():
+            raise RoicurateError(f"{path}: does not exist")
+        planes = self.expand(path) if path.is_dir() else []
+        parents = sorted({p.parent for p in planes})
+        for folder in planes + [d / "combined" for d in parents if (d / "combined").is_dir()]:
+            clean_stale_temps(folder)              # a killed run's leftovers, even where nothing is curated
+        curated = [p for p in planes if _curated(p)]
+        for p in curated:                          # every plane checked before the first one is restored
+            self._check_revert(p, force)
         done = []
-        for p in planes:
-            red = _red_entry(_types_record(p))
-            if (p / BACKUP).exists():
-                atomic_copy(p / BACKUP, p / ISCELL)
-                (p / BACKUP).unlink()
-                done.append(f"{p / ISCELL} restored")
-            if (p / RED_BACKUP).exists():
-                atomic_copy(p / RED_BACKUP, p / REDCELL)
-                (p / RED_BACKUP).unlink()
-                done.append(f"{p / REDCELL} restored")
-            elif red.get("created"):
-                (p / REDCELL).unlink(missing_ok=True)
-                done.append(f"{p / REDCELL} (made by roicurate) removed")
-            for f in (RECORD, CLASSES, TYPES):
-                (p / f).unlink(missing_ok=True)
-        for parent in sorted({p.parent for p in planes}):
+        for p in curated:
+            done += self._revert_plane(p, force)
+        for parent in parents:                     # also when a killed revert left only combined/ curated
             done += self._revert_combined(parent)
+        if not done:                               # nothing curated, or another run reverted it meanwhile
+            raise NothingToRevert(f"{path}: nothing to revert (no {BACKUP} or cell types from an earlier roicurate run)")
         return "; ".join(done)
+
+    def _check_revert(self, plane, force):
+        n = _roi_count(plane)
+        st = _state(plane, n)
+        if st.edited and not force:
+            raise RoicurateError(f"{plane / ISCELL}: edited since roicurate wrote it (in the Suite2p GUI?); revert would "
+                                 f"drop those edits: use --force to keep them beside it and restore Suite2p's original")
+        if (plane / RED_BACKUP).exists():
+            _load_redcell(plane / RED_BACKUP, n)
+        check_dir_writable(plane)
+        for name in (ISCELL, BACKUP, RECORD, CLASSES, TYPES, REDCELL, RED_BACKUP):
+            check_replaceable(plane / name)
+        check_free_space(plane, 2 * len(st.current) + (1 << 20), f"restoring {ISCELL}")
+        return st
+
+    def _revert_plane(self, plane, force):
+        """Restore iscell.npy from the verified backup, then remove the backup, then the record (until the record
+        is gone, a re-run can tell the restored original from hand edits)."""
+        with unit(plane, plane / ISCELL) as tx:
+            if not _curated(plane):
+                return []
+            st = self._check_revert(plane, force)
+            pause_after_check()
+            done = []
+            if st.edited:
+                kept = free_name(plane, "iscell_edited", ".npy")
+                tx.create(kept, st.current)
+                done.append(f"{plane / ISCELL}: hand edits kept in {kept}")
+            red = _red_entry(st.record)
+            if st.backup is not None:
+                tx.write(plane / ISCELL, st.backup)
+                done.append(f"{plane / ISCELL} restored")
+            if (plane / RED_BACKUP).exists():
+                tx.write(plane / REDCELL, (plane / RED_BACKUP).read_bytes())
+                tx.remove(plane / RED_BACKUP)
+                done.append(f"{plane / REDCELL} restored")
+            elif red.get("created"):
+                tx.remove(plane / REDCELL)
+                done.append(f"{plane / REDCELL} (made by roicurate) removed")
+            tx.remove(plane / BACKUP)
+            for name in (CLASSES, TYPES):
+                tx.remove(plane / name)
+            tx.remove(plane / RECORD)
+            if not done:
+                done.append(f"{plane}: roicurate's files removed ({ISCELL} was already Suite2p's)")
+        return done
 
     def _revert_combined(self, suite2p_dir):
         """Once no plane is curated any more, combined/ gets its original back; until then it follows the planes."""
         combined = suite2p_dir / "combined"
-        if not (combined / BACKUP).exists():
+        if not (combined / BACKUP).exists() and not (combined / RECORD).exists():
             return []
-        if any((p / BACKUP).exists() for p in _planes(suite2p_dir)):
-            self._rebuild_combined(suite2p_dir)
-            return [f"{combined / ISCELL} rebuilt from the planes"]
-        check_dir_writable(combined)
-        atomic_copy(combined / BACKUP, combined / ISCELL)
-        (combined / BACKUP).unlink()
-        (combined / RECORD).unlink(missing_ok=True)
-        return [f"{combined / ISCELL} restored"]
+        if any(_curated(p) for p in _planes(suite2p_dir)):
+            return self._rebuild_combined(suite2p_dir) + [f"{combined / ISCELL} rebuilt from the planes"]
+        with unit(combined, combined / ISCELL) as tx:
+            if not (combined / BACKUP).exists() and not (combined / RECORD).exists():
+                return []
+            st = _state(combined, _roi_count(combined))
+            done = []
+            if st.edited:
+                kept = free_name(combined, "iscell_edited", ".npy")
+                tx.create(kept, st.current)
+                done.append(f"{combined / ISCELL}: hand edits kept in {kept}")
+            if st.backup is not None:
+                tx.write(combined / ISCELL, st.backup)
+            tx.remove(combined / BACKUP)
+            tx.remove(combined / RECORD)
+        return done + [f"{combined / ISCELL} restored"]
+
+
+def _curated(plane):
+    return (plane / BACKUP).exists() or (plane / RECORD).exists()
 
 
 @hookimpl

@@ -23,7 +23,8 @@ REAL = "real/abo275/501484643/caiman/estimates.hdf5"             # shape-only: A
 OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/roicurate_probability",
         "estimates/cnn_preds"}
 OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version",
-             "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs"}
+             "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs",
+             "roicurate_backup_sha256", "roicurate_content_sha256"}
 
 # Every attribute of a CaImAn 1.12.1 Estimates after fit/refit/evaluate_components and a script that sets Cn:
 # the /estimates keys of cnm.save()'s file (asserted below against the real file) plus the three it never saves.
@@ -373,7 +374,9 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
         assert est["roicurate_probability"].dtype == np.float64
         assert dict(est.attrs) == {"roicurate_model": "t", "roicurate_sha256": "0", "roicurate_threshold": "0.5",
                                    "roicurate_version": __version__, "roicurate_reference_diameter": "none",
-                                   "roicurate_diameter_source": "", "roicurate_inputs": '["mask"]'}
+                                   "roicurate_diameter_source": "", "roicurate_inputs": '["mask"]',
+                                   "roicurate_backup_sha256": original,
+                                   "roicurate_content_sha256": est.attrs["roicurate_content_sha256"]}
         assert all(isinstance(v, str) for v in est.attrs.values())       # load_CNMF turns them into str values
     np.testing.assert_array_equal(src.read(p).pipeline_accepted, cur.accepted)
     # a second run keeps the first original as the backup; revert restores it byte for byte
@@ -441,11 +444,12 @@ def test_write_failure_leaves_the_file_untouched(copy_file, monkeypatch):
     def boom(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RoicurateError, match="disk full.*nothing changed") as e:
         src.write(p, rs, curation_for(len(rs)))
     monkeypatch.undo()
+    assert "\n" not in str(e.value)
     assert sha(p) == before
-    assert not [n for n in os.listdir(p.parent) if n.endswith(".tmp")]
+    assert os.listdir(p.parent) == [p.name]                      # no temp file, and the new backup undone
 
 
 def test_wrong_component_count_is_refused(copy_file):

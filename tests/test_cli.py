@@ -65,7 +65,7 @@ def test_one_bad_input_stops_everything_before_writing(copy_dataset, tiny_model,
 @pytest.mark.parametrize("args, message", [
     (("apply", "{plane}", "--model", "no-such-model"), "unknown model"),
     (("apply", "{tmp}/nothing-here"), "not a pipeline output"),
-    (("revert", "{plane}"), "nothing to revert"),
+    (("revert", "{tmp}/nothing-here"), "does not exist"),
 ])
 def test_user_errors_are_one_line(copy_dataset, tmp_path, hash_tree, args, message):
     plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")

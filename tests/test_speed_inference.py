@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from roicurate import RoicurateError
 from roicurate.crops import make_crops
 from roicurate.curation import Curation
 from roicurate.models import Classifier
@@ -88,8 +89,9 @@ def curation(n):
                     {"name": "t", "sha256": "0"})
 
 
-def test_caiman_backup_is_the_original_file_itself(datasets, tmp_path):
-    """The first write keeps the original's inode as the backup (a hard link, no copy) and replaces the file."""
+def test_caiman_backup_is_an_independent_copy(datasets, tmp_path):
+    """The first write keeps the original as an independent copy (never a hard link: a program still writing to
+    the original must not write into the backup, issue #16) and replaces the file."""
     p = tmp_path / "cnmf.hdf5"
     shutil.copyfile(datasets / CAIMAN, p)
     original, inode = p.read_bytes(), os.stat(p).st_ino
@@ -97,13 +99,13 @@ def test_caiman_backup_is_the_original_file_itself(datasets, tmp_path):
     rs = src.read(p)
     src.write(p, rs, curation(len(rs)))
     backup = p.with_name("cnmf.roicurate-backup.hdf5")
-    assert backup.read_bytes() == original and os.stat(backup).st_ino == inode
+    assert backup.read_bytes() == original and os.stat(backup).st_ino != inode
     assert os.stat(p).st_ino != inode and os.stat(backup).st_nlink == 1
     assert sorted(os.listdir(tmp_path)) == sorted([p.name, backup.name])
 
 
-def test_caiman_failed_write_leaves_no_linked_backup(datasets, tmp_path, monkeypatch):
-    """A write that fails before its os.replace takes the hard link back: the folder is as it was."""
+def test_caiman_failed_write_leaves_no_backup(datasets, tmp_path, monkeypatch):
+    """A write that fails at its os.replace takes the new backup back: one line, the folder is as it was."""
     p = tmp_path / "cnmf.hdf5"
     shutil.copyfile(datasets / CAIMAN, p)
     original = p.read_bytes()
@@ -113,7 +115,7 @@ def test_caiman_failed_write_leaves_no_linked_backup(datasets, tmp_path, monkeyp
     def boom(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RoicurateError, match="disk full"):
         src.write(p, rs, curation(len(rs)))
     monkeypatch.undo()
     assert os.listdir(tmp_path) == [p.name] and p.read_bytes() == original

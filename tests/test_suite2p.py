@@ -43,9 +43,10 @@ def curate(plane, seed=0, force=False):
 # ---- detect / expand ----------------------------------------------------------------------------------
 
 def test_detect(datasets, tmp_path):
-    for rel in (SIM1, SIM1 + "/plane0", SIM2, SIM2 + "/plane1", FISSA, ABO):
+    for rel in (SIM1, SIM1 + "/plane0", SIM2, SIM2 + "/plane1", FISSA, ABO, "sim/s2p_sim2"):   # last: a session
         assert src.detect(datasets / rel), rel
-    for rel in ("sim/s2p_sim2", "real/fissa_example/LICENSE", "sim/s2p_sim1/truth", SIM1 + "/plane0/stat.npy"):
+    assert [p.name for p in src.expand(datasets / "sim/s2p_sim2")] == ["plane0", "plane1"]
+    for rel in ("real/fissa_example/LICENSE", "sim/s2p_sim1/truth", SIM1 + "/plane0/stat.npy"):
         assert not src.detect(datasets / rel), rel
     assert not src.detect(tmp_path)
     assert not src.detect(tmp_path / "missing")

@@ -1,0 +1,356 @@
+"""Crash-safe file handling shared by the writers: one critical section per unit, undo on failure, atomic
+writes, independent copies, no-replace creation.
+
+* ``unit(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
+  behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
+  whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
+* Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
+  leftovers from a live one's.
+* Reading Suite2p's pickled ``.npy`` files without running code: ``roicurate.plaindata``.
+"""
+import contextlib
+import datetime
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from roicurate import RoicurateError
+
+TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+FICLONE = 0x40049409                       # linux/fs.h: _IOW(0x94, 9, int)
+
+
+class NothingToRevert(RoicurateError):
+    """Nothing roicurate wrote is left here: the CLI says so and exits 0."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived inside a critical section (raised so that ``finally`` and undo steps run)."""
+
+
+# ---- small helpers ---------------------------------------------------------------------------------------
+def temp_name(path):
+    path = Path(path)
+    return path.parent / f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def stamp():
+    """UTC time for the names of kept files: 20261203T081500Z."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def sha256_file(path, block=1 << 22):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def fsync_dir(folder):
+    """Make a rename durable (a crash right after os.replace must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder):
+    """Remove ``.NAME.<host>.<pid>.<hex>.tmp`` files of this machine whose process is gone (a kill -9 in an
+    earlier run)."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP_RE.match(name)            # only this machine's pids can be checked (a cluster shares folders)
+        pid = int(m.group("pid")) if m else 0
+        if m and m.group("host") == HOST and pid != os.getpid() and not _pid_alive(pid):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def check_free_space(folder, nbytes, what):
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes:
+        raise RoicurateError(f"{folder}: not enough free space for {what} (needs {nbytes / 1e6:.1f} MB, "
+                             f"{free / 1e6:.1f} MB free); nothing written")
+
+
+def check_replaceable(path):
+    """An existing file we will replace or remove: refuse read-only, immutable (chattr +i) and append-only files
+    now, before anything is written (os.access alone says yes to root and knows nothing of chattr)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+        os.close(fd)
+    except OSError as e:
+        raise RoicurateError(f"{path}: cannot be replaced ({e.strerror}: read-only or immutable file?); "
+                             f"nothing written") from None
+
+
+def clone_or_copy(src, dst):
+    """An independent copy of ``src`` at the new path ``dst``: a reflink (FICLONE) where the filesystem has one
+    (btrfs, xfs: instant, shares blocks copy-on-write), else a kernel copy. Never a hard link: a program still
+    writing to the original must not write into the copy. Returns "reflink" or "copy"."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+            how = "reflink"
+        except OSError:
+            how = "copy"
+            _sendfile_all(fin, fout)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return how
+
+
+def _sendfile_all(fin, fout):
+    """Kernel copy (like shutil.copyfile), or a Python copy where sendfile is not available."""
+    size, sent = os.fstat(fin.fileno()).st_size, 0
+    try:
+        while sent < size:
+            n = os.sendfile(fout.fileno(), fin.fileno(), sent, min(size - sent, 1 << 30))
+            if n == 0:
+                break
+            sent += n
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS) or sent:
+            raise
+        fin.seek(0)
+        shutil.copyfileobj(fin, fout, 1 << 22)
+
+
+# ---- the critical section ----------------------------------------------------------------------------------
+def pause_after_check():
+    """Test hook, read here only: ROICURATE_TEST_PAUSE_AFTER_CHECK=seconds sleeps between a unit's checks and its
+    first write (inside the lock), so tests can race two runs."""
+    delay = os.environ.get("ROICURATE_TEST_PAUSE_AFTER_CHECK")
+    if delay:
+        time.sleep(float(delay))
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if _shield["on"]:                      # undoing: finish that first, exit right after
+            _shield["pending"] = True
+            return
+        raise Interrupted(signum)
+    _shield.update(on=False, pending=False)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what):
+    """Exclusive flock on ``folder`` itself; waits ROICURATE_LOCK_WAIT seconds (default 10), then 'busy'."""
+    wait = float(os.environ.get("ROICURATE_LOCK_WAIT", "10"))
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise RoicurateError(f"{folder}: cannot open the folder ({e.strerror})") from None
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RoicurateError(f"{what}: busy: another roicurate run is writing in {folder}; "
+                                         f"try again when it has finished") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)                          # closing the descriptor releases the lock
+
+
+class Transaction:
+    """The writes of one unit. Each step records how to undo it; ``rollback`` undoes them newest first."""
+
+    def __init__(self):
+        self.undo = []
+
+    def write(self, path, data):
+        """Replace (or create) a small file with ``data`` atomically; undo puts the old bytes back."""
+        path = Path(path)
+        old = path.read_bytes() if path.exists() else None
+        atomic_write_bytes(path, data)
+        self.undo.append(lambda: atomic_write_bytes(path, old) if old is not None else path.unlink(missing_ok=True))
+
+    def create(self, path, data):
+        """Create ``path`` with ``data``; never replaces an existing file (temp + os.link)."""
+        create_new(path, data)
+        self.undo.append(lambda: Path(path).unlink(missing_ok=True))
+
+    def created(self, path):
+        """Register a file this unit made some other way (undo removes it)."""
+        self.undo.append(lambda: Path(path).unlink(missing_ok=True))
+
+    def remove(self, path):
+        path = Path(path)
+        if not path.exists():
+            return
+        old = path.read_bytes()
+        path.unlink()
+        self.undo.append(lambda: create_new(path, old))
+
+    def rollback(self):
+        failed = []
+        for step in reversed(self.undo):
+            try:
+                step()
+            except OSError as e:
+                failed.append(f"{e.filename}: {e.strerror}")
+        self.undo = []
+        return failed
+
+
+@contextlib.contextmanager
+def unit(folder, what):
+    """Lock ``folder``, clean dead runs' temp files, and run the body as one transaction: any failure undoes
+    this unit's steps; an OSError becomes one line naming the file; SIGTERM exits with one line."""
+    folder = Path(folder)
+    with folder_lock(folder, what), _sigterm_raises():
+        clean_stale_temps(folder)
+        tx = Transaction()
+        try:
+            yield tx
+        except OSError as e:
+            failed = _shielded(tx.rollback)
+            where = e.filename or what
+            raise RoicurateError(f"{where}: cannot write ({e.strerror or e}); " + (
+                "nothing changed" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
+        except (Interrupted, KeyboardInterrupt) as e:
+            _shielded(tx.rollback)
+            how = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
+            raise SystemExit(f"roicurate: interrupted by {how}; {what}: nothing changed") from None
+        except BaseException:
+            _shielded(tx.rollback)
+            raise
+
+
+_shield = {"on": False, "pending": False}
+
+
+def _shielded(undo):
+    """Run ``undo`` with SIGTERM deferred (a second signal must not stop an undo half-way); exit with one line
+    afterwards if one came."""
+    _shield["on"] = True
+    try:
+        return undo()
+    finally:
+        _shield["on"] = False
+        if _shield.pop("pending", False):
+            _shield["pending"] = False
+            raise SystemExit("roicurate: interrupted by SIGTERM; the unit being written was left as it was")
+
+
+# ---- atomic writes ---------------------------------------------------------------------------------------
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, ``os.replace`` it into place and fsync
+    the folder. The temp file is removed on any failure (SIGTERM included, inside ``unit``)."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    atomic_write(path, lambda f: f.write(data))
+
+
+def create_new(path, data=None, copy_from=None):
+    """Create ``path`` (bytes ``data``, or an independent copy of ``copy_from``) without ever replacing a file
+    that exists: written to a temp file, then ``os.link``-ed to its name (FileExistsError if one appeared)."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        if copy_from is not None:
+            clone_or_copy(copy_from, tmp)
+            shutil.copymode(copy_from, tmp)
+        else:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.link(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def free_name(folder, stem, suffix):
+    """``stem-<UTC time>suffix`` in ``folder``, with -2, -3 ... if that name is taken."""
+    base = f"{stem}-{stamp()}"
+    name, i = f"{base}{suffix}", 2
+    while (Path(folder) / name).exists():
+        name, i = f"{base}-{i}{suffix}", i + 1
+    return Path(folder) / name
