@@ -403,7 +403,7 @@ def register_models(register):
         card = json.loads(card_path.read_text())
         register(ModelSpec(MODEL, "any", unet, classes=tuple(card["classes"]), threshold=float(card["threshold"]),
                            weights=str(card_path.with_suffix(".safetensors")), build_kwargs=card.get("build_kwargs", {}),
-                           positive_class="neuron",
+                           positive_class="neuron", task="segmentation",
                            description="U-Net on the mean image, per-pixel (roicurate segment; not a crop classifier)"))
     from roicurate_plugins.nets import cnn2
     register(ModelSpec("cnn2-unet", "caiman", cnn2, crop=UNET_CROPS["caiman"],
