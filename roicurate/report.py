@@ -286,9 +286,8 @@ def _slugs(units):
 
 
 def _progress(total, desc, enabled):
-    from tqdm import tqdm
-    import sys
-    return tqdm(total=total, desc=desc, unit="ROI", file=sys.stderr, disable=None if enabled else True, leave=False)
+    from roicurate.progress import progress
+    return progress(total, desc, enabled=enabled)
 
 
 def _examples(cur, n_explain, n_examples):
@@ -375,7 +374,13 @@ def explain_panels(u, index, folder, occ, progress=True):
     ex = explain(u.classifier, u.roiset, index, progress=bar.update, **occ)
     bar.close()
     context = context_windows(u, index)
-    return {int(i): roi_panel(u, ex, k, folder / f"roi{i}.png", context).name for k, i in enumerate(index)}, ex
+    bar = _progress(len(index), f"drawing {folder.name}", progress)
+    panels = {}
+    for k, i in enumerate(index):
+        panels[int(i)] = roi_panel(u, ex, k, folder / f"roi{i}.png", context).name
+        bar.update(1)
+    bar.close()
+    return panels, ex
 
 
 def _section(u, out, slug, n_explain, n_examples, occ, progress):

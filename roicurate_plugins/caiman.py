@@ -330,6 +330,10 @@ class CaimanSource(Source):
                 return accepted, np.asarray(v, float)
         return accepted, None
 
+    def backup_path(self, path):
+        """Where ``write`` keeps the original file (what ``apply`` tells the user)."""
+        return _backup(Path(path))
+
     def revert(self, path):
         path = Path(path)
         backup = _backup(path)
