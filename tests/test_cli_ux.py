@@ -100,3 +100,33 @@ def test_importing_the_cli_and_its_commands_does_not_import_torch():
             "pm.hook.register_commands(cli=cli); model_specs(); print('torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
+
+
+def test_train_says_where_every_label_comes_from(datasets, tmp_path):
+    import shutil
+    from conftest import cli_run, make_writable
+    a, b = tmp_path / "a" / "suite2p", tmp_path / "b" / "suite2p"
+    shutil.copytree(datasets / "sim/s2p_sim1/suite2p", a)        # no labels.json beside these copies
+    shutil.copytree(datasets / "sim/s2p_sim2/suite2p", b)
+    make_writable(tmp_path)
+    iscell = np.load(b / "plane0" / "iscell.npy")
+    iscell[0, 0] = 1 - iscell[0, 0]                               # flipped in the GUI: a person looked
+    np.save(b / "plane0" / "iscell.npy", iscell)
+    r = cli_run("train", a, b, "--arch", "cnn2", "--epochs", "1", "--val", "b", "--calibrate", "none",
+                "--out", tmp_path / "m")
+    out = r.output
+    assert f"labels of {a / 'plane0'}: Suite2p's iscell.npy as its built-in classifier wrote it" in out
+    assert f"labels of {b / 'plane0'}: Suite2p's iscell.npy, curated by hand (1 ROIs differ" in out
+    assert f"labels of {b / 'plane1'}: Suite2p's iscell.npy as its built-in classifier wrote it" in out
+    assert "warning: 2 of 3 units are labelled only by their pipeline's automatic classifier" in out
+
+
+def test_caiman_labels_from_idx_components_are_automatic(datasets):
+    from roicurate.labels import attach_labels, describe_label_source
+    from roicurate.plugins import sources
+    import glob
+    f = datasets / "sim/caiman_sim1/caiman/cnmf_refit_evaluated.hdf5"
+    rs = sources()["caiman"].read(f)
+    rs.origin["label_source"] = "pipeline verdict"
+    text, automatic = describe_label_source(rs)
+    assert automatic and "idx_components" in text
