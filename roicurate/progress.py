@@ -2,8 +2,9 @@
 
 On a terminal: a tqdm bar (erased when the step ends; the command's own lines say what was done). Elsewhere (a log
 file, ``nohup``, a cluster job) tqdm shows nothing, so instead one plain line every ``ROICURATE_PROGRESS_SECONDS``
-seconds (default 10) and one when the step ends: ``classifying: 120/300 ROIs (40%), 12 s``. ``--quiet`` turns both
-off. The verbosity is the command line's (``roicurate -q/-v`` or the command's own ``--quiet/--verbose``), read from
+seconds (default 10) and, after those, one when the step ends: ``classifying: 120/300 ROIs (40%), 12 s``. A step
+shorter than the interval prints nothing (its result lines say it all, and an error stays one line). ``--quiet``
+turns both off. The verbosity is the command line's (``roicurate -q/-v`` or the command's own ``--quiet/--verbose``), read from
 the click context, so library calls outside a command are quiet unless asked.
 """
 import os
@@ -43,7 +44,7 @@ class LineProgress:
         self.every = interval() if every is None else every
         self.n = 0
         self.t0 = self.last = time.monotonic()
-        self.closed = False
+        self.closed = self.printed = False
 
     def _line(self, end=""):
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
@@ -54,14 +55,14 @@ class LineProgress:
         self.n += k
         now = time.monotonic()
         if now - self.last >= self.every and self.n < self.total:
-            self.last = now
+            self.last, self.printed = now, True
             self._line()
 
     def clear(self):
         pass
 
     def close(self):
-        if not self.closed and self.total:
+        if not self.closed and self.printed:
             self.closed = True
             self._line(", done")
 
