@@ -6,7 +6,8 @@
 Default input: the first 300 ROIs of a real Suite2p plane (abo275/524691284, 382 ROIs), the bundled Suite2p model,
 50 ROIs explained (the report's default) plus its 4 confident accepts and 4 confident rejects. Prints one row per
 step: start-up (importing roicurate, its plugins and torch), reading the plane, loading the model, classifying, and
-the report's own steps as ``write_report(timings=...)`` measures them. ``--plain-occlusion`` times occlusion the
+the report's own steps as ``write_report(timings=...)`` measures them, each in wall-clock and CPU seconds (on a
+machine others load, the CPU seconds say more: the wall time on 2 idle cores is about CPU / 2 to CPU). ``--plain-occlusion`` times occlusion the
 naive way too (every window through the plain network), for the speed-up. Say how busy the machine was: the
 numbers scale with free cores.
 """
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-T0 = time.perf_counter()
+T0 = time.perf_counter(), time.process_time()
 import numpy as np  # noqa: E402
 
 from roicurate.plugins import model_specs, sources  # noqa: E402
@@ -38,8 +39,12 @@ def main():
     a = ap.parse_args()
     rows = []
 
-    def row(step, seconds):
-        rows.append((step, seconds))
+    def row(step, since):
+        """A row of (wall-clock, CPU) seconds since ``since`` (a clock() reading)."""
+        rows.append((step, time.perf_counter() - since[0], time.process_time() - since[1]))
+
+    def clock():
+        return time.perf_counter(), time.process_time()
 
     import torch
     from roicurate.curation import curate
@@ -47,48 +52,49 @@ def main():
     from roicurate.report import ReportUnit, write_report
     if a.threads:
         torch.set_num_threads(a.threads)
-    row("start-up: import roicurate, plugins, torch", time.perf_counter() - T0)
-    t = time.perf_counter()
+    row("start-up: import roicurate, plugins, torch", T0)
+    t = clock()
     rs = sources()["suite2p"].read(a.plane)
     if a.rois and a.rois < len(rs):
         rs = rs.subset(np.arange(a.rois))
-    row(f"read the plane ({len(rs)} ROIs)", time.perf_counter() - t)
-    t = time.perf_counter()
+    row(f"read the plane ({len(rs)} ROIs)", t)
+    t = clock()
     clf = Classifier.load(a.model, model_specs(), device="cpu")
-    row(f"load {a.model}", time.perf_counter() - t)
-    t = time.perf_counter()
+    row(f"load {a.model}", t)
+    t = clock()
     cur = curate(rs, clf)
-    row("classify", time.perf_counter() - t)
+    row("classify", t)
     timings = {}
     with tempfile.TemporaryDirectory() as out:
-        t = time.perf_counter()
+        t = clock()
         unit = ReportUnit.build(Path(a.plane).name, rs, cur, clf)
-        row("labels lookup", time.perf_counter() - t)
-        t = time.perf_counter()
+        row("labels lookup", t)
+        t = clock()
         write_report(out, [unit], n_explain=a.explain, stride=a.stride, progress=False, timings=timings)
-        total_report = time.perf_counter() - t
+        report_wall, report_cpu = time.perf_counter() - t[0], time.process_time() - t[1]
         n_explained = len(list((Path(out) / Path(a.plane).name).glob("roi*.png")))
-    for step, seconds in timings.items():
-        row(f"report: {step}", seconds)
-    row("report: the rest (page, tables)", total_report - sum(timings.values()))
-    total = sum(s for _, s in rows)
+    for step, (wall, cpu) in timings.items():
+        rows.append((f"report: {step}", wall, cpu))
+    rows.append(("report: the rest (page, tables)", report_wall - sum(w for w, _ in timings.values()),
+                 report_cpu - sum(c for _, c in timings.values())))
+    total, total_cpu = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print(f"# roicurate report on {len(rs)} ROIs of {a.plane}, {n_explained} ROIs explained (occlusion stride "
           f"{a.stride}), model {a.model}; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"| step | seconds | share |\n|---|---:|---:|")
-    for step, seconds in rows:
-        print(f"| {step} | {seconds:.2f} | {seconds / total:.0%} |")
-    print(f"| **total** | **{total:.2f}** | |")
+    print("| step | wall s | CPU s | share of CPU |\n|---|---:|---:|---:|")
+    for step, wall, cpu in rows:
+        print(f"| {step} | {wall:.2f} | {cpu:.2f} | {cpu / total_cpu:.0%} |")
+    print(f"| **total** | **{total:.2f}** | **{total_cpu:.2f}** | |")
     if a.plain_occlusion:
         from roicurate.explain import occlusion
         idx = cur.uncertain[:2]
-        t = time.perf_counter()
+        t = time.process_time()
         occlusion(clf, rs, idx)
-        fast = time.perf_counter() - t
-        t = time.perf_counter()
+        fast = time.process_time() - t
+        t = time.process_time()
         occlusion(clf, rs, idx, skip_unchanged=False, fast=False)
-        plain = time.perf_counter() - t
-        print(f"\nocclusion of {len(idx)} ROIs: {fast:.2f} s as the report runs it, {plain:.2f} s naive "
+        plain = time.process_time() - t
+        print(f"\nocclusion of {len(idx)} ROIs: {fast:.2f} CPU s as the report runs it, {plain:.2f} CPU s naive "
               f"(every window, plain network): {plain / fast:.1f}x")
 
 

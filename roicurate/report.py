@@ -337,14 +337,15 @@ def _slugs(units):
 
 @contextlib.contextmanager
 def _timed(timings, step):
-    """Add the seconds the block takes to ``timings[step]`` (when ``timings`` is a dict): the breakdown that
-    benchmarks/report_speed.py prints."""
-    t0 = time.perf_counter()
+    """Add the wall-clock and CPU seconds the block takes to ``timings[step]`` (when ``timings`` is a dict): the
+    breakdown that benchmarks/report_speed.py prints."""
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         if timings is not None:
-            timings[step] = timings.get(step, 0.0) + time.perf_counter() - t0
+            wall, cpu = timings.get(step, (0.0, 0.0))
+            timings[step] = (wall + time.perf_counter() - t0, cpu + time.process_time() - c0)
 
 
 def _progress(total, desc, enabled):

@@ -64,6 +64,9 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
         thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
         cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
         notes = []
+        if clf.card.get("pipeline") not in (None, "any", src.name):
+            notes.append(f"{clf.name} was made for {clf.card['pipeline']} ROIs, and these are {src.name} ROIs: its "
+                         f"crops, scale and threshold were not chosen for them.")
         if rec is None:
             notes.append(f"roicurate has not written a verdict here: 'before' is {pipeline_name(rs)}'s current "
                          f"verdict and the accepted/rejected split is what {clf.name} would write.")

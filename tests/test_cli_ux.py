@@ -132,3 +132,12 @@ def test_caiman_labels_from_idx_components_are_automatic(datasets):
     rs.origin["label_source"] = "pipeline verdict"
     text, automatic = describe_label_source(rs)
     assert automatic and "idx_components" in text
+
+
+def test_report_notes_a_model_made_for_another_pipeline(copy_dataset, tmp_path):
+    from conftest import save_tiny_model
+    from roicurate_plugins.report import load_units
+    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+    model = save_tiny_model(tmp_path / "cm", pipeline="caiman")
+    (unit,) = load_units([plane], model_name=model)
+    assert any("was made for caiman ROIs, and these are suite2p ROIs" in n for n in unit.notes)
