@@ -231,10 +231,6 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     if keep and (search or shape_prior or rehearse or resume):
         raise RoicurateError("--epochs 0 trains nothing: --search, --shape-prior, --rehearse and --resume need epochs")
     train_sets, val_sets = ([], sets) if keep else split_by_recording(sets, val, seed)
-    from roicurate.labels import log_label_sources
-    log_label_sources(train_sets + val_sets + test_sets, log)
-    if rehearse:
-        log_label_sources(rehearse, log, "rehearsal ")
     if shape_prior and (not val_sets or calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
                              "give --val and keep --calibrate platt")
@@ -292,6 +288,10 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                 p.requires_grad_(True)
         return m, [n for n in frozen if n not in reshaped]
 
+    from roicurate.labels import log_label_sources       # every option checked: say what the labels are
+    log_label_sources(train_sets + val_sets + test_sets, log)
+    if rehearse:
+        log_label_sources(rehearse, log, "rehearsal ")
     x_tr, y_tr = stack(train_sets, crop, classes if multi else None)
     x_va, y_va = stack(val_sets, crop, classes if multi else None)
     rehearsal = None
