@@ -34,7 +34,7 @@ def roiset(obj):
         origin={"path": "<in memory>", "gSig": gsig})
 
 
-def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="cpu", also_accept=(), diameter=None):
+def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", also_accept=(), diameter=None):
     """Classify every component of ``obj`` (a CNMF or its ``.estimates``) and update it in place.
 
     Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and

@@ -2,16 +2,31 @@
 import glob
 import json
 import math
+import shlex
 import sys
+import time
 
 import click
 
 from roicurate import RoicurateError, __version__
+from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
 
 
 def _fail(e):
     click.echo(f"roicurate: error: {e}", err=True)
     sys.exit(1)
+
+
+def _set_verbosity(ctx, param, value):
+    if value:
+        set_verbosity(ctx, quiet=param.name == "quiet", verbose=param.name == "verbose")
+
+
+def _verbosity_params():
+    return [click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_verbosity,
+                         help="print only the totals, warnings and errors (no progress, no per-plane lines)"),
+            click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_set_verbosity,
+                         help="also print what each step read, used and took")]
 
 
 class _Group(click.Group):
@@ -21,11 +36,33 @@ class _Group(click.Group):
         except RoicurateError as e:
             _fail(e)
 
+    def add_command(self, cmd, name=None):
+        """Every command, plugins' included, takes -q/--quiet and -v/--verbose (as the group itself does)."""
+        if not any(p.name in ("quiet", "verbose") for p in cmd.params):
+            cmd.params.extend(_verbosity_params())
+        super().add_command(cmd, name)
 
-@click.group(cls=_Group)
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="roicurate")
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+              help="print only the totals, warnings and errors (no progress, no per-plane lines)")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+              help="also print what each step read, used and took")
 def cli():
     """Curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
+
+
+def _say(message):
+    """A result line (stdout), left out with --quiet."""
+    if verbosity() != QUIET:
+        click.echo(message)
+
+
+def _detail(message):
+    """A --verbose line (stderr)."""
+    if verbosity() == VERBOSE:
+        click.echo(message, err=True)
 
 
 def default_model(source_name, specs):
@@ -56,20 +93,35 @@ def _short(source):
 
 
 def _progress(total, label):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=label, unit="ROI", file=sys.stderr, disable=None, leave=False)
+    from roicurate.progress import progress
+    return progress(total, label)
+
+
+def check_pipeline(clf, src, unit, any_pipeline=False):
+    """Refuse (one line) a model trained for another pipeline's ROIs, unless ``any_pipeline``: its crops, scale and
+    threshold were chosen on that pipeline's ROIs, and the verdict it writes would look plausible and be wrong."""
+    made_for = clf.card.get("pipeline")
+    if made_for in (None, "any", src.name) or any_pipeline:
+        return
+    raise RoicurateError(f"{unit}: is {src.name} output, but model '{clf.name}' was made for {made_for} ROIs; use a "
+                         f"{src.name} model (the default when --model is left out) or pass --any-pipeline to apply "
+                         f"it anyway")
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_name", help="registered model name, or a folder / NAME.json of a trained model")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="accept ROIs with probability >= this (default: the model's)")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)")
 @click.option("--dry-run", is_flag=True, help="classify and print the summary, write nothing")
 @click.option("--force", is_flag=True, help="overwrite a verdict that was edited by hand after roicurate wrote it")
 @click.option("--as-cnn-preds", is_flag=True, help="CaImAn: also store the probabilities in estimates/cnn_preds")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="also write an HTML report on these ROIs (DIR/index.html + figures; see roicurate report)")
+@click.option("--explain", "n_explain", default=50, show_default=True, type=click.IntRange(0),
+              help="with --report: saliency/occlusion for this many of the ROIs closest to the threshold, per plane")
+@click.option("--any-pipeline", is_flag=True,
+              help="apply a model made for another pipeline's ROIs (e.g. caiman-cnn2 on Suite2p planes) anyway")
 @click.option("--also-accept", "also_accept", multiple=True, metavar="CLASS",
               help="models with more than two classes: also accept this class (repeatable); an ROI is accepted when "
                    "P(positive class) + P(each such class) >= the threshold")
@@ -79,8 +131,8 @@ def _progress(total, label):
               help="the recordings' cell diameter in pixels, for models that scale crops by it (default: Suite2p's "
                    "diameter / CaImAn's gSig where set, else measured from the ROIs)")
 @_add_image_option
-def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, also_accept, redcell,
-          add_image, diameter=None):
+def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, n_explain, any_pipeline,
+          also_accept, redcell, add_image, diameter=None):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
@@ -93,6 +145,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     from roicurate.plugins import model_specs, source_for
     from roicurate.scale import SOURCE_OVERRIDE, outside_range, set_diameter
 
+    t0 = time.monotonic()
     if report_dir:
         from roicurate.report import check_can_write
         check_can_write(report_dir)
@@ -118,24 +171,29 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
                 else:
                     src.check_writable(unit, force=force)
             units.append((src, unit, rs))
+            _detail(f"{unit}: read {len(rs)} ROIs ({src.name})")
     classifiers = {}
     for src in {src for src, _, rs in units if len(rs)}:
         name = model_name or default_model(src.name, specs)
         if name not in by_name:
             by_name[name] = Classifier.load(name, specs, device=device)
         accept_columns(by_name[name].classes, by_name[name].positive, also_accept, f"model '{name}'")
+        check_pipeline(by_name[name], src, next(u for s, u, rs in units if s is src and len(rs)), any_pipeline)
         classifiers[src.name] = by_name[name]
+        _detail(f"{src.name}: model {by_name[name].name} (sha256 {by_name[name].card['sha256'][:12]}) on {by_name[name].device}")
     written = {}
     reported = []
+    n_accepted = 0
     bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
     for src, unit, rs in units:
         if not len(rs):
-            click.echo(f"{unit}: no ROIs, nothing written")
+            _say(f"{unit}: no ROIs, nothing written")
             continue
         clf = classifiers[src.name]
         cur = curate(rs, clf, threshold, progress=bar.update, also_accept=also_accept)
         reported.append((unit, rs, cur, clf))
         s = cur.summary()
+        n_accepted += s["accepted"]
         bar.clear()
         if types:
             if not dry_run:
@@ -145,7 +203,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             else:
                 best = cur.probabilities.argmax(1).tolist()
                 counts = "most probable class: " + ", ".join(f"{c} {best.count(j)}" for j, c in enumerate(cur.classes))
-            click.echo(f"{unit}: {s['rois']} ROIs typed by {clf.name}: {counts}"
+            _say(f"{unit}: {s['rois']} ROIs typed by {clf.name}: {counts}"
                        + ("; written to redcell.npy too" if redcell else "")
                        + ("  [dry run: nothing written]" if dry_run else ""))
             continue
@@ -162,9 +220,9 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             "; most probable class: " + ", ".join(f"{c} {k}" for c, k in s["classes"].items())
         scale = "" if cur.diameter is None else f"; cell diameter {cur.diameter:.1f} px ({_short(cur.diameter_source)})"
         inputs = "" if list(cur.inputs) == ["mask"] else f"; inputs {'+'.join(cur.inputs)}"
-        click.echo(f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-                   f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}"
-                   f"{'  [dry run: nothing written]' if dry_run else ''}")
+        _say(f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
+             f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}"
+             f"{'  [dry run: nothing written]' if dry_run else ''}")
         warning = outside_range(cur.diameter, clf.card.get("training", {}).get("reference_diameter_px"))
         if warning:
             click.echo(f"{unit}: warning: {warning}", err=True)
@@ -172,10 +230,31 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     for src, done in written.items():
         note = src.finish(done)
         if note:
-            click.echo(note)
+            _say(note)
+    if written:
+        _say(_undo_line(written, paths))
     if report_dir and reported:
         from roicurate.report import write_report
-        click.echo(f"report: {write_report(report_dir, reported)}")
+        _say(f"report: {write_report(report_dir, reported, n_explain=n_explain)}")
+    n_rois = sum(len(rs) for _, _, rs in units)
+    what = "typed" if types else "accepted"
+    click.echo(f"done: {_count_units(src for src, _, _ in units)}, {n_rois} ROIs, {n_accepted} {what}, "
+               f"{time.monotonic() - t0:.1f} s" + ("  [dry run: nothing written]" if dry_run else ""))
+
+
+def _count_units(srcs):
+    """'2 planes, 1 file': Suite2p units are planes, the others files."""
+    from collections import Counter
+    n = Counter("plane" if src.name == "suite2p" else "file" for src in srcs)
+    return ", ".join(f"{k} {noun}{'s' * (k != 1)}" for noun, k in sorted(n.items(), reverse=True)) or "0 planes"
+
+
+def _undo_line(written, paths):
+    """Where the pipeline's original verdict is kept, and the command that puts it back."""
+    kept = [str(src.backup_path(u)) for src, units in written.items() if hasattr(src, "backup_path") for u in units]
+    where = "" if not kept else f" in {kept[0]}" + (f" (and {len(kept) - 1} more like it)" if len(kept) > 1 else "")
+    return (f"the pipeline's original verdict is kept{where}; undo with: roicurate revert "
+            + " ".join(shlex.quote(str(p)) for p in paths))
 
 
 @cli.command()

@@ -123,11 +123,12 @@ def saliency(clf, roiset, index=None, reduce="abs", batch_size=64, progress=None
     return np.concatenate(out).astype(np.float32) if out else empty
 
 
-def scores(clf, x, kind="proba", prior=None):
+def scores(clf, x, kind="proba", prior=None, module=None):
     """Score of a batch of crops (tensor): ``proba`` = probability of the accepted class (what the threshold
     is compared with; ``prior``: the ROIs' shape-prior logits when the model has one, see
-    ``Classifier.prior_logits``), ``logit`` = the network's logit (does not saturate for confident ROIs)."""
-    logits = clf.module(x)
+    ``Classifier.prior_logits``), ``logit`` = the network's logit (does not saturate for confident ROIs).
+    ``module``: the network to run (default: the classifier's plain one)."""
+    logits = (module or clf.module)(x)
     if kind == "logit":
         return target_logit(clf, logits)
     if kind != "proba":
@@ -175,13 +176,16 @@ def _touched(changed, centres, window):
 
 
 def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", batch_size=64,
-              progress=None):
+              progress=None, skip_unchanged=True, fast=True):
     """Occlusion maps (n, S, S) float32 of the ROIs in ``index`` (all when None), in crop coordinates.
 
     ``fill``: the value an occluded pixel gets, one number or one per crop channel (0 = background for a
     mask channel, the window mean for a z-scored image channel). With ``stride`` > 1 each pixel takes the
     value of the nearest patch centre. Patches that already hold ``fill`` everywhere (the empty part of a
-    mask-only crop) are not evaluated: their drop is exactly 0. ``progress(k)`` is called as ROIs are done."""
+    mask-only crop) are not evaluated (``skip_unchanged``): the occluded crop *is* the crop, so their drop is
+    exactly 0. ``fast``: run the architecture's ``inference`` form (e.g. batch norm folded into the convolutions:
+    the same scores to float rounding, as ``predict_proba`` runs it); both are the naive method's answer, for less
+    work (tests/test_explain_speed.py). ``progress(k)`` is called as ROIs are done."""
     torch = _torch()
     index = _index(roiset, index)
     S, C = clf.crop.size, len(clf.crop.channels)
@@ -199,22 +203,25 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
     module = clf.module
     was_training = module.training
     module.eval()
+    inference = getattr(clf.spec, "inference", None) if fast else None
     try:
         with torch.inference_mode():
+            net = inference(module).eval() if inference else module
             for k, i in enumerate(index):
                 c = make_crops(roiset, clf.crop, [i])
                 crop = torch.from_numpy(c).to(clf.device)                           # (1, C, S, S)
                 pk = None if prior is None else prior[k]
-                base = float(scores(clf, crop, score, pk)[0])
+                base = float(scores(clf, crop, score, pk, net)[0])
                 # a patch that already holds the fill value everywhere changes nothing: its drop is exactly 0
                 # (most of a mask-only crop), so only the other positions go through the network
-                live = np.flatnonzero(_touched((c[0] != fill[:, None, None]).any(0), centres, window))
+                live = np.flatnonzero(_touched((c[0] != fill[:, None, None]).any(0), centres, window)) \
+                    if skip_unchanged else np.arange(len(centres))
                 drops = np.zeros(len(centres), np.float32)
                 for start in range(0, len(live), batch_size):
                     pos = live[start:start + batch_size]
                     m = torch.from_numpy(patch_masks(centres[pos], S, window)).to(clf.device)[:, None]
                     x = torch.where(m, fill_t, crop).contiguous(memory_format=torch.channels_last)
-                    drops[pos] = base - scores(clf, x, score, pk).float().cpu().numpy()
+                    drops[pos] = base - scores(clf, x, score, pk, net).float().cpu().numpy()
                 out[k] = drops.reshape(len(grid), len(grid))[near][:, near]
                 if progress:
                     progress(1)

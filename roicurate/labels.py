@@ -158,6 +158,44 @@ def verdict_is_roicurate_output(roiset):
     return bool(rec and rec["intact"])
 
 
+def describe_label_source(roiset):
+    """(what the labels of ``roiset`` are, whether they are the pipeline's own automatic classifier's verdict): what
+    ``train`` prints per recording. Suite2p writes iscell.npy as [P(cell) > 0.5, P(cell)], and its GUI flips the
+    first column only, so a plane where the two agree on every ROI was never curated by hand; CaImAn's idx_components
+    come from its automatic component evaluation."""
+    source = roiset.origin.get("label_source")
+    if source != "pipeline verdict":
+        return str(source), False
+    pipeline, acc = roiset.origin.get("pipeline"), roiset.pipeline_accepted
+    if pipeline == "suite2p":
+        prob = roiset.features.get("suite2p_prob")
+        if prob is None:
+            return "Suite2p's iscell.npy", False
+        edited = int(np.sum(np.asarray(acc, bool) != (np.asarray(prob) > 0.5)))
+        if edited:
+            return f"Suite2p's iscell.npy, curated by hand ({edited} ROIs differ from its classifier's P > 0.5)", False
+        return "Suite2p's iscell.npy as its built-in classifier wrote it (no ROI differs from P > 0.5)", True
+    if pipeline == "caiman":
+        return "CaImAn's idx_components (from its automatic component evaluation)", True
+    return "the pipeline's verdict", False
+
+
+def log_label_sources(sets, log, what=""):
+    """One line per labelled unit saying where its labels come from, and a warning naming every one labelled only by
+    its pipeline's automatic classifier: a model trained on those learns to copy that classifier, not a person."""
+    automatic = []
+    for rs in sets:
+        where = rs.origin.get("path", "input")
+        text, auto = describe_label_source(rs)
+        log(f"{what}labels of {where}: {text}")
+        if auto:
+            automatic.append(where)
+    if automatic:
+        log(f"warning: {len(automatic)} of {len(sets)} {what}units are labelled only by their pipeline's automatic "
+            f"classifier ({', '.join(automatic[:3])}{', ...' if len(automatic) > 3 else ''}): the model learns to copy "
+            f"it; label them with `roicurate label` (ground-truth masks) or curate them by hand first")
+
+
 def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
     """Set ``roiset.labels`` and ``origin['recording']`` / ``origin['label_source']``; returns the RoiSet.
 

@@ -5,7 +5,9 @@ reads tensors with safetensors and JSON with json: nothing is ever unpickled.
 """
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +58,138 @@ def sha256(path):
 
 
 def read_card(path):
+    """The card at ``path`` as a dict, after :func:`validate_card`: a bad card is a one-line error, never a traceback
+    or a network of absurd size."""
     try:
         with open(path) as f:
             card = json.load(f)
     except (OSError, ValueError) as e:
         raise RoicurateError(f"{path}: cannot read model card ({e.__class__.__name__}: {e})") from None
+    validate_card(card, path)
+    return card
+
+
+# bounds of the architecture options a card may ask for (anything else must be a plain scalar or a short int list)
+BUILD_BOUNDS = {"width": (0, 256), "in_channels": (1, 64), "n_out": (1, 1000), "size": (8, 256), "first_stride": (1, 8),
+                "fc": (1, 8192), "hidden": (1, 8192), "dropout": (0, 1), "depth": (1, 200)}
+TASKS = ("curate", "types", "segmentation")
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v, n=None):
+    return isinstance(v, list) and (n is None or len(v) == n) and all(_number(x) for x in v)
+
+
+def validate_card(card, where="model card"):
+    """Raise a one-line RoicurateError naming ``where`` and the field unless ``card`` is a well-formed model card:
+    the types and bounds of everything used to build the network, crop the ROIs and turn logits into a verdict.
+    Checked before anything is built (a width of 1e5 would ask for tens of GB). Fields this function does not
+    know in ``crop`` are left to ``CropSpec.from_dict``."""
+    def bad(field, why):
+        raise RoicurateError(f"{where}: model card field '{field}' {why}")
+
+    if not isinstance(card, dict):
+        raise RoicurateError(f"{where}: a model card is a JSON object, not {type(card).__name__}")
     for key in ("name", "arch", "crop", "classes", "threshold"):
         if key not in card:
-            raise RoicurateError(f"{path}: model card has no '{key}'")
+            raise RoicurateError(f"{where}: model card has no '{key}'")
+    for key in ("name", "arch"):
+        if not isinstance(card[key], str) or not card[key]:
+            bad(key, "must be a non-empty string")
+    task = card.get("task", "curate")
+    if task not in TASKS:
+        bad("task", f"is {task!r}; known: {', '.join(TASKS)}")
+    kw = card.get("build_kwargs", {})
+    if not isinstance(kw, dict):
+        bad("build_kwargs", f"must be an object of architecture options, not {type(kw).__name__}")
+    for k, v in kw.items():
+        field = f"build_kwargs.{k}"
+        if isinstance(v, list):
+            if len(v) > 16 or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in v):
+                bad(field, "must be a scalar (or a short list of integers 1..4096)")
+        elif not (v is None or isinstance(v, (str, bool)) or _number(v)):
+            bad(field, f"must be a scalar, not {type(v).__name__}")
+        if k in BUILD_BOUNDS and v is not None:
+            lo, hi = BUILD_BOUNDS[k]
+            if not _number(v) or not lo <= v <= hi or (k != "width" and k != "dropout" and v != int(v)) \
+                    or (k == "width" and v <= 0):
+                bad(field, f"is {v!r}; expected a number in {'(' if k == 'width' else '['}{lo}, {hi}]")
+    crop = card["crop"]
+    if crop is None and task != "segmentation":
+        bad("crop", "is missing (null); a classifier needs its crop")
+    if crop is not None:
+        if not isinstance(crop, dict):
+            bad("crop", f"must be an object, not {type(crop).__name__}")
+        size = crop.get("size", 64)
+        if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 256:
+            bad("crop.size", f"is {size!r}; expected an integer from 8 to 256")
+        ch = crop.get("channels", ["mask"])
+        if not isinstance(ch, list) or not ch or not all(isinstance(c, str) and c for c in ch) or len(ch) > 64:
+            bad("crop.channels", f"is {ch!r}; expected a non-empty list of image names")
+        b = crop.get("binarize")
+        if b is not None and (not _number(b) or not 0 <= b <= 1):
+            bad("crop.binarize", f"is {b!r}; expected null or a number from 0 to 1")
+        if "in_channels" in kw and kw["in_channels"] != len(ch):
+            bad("build_kwargs.in_channels", f"is {kw['in_channels']} but the crop has {len(ch)} channels")
+    classes = card["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes) \
+            or len(set(classes)) != len(classes):
+        bad("classes", f"is {classes!r}; expected a non-empty list of distinct class names")
+    thr = card["threshold"]
+    if not _number(thr) or not 0 <= thr <= 1:
+        bad("threshold", f"is {thr!r}; expected a number from 0 to 1")
+    pos = card.get("positive_class")
+    if pos is not None and pos not in classes:
+        bad("positive_class", f"{pos!r} is not one of the classes ({', '.join(classes)})")
+    _validate_calibration(card.get("calibration"), bad)
+    _validate_prior(card.get("shape_prior"), bad)
+    digest = card.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        bad("sha256", "must be 64 lowercase hex digits (or null)")
     return card
+
+
+def _validate_calibration(c, bad):
+    if c is None:
+        return
+    if not isinstance(c, dict) or c.get("method") not in ("platt", "temperature", "isotonic", "none"):
+        bad("calibration", "must be null or an object whose method is platt, temperature, isotonic or none")
+    for k in ("a", "b", "temperature", "prior_weight"):
+        if k in c and not _number(c[k]):
+            bad(f"calibration.{k}", f"is {c[k]!r}; expected a finite number")
+    if c.get("method") == "temperature" and "temperature" in c and c["temperature"] <= 0:
+        bad("calibration.temperature", "must be > 0")
+    if c.get("method") == "platt" and not c.get("folded") and not all(k in c for k in ("a", "b")):
+        bad("calibration", "platt needs 'a' and 'b'")
+    if "bias" in c and not _numbers(c["bias"]):
+        bad("calibration.bias", "must be a list of finite numbers")
+    if c.get("method") == "isotonic" and not c.get("folded"):
+        x, y = c.get("x"), c.get("y")
+        if not (_numbers(x) and _numbers(y) and len(x) == len(y) and len(x) >= 1 and np.all(np.diff(x) >= 0)):
+            bad("calibration", "isotonic needs lists x (non-decreasing) and y of equal length")
+
+
+def _validate_prior(p, bad):
+    if p is None:
+        return
+    if not isinstance(p, dict):
+        bad("shape_prior", "must be null or an object")
+    from roicurate.shape import FEATURES
+    n = len(FEATURES)
+    for k in ("mean", "scale", "coef"):
+        if not _numbers(p.get(k), n) or n == 0:
+            bad(f"shape_prior.{k}", "must be a list of finite numbers, one per feature")
+    if not all(s > 0 for s in p["scale"]):
+        bad("shape_prior.scale", "must be positive")
+    if not _number(p.get("intercept")):
+        bad("shape_prior.intercept", "must be a finite number")
+    if not _number(p.get("binarize")) or not 0 <= p["binarize"] <= 1:
+        bad("shape_prior.binarize", "must be a number from 0 to 1")
+    if "features" in p and (not isinstance(p["features"], list) or len(p["features"]) != n):
+        bad("shape_prior.features", f"must name the {n} shape features")
 
 
 def resolve_model_files(name_or_path, specs):
@@ -84,8 +209,21 @@ def resolve_model_files(name_or_path, specs):
         p = cards[0]
     if p.suffix in (".json", ".safetensors") and p.exists():
         return str(p.with_suffix(".safetensors")), str(p.with_suffix(".json"))
-    known = ", ".join(n for n, s in specs.items() if s.weights) or "none"
+    known = ", ".join(usable_classifiers(specs)) or "none"
     raise RoicurateError(f"unknown model '{name_or_path}' (not a registered name — known: {known} — nor a model file or folder)")
+
+
+def usable_classifiers(specs):
+    """Names of the registered models ``apply`` can run: trained, and classifiers (not segmentation models)."""
+    return [n for n, s in specs.items() if s.weights and s.task != "segmentation"]
+
+
+def crop_from_card(card, where="model card"):
+    """The card's CropSpec; a field CropSpec does not know (or cannot take) is a one-line error."""
+    try:
+        return CropSpec.from_dict(card["crop"])
+    except (TypeError, ValueError) as e:
+        raise RoicurateError(f"{where}: model card field 'crop' is not a crop this roicurate knows ({e})") from None
 
 
 class Classifier:
@@ -98,7 +236,7 @@ class Classifier:
         import torch
         self.card = card
         self.spec = arch_spec
-        self.crop = CropSpec.from_dict(card["crop"])
+        self.crop = crop_from_card(card, card.get("name", "model card"))
         self.classes = tuple(card["classes"])
         self.threshold = float(card["threshold"])
         self.device = _device(device)
@@ -126,8 +264,15 @@ class Classifier:
         if specs is None:
             from roicurate.plugins import model_specs
             specs = model_specs()
+        spec = specs.get(str(name_or_path))
+        if spec is not None and spec.task == "segmentation":
+            raise RoicurateError(f"model '{name_or_path}' is a segmentation model (roicurate segment), not an ROI "
+                                 f"classifier; usable here: {', '.join(usable_classifiers(specs)) or 'none'}")
         weights, card_path = resolve_model_files(str(name_or_path), specs)
         card = read_card(card_path)
+        if card.get("task") == "segmentation":
+            raise RoicurateError(f"{card_path}: model '{card['name']}' is a segmentation model (roicurate segment), "
+                                 f"not an ROI classifier")
         arch = specs.get(card["arch"])
         if arch is None:
             raise RoicurateError(f"{card_path}: architecture '{card['arch']}' is not registered (missing plugin?)")
@@ -196,7 +341,11 @@ def load_weights(weights, card, build):
     digest = sha256(weights)
     if card.get("sha256") and card["sha256"] != digest:
         raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
-    module = build(**card.get("build_kwargs", {}))
+    try:
+        module = build(**card.get("build_kwargs", {}))
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:   # options the architecture cannot take
+        raise RoicurateError(f"{weights}: its card's build_kwargs do not build architecture '{card['arch']}' "
+                             f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     try:
         state = load_file(weights)
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
@@ -218,6 +367,12 @@ def _device(device):
     return torch.device(device)
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_model(out_dir, name, module, card):
     """Write NAME.safetensors (fp16 floats) and NAME.json with its sha256; returns the card path."""
     from safetensors.torch import save_file
@@ -228,6 +383,7 @@ def save_model(out_dir, name, module, card):
     wpath = out / f"{name}.safetensors"
     tmp = wpath.with_suffix(".safetensors.tmp")
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o666 & ~_umask())        # safetensors creates it 0600: a lab shares its models like its data
     os.replace(tmp, wpath)
     card = dict(card, name=name, sha256=sha256(wpath), roicurate_version=__version__)
     cpath = out / f"{name}.json"

@@ -4,10 +4,12 @@
 (plane or CaImAn file). Figures are drawn with matplotlib's object API (no pyplot, no global backend change);
 the page itself has no scripts and links nothing outside ``out``.
 """
+import contextlib
 import copy
 import functools
 import html
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,44 +226,92 @@ def _outline(mask):
     return mask > (0.2 * mask.max() if mask.max() > 0 else 1)
 
 
+def outline_segments(mask):
+    """(n, 2, 2) line segments (x, y) along the pixel edges between a binary mask and its outside: the exact outline
+    of the pixels, drawn as one LineCollection (cheaper than a contour, and it never cuts a pixel)."""
+    m = np.pad(np.asarray(mask, bool), 1)
+    segs = []
+    for dy, dx in ((1, 0), (0, 1)):                     # edges between rows, then between columns
+        a, b = m[dy:, dx:], m[:m.shape[0] - dy, :m.shape[1] - dx]
+        ys, xs = np.nonzero(a != b)
+        y, x = ys - 1 + 0.5 * dy, xs - 1 + 0.5 * dx    # the shared edge's centre in the unpadded crop
+        if dy:
+            segs.append(np.stack([np.stack([x - 0.5, y], 1), np.stack([x + 0.5, y], 1)], 1))
+        else:
+            segs.append(np.stack([np.stack([x, y - 0.5], 1), np.stack([x, y + 0.5], 1)], 1))
+    return np.concatenate(segs) if segs else np.zeros((0, 2, 2))
+
+
+class _Panels:
+    """One figure for every ROI panel of a unit: its axes, images, outlines and colour bar are made once and
+    updated per ROI (building a matplotlib figure cost more than drawing it)."""
+
+    def __init__(self, u, ex, context):
+        from matplotlib.collections import LineCollection
+        spec = u.classifier.crop
+        self.mask_in = list(spec.channels).index("mask") if "mask" in spec.channels else None
+        # (title, colour map, which outline: "crop", "context" or None)
+        self.panels = [(f"model input: {c}", "gray", None if c == "mask" else "crop") for c in spec.channels]
+        if context.get("image") is not None:
+            self.panels.append((f"{context['image_name']} image (context)", "gray", "context"))
+        if ex["saliency"] is not None:
+            self.panels.append(("saliency (guided backprop)", "magma", "crop"))
+        self.panels.append((f"occlusion: drop in P({_pname(u)})", "RdBu_r", "crop"))
+        width = 1.75 * len(self.panels) + 0.6
+        self.fig = figure(width, 2.0)
+        S = spec.size
+        self.images, self.lines, self.empty_note = [], [], None
+        for j, (title, cmap, outline) in enumerate(self.panels):
+            ax = self.fig.add_subplot(1, len(self.panels), j + 1)
+            im = ax.imshow(np.zeros((S, S)), cmap=cmap, interpolation="nearest")
+            self.images.append(im)
+            lc = None
+            if outline:
+                lc = LineCollection([], colors="cyan", linewidths=0.7)
+                ax.add_collection(lc)
+            self.lines.append(lc)
+            ax.set_xlim(-0.5, S - 0.5), ax.set_ylim(S - 0.5, -0.5)
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([]), ax.set_yticks([])
+            if cmap == "RdBu_r":
+                cb = self.fig.colorbar(im, cax=ax.inset_axes([1.04, 0, 0.06, 1]))
+                cb.ax.tick_params(labelsize=6)
+            if cmap == "magma":
+                self.empty_note = ax.text(0.5, 0.5, f"no evidence for\n'{_pname(u)}' anywhere", transform=ax.transAxes,
+                                          color="white", ha="center", va="center", fontsize=7, visible=False)
+        self.fig.subplots_adjust(wspace=0.1, left=0.01, right=1 - 0.62 / width, top=0.9, bottom=0.01)  # colour bar
+
+    def draw(self, ex, k, context, path):
+        crop = ex["crops"][k]
+        crop_outline = _outline(crop[self.mask_in] if self.mask_in is not None else context["mask"][k])
+        data = list(crop)
+        if context.get("image") is not None:
+            data.append(context["image"][k])
+        if ex["saliency"] is not None:
+            data.append(ex["saliency"][k])
+        data.append(ex["occlusion"][k])
+        for (title, cmap, outline), im, lc, img in zip(self.panels, self.images, self.lines, data):
+            im.set_data(img)
+            if cmap == "RdBu_r":
+                lim = max(float(np.abs(img).max()), 0.02)
+                im.set_clim(-lim, lim)
+            elif cmap == "magma":
+                im.set_clim(0, float(img.max()) or 1)
+                self.empty_note.set_visible(not img.any())
+            else:
+                lo, hi = float(np.min(img)), float(np.max(img))
+                im.set_clim(lo, hi if hi > lo else lo + 1)
+            if lc is not None:
+                lc.set_segments(outline_segments(crop_outline if outline == "crop" else _outline(context["mask"][k])))
+        return save(self.fig, path, dpi=100, tight=False)   # a fixed layout: half the drawing time of "tight"
+
+
 def roi_panel(u, ex, k, path, context):
     """Model input, the image around the ROI (when there is one), saliency and occlusion for ROI ``ex['index'][k]``;
-    ROI outline on every panel."""
-    crop, spec = ex["crops"][k], u.classifier.crop
-    mask_in = list(spec.channels).index("mask") if "mask" in spec.channels else None
-    outline = _outline(crop[mask_in] if mask_in is not None else context["mask"][k])
-    panels = [(f"model input: {c}", crop[j], "gray", False if c == "mask" else None)
-              for j, c in enumerate(spec.channels)]
-    if context.get("image") is not None:
-        panels.append((f"{context['image_name']} image (context)", context["image"][k], "gray",
-                       _outline(context["mask"][k])))
-    sal, occ = ex["saliency"], ex["occlusion"][k]
-    if sal is not None:
-        panels.append(("saliency (guided backprop)", sal[k], "magma", None))
-    panels.append((f"occlusion: drop in P({_pname(u)})", occ, "RdBu_r", None))
-    width = 1.75 * len(panels) + 0.6
-    fig = figure(width, 2.0)
-    for j, (title, img, cmap, own_outline) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), j + 1)
-        kw = {}
-        if cmap == "RdBu_r":
-            lim = max(float(np.abs(img).max()), 0.02)
-            kw = dict(vmin=-lim, vmax=lim)
-        elif cmap == "magma":
-            kw = dict(vmin=0, vmax=float(img.max()) or 1)
-        im = ax.imshow(img, cmap=cmap, interpolation="nearest", **kw)
-        if own_outline is not False:
-            ax.contour(own_outline if own_outline is not None else outline, [0.5], colors="cyan", linewidths=0.7)
-        ax.set_title(title, fontsize=7)
-        ax.set_xticks([]), ax.set_yticks([])
-        if cmap == "RdBu_r":
-            cb = fig.colorbar(im, cax=ax.inset_axes([1.04, 0, 0.06, 1]))
-            cb.ax.tick_params(labelsize=6)
-        if cmap == "magma" and not img.any():
-            ax.text(0.5, 0.5, f"no evidence for\n'{_pname(u)}' anywhere", transform=ax.transAxes, color="white",
-                    ha="center", va="center", fontsize=7)
-    fig.subplots_adjust(wspace=0.1, left=0.01, right=1 - 0.62 / width, top=0.9, bottom=0.01)   # room: colour bar
-    return save(fig, path, dpi=100, tight=False)   # a fixed layout: half the drawing time of "tight"
+    ROI outline on every panel. ``context`` (from :func:`context_windows`) keeps the figure for the next ROI."""
+    if context.get("figure") is None:
+        context["figure"] = _Panels(u, ex, context)
+    return context["figure"].draw(ex, k, context, path)
 
 
 def context_windows(u, index):
@@ -285,10 +335,22 @@ def _slugs(units):
     return out
 
 
+@contextlib.contextmanager
+def _timed(timings, step):
+    """Add the wall-clock and CPU seconds the block takes to ``timings[step]`` (when ``timings`` is a dict): the
+    breakdown that benchmarks/report_speed.py prints."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            wall, cpu = timings.get(step, (0.0, 0.0))
+            timings[step] = (wall + time.perf_counter() - t0, cpu + time.process_time() - c0)
+
+
 def _progress(total, desc, enabled):
-    from tqdm import tqdm
-    import sys
-    return tqdm(total=total, desc=desc, unit="ROI", file=sys.stderr, disable=None if enabled else True, leave=False)
+    from roicurate.progress import progress
+    return progress(total, desc, enabled=enabled)
 
 
 def _examples(cur, n_explain, n_examples):
@@ -367,24 +429,33 @@ def _gallery(u, slug, idx, panels, empty="none"):
     return items or f"<p>{empty}</p>"
 
 
-def explain_panels(u, index, folder, occ, progress=True):
+def explain_panels(u, index, folder, occ, progress=True, timings=None):
     """Explain the ROIs in ``index`` and draw one PNG each into ``folder``: ({roi: file name}, explain's dict)."""
     from roicurate.explain import explain
     folder.mkdir(parents=True, exist_ok=True)
-    bar = _progress(len(index), f"explaining {folder.name}", progress)
-    ex = explain(u.classifier, u.roiset, index, progress=bar.update, **occ)
-    bar.close()
-    context = context_windows(u, index)
-    return {int(i): roi_panel(u, ex, k, folder / f"roi{i}.png", context).name for k, i in enumerate(index)}, ex
+    with _timed(timings, "explain: saliency + occlusion"):
+        bar = _progress(len(index), f"explaining {folder.name}", progress)
+        ex = explain(u.classifier, u.roiset, index, progress=bar.update, **occ)
+        bar.close()
+    with _timed(timings, "explain: one figure per ROI"):
+        context = context_windows(u, index)
+        bar = _progress(len(index), f"drawing {folder.name}", progress)
+        panels = {}
+        for k, i in enumerate(index):
+            panels[int(i)] = roi_panel(u, ex, k, folder / f"roi{i}.png", context).name
+            bar.update(1)
+        bar.close()
+    return panels, ex
 
 
-def _section(u, out, slug, n_explain, n_examples, occ, progress):
+def _section(u, out, slug, n_explain, n_examples, occ, progress, timings=None):
     folder = out / slug
     rs, cur, clf = u.roiset, u.curation, u.classifier
     gallery, sure_acc, sure_rej, union = _examples(cur, n_explain, n_examples)
-    panels, ex = explain_panels(u, union, folder, occ, progress)
-    histogram(u, folder / "scores.png")
-    fov_what = fov(u, folder / "fov.png", numbered=gallery[:30])
+    panels, ex = explain_panels(u, union, folder, occ, progress, timings)
+    with _timed(timings, "score histogram + field of view"):
+        histogram(u, folder / "scores.png")
+        fov_what = fov(u, folder / "fov.png", numbered=gallery[:30])
     n, acc = len(rs), np.asarray(cur.accepted, bool)
     e = _e
     rows = [("ROIs", n)]
@@ -414,15 +485,17 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress):
              f"pixels), coloured by roicurate's verdict. Yellow numbers: the {min(30, len(gallery))} ROIs closest to "
              "the threshold (shown below).</p>",
              f"<img src='{slug}/fov.png' alt='field of view with ROI outlines'>"]
-    parts.append(_labels_html(u, slug, folder))
-    if len(cur.classes) > 2:
-        parts.append(class_section(u, slug, folder))
+    with _timed(timings, "curves against labels, class galleries"):
+        parts.append(_labels_html(u, slug, folder))
+        if len(cur.classes) > 2:
+            parts.append(class_section(u, slug, folder))
     if u.before is not None and (b & ~acc).any():
         dropped = ", ".join(str(i) for i in np.flatnonzero(b & ~acc))
         k = int((b & ~acc).sum())
         parts.append(f"<details><summary>The {k} ROI{'s' * (k != 1)} {_pipe(u)} had accepted and roicurate "
                      f"rejected (click to list)</summary><p>{dropped}</p></details>")
-    parts.append(plugin_sections(u, slug, folder))
+    with _timed(timings, "plugin sections (U-Net: possibly missed cells)"):
+        parts.append(plugin_sections(u, slug, folder))
     which = f"all {n} ROIs" if len(gallery) == n else f"the {len(gallery)} ROIs nearest the threshold"
     parts += [f"<h3>Closest calls: {which}, closest to {cur.threshold:.3f} first</h3>"
               "<p>The ROIs the model was least sure about: the ones worth a human look.</p>",
@@ -503,11 +576,12 @@ img{max-width:100%}.how{background:#f4f6fa;padding:.7em 1em;border-radius:6px;fo
 
 
 def write_report(out, units, n_explain=50, n_examples=4, window=5, stride=1, fill=0.0, progress=True,
-                 title="roicurate report"):
+                 title="roicurate report", timings=None):
     """Write ``out/index.html`` (+ one PNG folder per unit) and return its path.
 
     ``units``: ReportUnit objects or ``(name, roiset, curation, classifier)`` tuples. Explains the
-    ``n_explain`` ROIs closest to the threshold and the ``n_examples`` most confident accepts and rejects."""
+    ``n_explain`` ROIs closest to the threshold and the ``n_examples`` most confident accepts and rejects.
+    ``timings``: a dict that gets the seconds spent per step, added up over the units."""
     import datetime
     check_can_write(out)
     out = Path(out)
@@ -516,7 +590,7 @@ def write_report(out, units, n_explain=50, n_examples=4, window=5, stride=1, fil
     occ = {"window": window, "stride": stride, "fill": fill}
     sections, toc = [], []
     for u, slug in zip(units, _slugs(units)):
-        body, line = _section(u, out, slug, n_explain, n_examples, occ, progress)
+        body, line = _section(u, out, slug, n_explain, n_examples, occ, progress, timings)
         sections.append(body)
         toc.append(line)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

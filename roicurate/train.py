@@ -314,6 +314,10 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                 p.requires_grad_(True)
         return m, [n for n in frozen if n not in reshaped]
 
+    from roicurate.labels import log_label_sources       # every option checked: say what the labels are
+    log_label_sources(train_sets + val_sets + test_sets, log)
+    if rehearse:
+        log_label_sources(rehearse, log, "rehearsal ")
     x_tr, y_tr = stack(train_sets, crop, classes if multi else None, scale_jitter)
     x_va, y_va = stack(val_sets, crop, classes if multi else None)
     rehearsal = None

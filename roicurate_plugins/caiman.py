@@ -387,6 +387,10 @@ class CaimanSource(Source):
                 return accepted, np.asarray(v, float)
         return accepted, None
 
+    def backup_path(self, path):
+        """Where ``write`` keeps the original file (what ``apply`` tells the user)."""
+        return _backup(Path(path))
+
     def _check_revert(self, path, force):
         backup = _backup(path)
         if not backup.exists():

@@ -20,7 +20,6 @@ from ground truth with object classes (the simulations' ``soma`` / ``process`` /
 import functools
 
 import click
-from torch import nn
 
 from roicurate.hookspecs import hookimpl
 from roicurate.models import ModelSpec
@@ -44,49 +43,28 @@ SIM_CLASS_RULE = {
             "at IoU >= 0.1; noise: everything else (out-of-focus blobs, no partner, IoU < 0.1)",
 }
 
-DEPTHS = {13: 2, 16: 3, 19: 4}     # convolutions in each of the 128-, 256- and 256-channel stages
+def __getattr__(name):
+    if name in ("VGG", "DEPTHS"):          # in torchnets.py: registering the models must not import torch
+        from roicurate_plugins import torchnets
+        return getattr(torchnets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class VGG(nn.Module):
-    """VGG-style network: ``features`` (3x3 convolutions + batch norm + ReLU, 2x2 max-pools) and ``head``
-    (two hidden fully connected layers with dropout, then the class logits)."""
-
-    def __init__(self, in_channels=1, n_out=4, size=50, depth=16, width=1.0, fc=512, dropout=0.5, batch_norm=True):
-        super().__init__()
-        n = DEPTHS[depth]
-        blocks = [(32, 32, 64, 64), (128,) * n, (256,) * n, (256,) * n]
-        layers, cin = [], in_channels
-        for block in blocks:
-            for c in block:
-                c = max(1, int(round(c * width)))
-                layers += [nn.Conv2d(cin, c, 3, padding=1, bias=not batch_norm)]
-                layers += [nn.BatchNorm2d(c)] if batch_norm else []
-                layers += [nn.ReLU(inplace=True)]
-                cin = c
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        side = size // 2 // 2 // 2 // 2
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, fc), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                  nn.Linear(fc, n_out))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        return self.head(self.features(x))
+def _vgg(*args):
+    from roicurate_plugins.torchnets import VGG
+    return VGG(*args)
 
 
 def vgg13_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
-    return VGG(in_channels, n_out, size, 13, width, fc, dropout, batch_norm)
+    return _vgg(in_channels, n_out, size, 13, width, fc, dropout, batch_norm)
 
 
 def vgg16_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
-    return VGG(in_channels, n_out, size, 16, width, fc, dropout, batch_norm)
+    return _vgg(in_channels, n_out, size, 16, width, fc, dropout, batch_norm)
 
 
 def vgg19_4c(in_channels=1, n_out=4, size=50, width=1.0, fc=512, dropout=0.5, batch_norm=True):
-    return VGG(in_channels, n_out, size, 19, width, fc, dropout, batch_norm)
+    return _vgg(in_channels, n_out, size, 19, width, fc, dropout, batch_norm)
 
 
 def resnet50_4c(in_channels=1, n_out=4, width=16, first_stride=2):

@@ -26,7 +26,7 @@ def truth_labels(roiset, path, iou=0.5):
     return lab, f"{path} (matched one-to-one, IoU >= {iou:g})"
 
 
-def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), iou=0.5):
+def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), iou=0.5):
     """ReportUnits for every unit under ``paths``: scores from the recorded (or given, or default) model."""
     from roicurate.cli import _progress, default_model
     from roicurate.curation import curate
@@ -67,6 +67,9 @@ def load_units(paths, model_name=None, threshold=None, device="cpu", truth=(), i
             set_diameter(rs, *rec["diameter"])
         cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
         notes = []
+        if clf.card.get("pipeline") not in (None, "any", src.name):
+            notes.append(f"{clf.name} was made for {clf.card['pipeline']} ROIs, and these are {src.name} ROIs: its "
+                         f"crops, scale and threshold were not chosen for them.")
         if rec is None:
             notes.append(f"roicurate has not written a verdict here: 'before' is {pipeline_name(rs)}'s current "
                          f"verdict and the accepted/rejected split is what {clf.name} would write.")
@@ -107,7 +110,7 @@ def _common(f):
         click.option("--window", default=5, show_default=True, help="occlusion patch size (pixels)"),
         click.option("--stride", default=1, show_default=True, help="occlusion patch step (pixels)"),
         click.option("--fill", default=0.0, show_default=True, help="value given to occluded pixels"),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto"),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -150,12 +153,15 @@ def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold,
     """Write an HTML report (OUT/index.html) on the ROIs under PATHS: counts, score histogram, outlines on
     the field of view, the closest calls with saliency and occlusion maps, curves against labels. Writes
     nothing into PATHS."""
+    import time
     from roicurate.report import check_can_write, write_report
+    t0 = time.monotonic()
     check_can_write(out)
     units = load_units(paths, model_name, threshold, device, truth, iou)
     page = write_report(out, units, n_explain=n_explain, n_examples=n_examples, window=window, stride=stride,
                         fill=fill)
-    click.echo(f"report: {page}")
+    click.echo(f"report: {page} ({len(units)} plane{'s' * (len(units) != 1)}/file{'s' * (len(units) != 1)}, "
+               f"{sum(len(u.roiset) for u in units)} ROIs, {time.monotonic() - t0:.1f} s)")
 
 
 @click.command("explain")

@@ -387,6 +387,10 @@ class Suite2pSource(Source):
         p = Path(path)
         return str(p.parent.parent) if p.name.startswith("plane") and p.parent.name == "suite2p" else str(p)
 
+    def backup_path(self, path):
+        """Where ``write`` keeps the plane's original iscell.npy (what ``apply`` tells the user)."""
+        return Path(path) / BACKUP
+
     def recorded(self, path):
         record = Path(path) / RECORD
         if not record.exists():

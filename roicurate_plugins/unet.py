@@ -35,9 +35,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from roicurate import RoicurateError
 from roicurate.crops import CropSpec, DerivedImage, summary_image
@@ -54,37 +51,9 @@ IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
 LEVELS = 4
 
 
-def _block(cin, cout, dropout):
-    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-              nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers, nn.Dropout2d(dropout)) if dropout else nn.Sequential(*layers)
-
-
-class UNet(nn.Module):
-    """(N, C, H, W) -> (N, 1, H, W) logits; H and W must be multiples of 16 (``probability`` pads)."""
-
-    def __init__(self, in_channels=1, width=16, dropout=0.1):
-        super().__init__()
-        ch = [width * 2 ** i for i in range(LEVELS + 1)]
-        self.down = nn.ModuleList(_block(in_channels if i == 0 else ch[i - 1], ch[i], dropout) for i in range(LEVELS))
-        self.bottom = _block(ch[LEVELS - 1], ch[LEVELS], dropout)
-        self.up = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, 2) for i in reversed(range(LEVELS)))
-        self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], 0) for i in reversed(range(LEVELS)))
-        self.head = nn.Conv2d(ch[0], 1, 1)
-
-    def forward(self, x):
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = self.bottom(x)
-        for up, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([up(x), skips.pop()], 1))
-        return self.head(x)
-
-
 def unet(in_channels=1, width=16, dropout=0.1, **_):
+    """The U-Net (torchnets.UNet: (N, C, H, W) -> (N, 1, H, W) logits, H and W multiples of 16)."""
+    from roicurate_plugins.torchnets import UNet
     return UNet(in_channels, width, dropout)
 
 
@@ -184,6 +153,7 @@ class Segmenter:
 
 def _dihedral(x, k, inverse=False):
     """The k-th of the 8 rotations/flips of (N, C, H, W) tensors, or its inverse."""
+    import torch
     if inverse:
         x = torch.rot90(x, -(k % 4), (2, 3))
         return torch.flip(x, (3,)) if k >= 4 else x
@@ -193,6 +163,8 @@ def _dihedral(x, k, inverse=False):
 
 def probability(module, image, tta=False):
     """Sigmoid output of ``module`` on a normalised (H, W) image, reflect-padded to a multiple of 16."""
+    import torch
+    from torch.nn import functional as F
     H, W = image.shape
     step = 2 ** LEVELS
     x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
@@ -403,7 +375,7 @@ def register_models(register):
         card = json.loads(card_path.read_text())
         register(ModelSpec(MODEL, "any", unet, classes=tuple(card["classes"]), threshold=float(card["threshold"]),
                            weights=str(card_path.with_suffix(".safetensors")), build_kwargs=card.get("build_kwargs", {}),
-                           positive_class="neuron",
+                           positive_class="neuron", task="segmentation",
                            description="U-Net on the mean image, per-pixel (roicurate segment; not a crop classifier)"))
     from roicurate_plugins.nets import cnn2
     register(ModelSpec("cnn2-unet", "caiman", cnn2, crop=UNET_CROPS["caiman"],

@@ -19,7 +19,10 @@ def test_apply_suite2p_folder_all_planes_and_combined(copy_dataset, tiny_model, 
     originals = {p: (s2p / p / "iscell.npy").read_bytes() for p in ("plane0", "plane1", "combined")}
     p = run("apply", s2p, "--model", tiny_model)
     lines = [l for l in p.stdout.splitlines() if l.strip()]
-    assert len(lines) == 2 and "plane0: 34 ROIs" in lines[0] and "plane1: 27 ROIs" in lines[1]
+    assert len(lines) == 4 and "plane0: 34 ROIs" in lines[0] and "plane1: 27 ROIs" in lines[1]
+    assert f"kept in {s2p / 'plane0' / 'iscell_suite2p.npy'} (and 1 more like it); undo with: roicurate revert " \
+           f"{s2p}" in lines[2]
+    assert lines[3].startswith("done: 2 planes, 61 ROIs, ")
     planes = []
     for plane in ("plane0", "plane1"):
         isc = np.load(s2p / plane / "iscell.npy")

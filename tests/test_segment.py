@@ -104,7 +104,7 @@ def test_bundled_model_is_registered_and_listed(seg):
     out = run("models").output
     assert MODEL in out and "background,neuron" in out and card["sha256"][:12] in out
     # it is no ROI classifier: loading it as one is a clean error, and a classifier is no U-Net
-    with pytest.raises(RoicurateError, match="architecture 'unet' is not registered"):
+    with pytest.raises(RoicurateError, match="'unet-mean' is a segmentation model"):
         Classifier.load(MODEL)
     with pytest.raises(RoicurateError, match="ROI classifier, not a U-Net"):
         Segmenter.load("caiman-cnn2")
