@@ -176,7 +176,7 @@ def _touched(changed, centres, window):
 
 
 def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", batch_size=64,
-              progress=None, skip_unchanged=True, fast=True):
+              progress=None, skip_unchanged=True, fast=True, occlude=None):
     """Occlusion maps (n, S, S) float32 of the ROIs in ``index`` (all when None), in crop coordinates.
 
     ``fill``: the value an occluded pixel gets, one number or one per crop channel (0 = background for a
@@ -185,7 +185,9 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
     mask-only crop) are not evaluated (``skip_unchanged``): the occluded crop *is* the crop, so their drop is
     exactly 0. ``fast``: run the architecture's ``inference`` form (e.g. batch norm folded into the convolutions:
     the same scores to float rounding, as ``predict_proba`` runs it); both are the naive method's answer, for less
-    work (tests/test_explain_speed.py). ``progress(k)`` is called as ROIs are done."""
+    work (tests/test_explain_speed.py). ``occlude``: the names of the crop channels a patch hides (default: all);
+    hiding only ``mask`` asks what the outline contributes, and for a model with an image channel it keeps the
+    skipping above (an image is nowhere equal to the fill). ``progress(k)`` is called as ROIs are done."""
     torch = _torch()
     index = _index(roiset, index)
     S, C = clf.crop.size, len(clf.crop.channels)
@@ -196,6 +198,11 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
         raise RoicurateError(f"occlusion window ({window}) and stride ({stride}) must be >= 1")
     centres = patch_centres(S, stride)
     fill_t = torch.from_numpy(fill.copy()).to(clf.device)[None, :, None, None]
+    hide = np.ones(C, bool) if occlude is None else np.isin(clf.crop.channels, list(occlude))
+    if not hide.any():
+        raise RoicurateError(f"occlusion: the model has no channel {', '.join(occlude)} "
+                             f"(its channels: {', '.join(clf.crop.channels)})")
+    hide_t = torch.from_numpy(hide).to(clf.device)[None, :, None, None]
     grid = np.arange(0, S, stride)
     near = np.minimum(np.rint(np.arange(S) / stride).astype(np.int64), len(grid) - 1)   # nearest centre per pixel
     out = np.zeros((len(index), S, S), np.float32)
@@ -214,13 +221,13 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
                 base = float(scores(clf, crop, score, pk, net)[0])
                 # a patch that already holds the fill value everywhere changes nothing: its drop is exactly 0
                 # (most of a mask-only crop), so only the other positions go through the network
-                live = np.flatnonzero(_touched((c[0] != fill[:, None, None]).any(0), centres, window)) \
+                live = np.flatnonzero(_touched((c[0][hide] != fill[hide, None, None]).any(0), centres, window)) \
                     if skip_unchanged else np.arange(len(centres))
                 drops = np.zeros(len(centres), np.float32)
                 for start in range(0, len(live), batch_size):
                     pos = live[start:start + batch_size]
                     m = torch.from_numpy(patch_masks(centres[pos], S, window)).to(clf.device)[:, None]
-                    x = torch.where(m, fill_t, crop).contiguous(memory_format=torch.channels_last)
+                    x = torch.where(m & hide_t, fill_t, crop).contiguous(memory_format=torch.channels_last)
                     drops[pos] = base - scores(clf, x, score, pk, net).float().cpu().numpy()
                 out[k] = drops.reshape(len(grid), len(grid))[near][:, near]
                 if progress:
@@ -230,7 +237,7 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
     return out
 
 
-def explain(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", progress=None):
+def explain(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba", progress=None, occlude=None):
     """Everything a report panel needs for the ROIs in ``index``, as a dict of arrays:
     ``index`` (n,), ``crops`` (n, C, S, S), ``scores`` (n,) probability of the accepted class,
     ``saliency`` (n, S, S) or None when the network has no ``nn.ReLU`` modules (``saliency_error`` says why),
@@ -249,5 +256,5 @@ def explain(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="proba"
     except RoicurateError as e:
         result["saliency_error"] = str(e)
     result["occlusion"] = occlusion(clf, roiset, index, window=window, stride=stride, fill=fill, score=score,
-                                    progress=progress)
+                                    progress=progress, occlude=occlude)
     return result

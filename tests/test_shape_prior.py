@@ -105,7 +105,7 @@ def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_w
     t = card["training"]
     assert t["recordings"] == [] and t["validation_recordings"] == ["s2p_sim3"] and t["epochs_run"] == 0
     assert card["calibration"]["method"] == "platt" and card["calibration"]["prior_weight"] > 0
-    assert card["shape_prior"]["features"] == list(FEATURES)
+    assert card["shape_prior"]["features"] == list(RELATIVE)          # the init model's own prior, kept
     before, after = load_file(prior_model / "model.safetensors"), load_file(tmp_path / "lab/model.safetensors")
     last = [n for n, _ in Classifier.load(str(prior_model)).module.named_parameters()][-1].rsplit(".", 1)[0]
     changed = {k.rsplit(".", 1)[0] for k in before if not torch.equal(before[k], after[k])}
