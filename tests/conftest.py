@@ -87,3 +87,15 @@ def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_model")
     save_tiny_model(folder)
     return folder
+
+
+def one_line_error(call, *names):
+    """Run ``call``; it must raise a RoicurateError of one line naming every one of ``names``. Returns the message."""
+    from roicurate import RoicurateError
+    with pytest.raises(RoicurateError) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    for name in names:
+        assert name in msg, msg
+    return msg

@@ -7,7 +7,7 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
-from conftest import cli_run, tree_hashes
+from conftest import cli_run, one_line_error, tree_hashes
 
 from roicurate import RoicurateError
 from roicurate_plugins.caiman import CaimanSource
@@ -16,15 +16,6 @@ from test_caiman import EVALUATED, curation_for, sha
 OTHER = "sim/caiman_sim2/caiman/cnmf_refit_evaluated.hdf5"     # 252 components: another recording
 src = CaimanSource()
 
-
-def one_line_error(call, *names):
-    with pytest.raises(RoicurateError) as e:
-        call()
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    for name in names:
-        assert name in msg, msg
-    return msg
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import cli_run, tree_hashes
+from conftest import cli_run, one_line_error, tree_hashes
 
 from roicurate import RoicurateError
 from roicurate.safeio import NothingToRevert
@@ -19,15 +19,6 @@ PLANE = "sim/s2p_sim2/suite2p/plane0"            # 34 ROIs
 OTHER = "sim/s2p_sim2/suite2p/plane1"            # 27 ROIs: another recording's valid iscell.npy
 src = Suite2pSource()
 
-
-def one_line_error(call, *names):
-    with pytest.raises(RoicurateError) as e:
-        call()
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    for name in names:
-        assert name in msg, msg
-    return msg
 
 
 @pytest.fixture
