@@ -6,6 +6,11 @@ image the RoiSet carries (``mean``, ``mean_enhanced``, ``max``, ``corr`` ...), e
 the RoiSet lacks comes from the plugin that registers it (``register_images``, e.g. ``unet``: a U-Net's neuron
 probability map), computed once per RoiSet and kept in ``roiset.images`` (``summary_image``).
 
+``scale="reference"`` resamples every channel so that the recording's reference cell diameter (roicurate/scale.py)
+spans ``scaled_diameter`` crop pixels: a window of ``size / zoom`` recording pixels is cut and brought to
+``size x size`` (bilinear when magnifying, the mean over each output pixel when shrinking). ``optional_images``: an
+image channel the recording lacks is left at zero (the model was trained with that channel dropped at times).
+
 ``style="caiman"`` instead reproduces CaImAn's own CNN patches (``evaluate_components_CNN``), mask only: a
 ``2*half`` window (``half = min(4*gSig+1, size)`` per axis) at the centre of mass clipped to
 ``[half, dims-half]`` and truncated, divided by its L2 norm, then resized bilinearly to ``size x size``
