@@ -159,7 +159,7 @@ def with_rehearsal(x, y, rehearsal, share):
     return np.concatenate([x, xr]), np.concatenate([y, yr]), draw
 
 
-def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5):
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, **fit_kw):
     """Scores of the training ROIs by models that did not see them: OOF_FOLDS models, each trained (same settings,
     no validation, the same rehearsal) on the other folds. Used for the threshold when there is no validation
     recording."""
@@ -168,7 +168,8 @@ def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsa
     for f in range(OOF_FOLDS):
         m, _ = new_module()
         xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
-        fit(m, xf, yf, x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive, draw=draw)
+        fit(m, xf, yf, x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive, draw=draw,
+            **fit_kw)
         m.cpu()
         _fp16_round(m)
         scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
@@ -288,6 +289,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         raise RoicurateError("--operating-point out-of-lab is for cell / not-cell models")
     relative = crop.scale == "reference"    # shape features relative to the reference cell
     dropout = [i for i, c in enumerate(crop.channels) if c != "mask"] if image_dropout else []
+    dropout_kw = {"dropout_channels": dropout, "dropout_p": image_dropout}      # every fit of this run
     pos = classes.index(arch_spec.positive_class or classes[-1])
     if multi and shape_prior:
         raise RoicurateError("--shape-prior adds to a one-output network's logit; this model has "
@@ -357,7 +359,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             t0 = time.time()
             m, _ = new_module()
             hist = fit(m, x_fit, y_fit, x_va, y_va, dict(hp, **trial_hp), seed=seed, device=device,
-                       log=lambda s: None, positive=pos, draw=draw)
+                       log=lambda s: None, positive=pos, draw=draw, **dropout_kw)
             best = max(hist, key=lambda h: h["val_f1"])
             return best["val_f1"], best["val_roc_auc"], hist, m, time.time() - t0
 
@@ -374,8 +376,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     else:
         module, frozen = new_module()
         history = fit(module, x_fit, y_fit, x_va, y_va, hp, seed=seed, device=device, log=log, checkpoint=ckpt,
-                      resume=resume, config=config, positive=pos, draw=draw, dropout_channels=dropout,
-                      dropout_p=image_dropout)
+                      resume=resume, config=config, positive=pos, draw=draw, **dropout_kw)
     module.cpu().eval()
     _fp16_round(module)
 
@@ -426,8 +427,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
     if out_of_lab:
         oof = out_of_lab_scores(sets, labs, new_module, stack_sets=lambda ss: stack(ss, crop, None, scale_jitter),
-                                fit_kw=dict(hp=hp, seed=seed, device=device, positive=pos, dropout_channels=dropout,
-                                            dropout_p=image_dropout),
+                                fit_kw=dict(hp=hp, seed=seed, device=device, positive=pos, **dropout_kw),
                                 card=card, arch_spec=arch_spec, prior_fit=(lambda ss, y: fit_prior(
                                     np.concatenate([shape_features(rs, binz, relative) for rs in ss]), y, binz,
                                     relative=relative)) if shape_prior else None, log=log)
@@ -460,7 +460,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     else:
         thr, how = choose_threshold(y_tr == pos if multi else y_tr,
                                     out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos, rehearsal,
-                                                       rehearse_share),
+                                                       rehearse_share, **dropout_kw),
                                     target_precision)
         how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
     card.update(threshold=thr, threshold_rule=how, target_precision=target_precision)

@@ -62,3 +62,18 @@ def test_train_out_of_lab(datasets, tmp_path):
     r = run("train", *paths[:2], "--arch", "cnn2", "--epochs", "1", "--operating-point", "out-of-lab",
             "--out", tmp_path / "two", ok=False)
     assert r.exit_code != 0 and "three or more labs" in r.output
+
+
+def test_image_dropout_trains_a_model_that_works_without_the_image(datasets, tmp_path):
+    from roicurate.plugins import sources
+    sims = [datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p"]
+    run("train", *sims, "--arch", "cnn2", "--epochs", "1", "--val", "none", "--channels", "mask,max",
+        "--image-dropout", "0.5", "--out", tmp_path)
+    clf = Classifier.load(str(tmp_path))
+    assert clf.crop.optional_images and clf.crop.channels == ("mask", "max")
+    assert "image channels dropped in 50%" in json.loads((tmp_path / "model.json").read_text())["training"]["augmentation"]
+    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+    with_image = clf.predict_proba(rs)[:, 1]
+    rs.images.pop("max")
+    without = clf.predict_proba(rs)[:, 1]                 # zeros in the image channel, no error
+    assert np.isfinite(without).all() and not np.allclose(with_image, without)
