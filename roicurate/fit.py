@@ -27,12 +27,17 @@ def _dihedral(x, k):
     return torch.flip(x, (3,)) if k >= 4 else x
 
 
+def unjittered(x):
+    """The crops of ``x`` at the recording's own reference scale: variant 0 of scale-jittered (N, J, C, S, S)."""
+    return x[:, 0] if x.ndim == 5 else x
+
+
 def predict_outputs(module, x, device, batch=256):
     """(N, K) probabilities: [1 - p, p] of a one-output (sigmoid) network, the softmax of a K-output one."""
     import torch
     module.eval()
     out = []
-    x = x[:, 0] if x.ndim == 5 else x          # scale-jittered training crops: variant 0 is the unjittered one
+    x = unjittered(x)
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             logit = module(torch.from_numpy(x[i:i + batch]).to(device))
@@ -51,7 +56,7 @@ def n_outputs(module, x, device):
     import torch
     training = module.training
     module.eval()
-    x = x[:2, 0] if x.ndim == 5 else x[:2]
+    x = unjittered(x[:2])
     with torch.inference_mode():
         k = int(module(torch.from_numpy(x).to(device)).shape[1])
     module.train(training)

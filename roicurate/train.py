@@ -17,7 +17,7 @@ import numpy as np
 from roicurate import RoicurateError
 from roicurate.crops import make_crops
 from roicurate.evaluate import best_f1_threshold, class_indices, threshold_for_precision
-from roicurate.fit import DEFAULTS, fit, freeze_below, predict_scores
+from roicurate.fit import DEFAULTS, fit, freeze_below, predict_scores, unjittered
 from roicurate.labels import attach_labels, cell_labels
 from roicurate.outoflab import MIN_RECALL, check_labs, lab_of, nested_metrics
 from roicurate.outoflab import operating_point as oof_operating_point
@@ -168,8 +168,8 @@ def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsa
     for f in range(OOF_FOLDS):
         m, _ = new_module()
         xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
-        fit(m, xf, yf, x[:0], y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive, draw=draw,
-            **fit_kw)
+        fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
+            draw=draw, **fit_kw)
         m.cpu()
         _fp16_round(m)
         scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
@@ -434,7 +434,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
         scores = (oof["y"], oof["p"], oof["offset"], oof["lab"])
         np.savez(out / f"{name}.out-of-lab.npz", **{k: v for k, v in oof.items() if v is not None})   # per ROI
         calib, oof_thr = oof_operating_point(*scores, min_recall or MIN_RECALL)
-        cal.fold_affine(module, calib["a"], calib["b"], torch.from_numpy(x_tr[:64, 0] if x_tr.ndim == 5 else x_tr[:64]))
+        cal.fold_affine(module, calib["a"], calib["b"], torch.from_numpy(unjittered(x_tr[:64])))
         _fp16_round(module)
         calib["folded"] = True
         if prior is not None and calib["prior_weight"] < 1e-3:
@@ -483,9 +483,9 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
                        "logistic regression on shape features of the training ROIs, weighted on validation"
                        if shape_prior else f"{init.name}'s" + (", re-weighted on validation" if calib else ""),
         "reference_diameter_px": [min(diameters), max(diameters)] if relative else None,
-        "split": "by lab" if out_of_lab else "by recording", "init": None if init is None else {"name": init.card.get("name"),
-                                                                      "sha256": init.card.get("sha256"),
-                                                                      "transfer": transfer},
+        "split": "by lab" if out_of_lab else "by recording",
+        "init": None if init is None else {"name": init.card.get("name"), "sha256": init.card.get("sha256"),
+                                           "transfer": transfer},
         "freeze_until": freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
         "rehearsal": {"recordings": recordings(rehearse), "n": int(len(rehearsal[1])), "share": rehearse_share,
                       "label_sources": sorted({str(rs.origin["label_source"]) for rs in rehearse})}
@@ -517,7 +517,7 @@ def out_of_lab_scores(sets, labs, new_module, stack_sets, fit_kw, card, arch_spe
         rest = [rs for rs in sets if lab_of(rs.origin["recording"]) != lab]
         x, yy = stack_sets(rest)
         m, _ = new_module()
-        fit(m, x, yy, x[:0, 0] if x.ndim == 5 else x[:0], yy[:0], log=lambda s: None, **fit_kw)
+        fit(m, x, yy, unjittered(x[:0]), yy[:0], log=lambda s: None, **fit_kw)
         m.cpu().eval()
         _fp16_round(m)
         prior = prior_fit(rest, yy) if prior_fit else None
