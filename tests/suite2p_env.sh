@@ -12,7 +12,7 @@
 #
 # How Suite2p is installed, and why (see tests/suite2p-constraints.txt for the pins):
 #   python -m venv ENV
-#   ENV/bin/python -m pip install -c tests/suite2p-constraints.txt "suite2p[gui]==1.1.0"
+#   ENV/bin/python -m pip install -c tests/suite2p-constraints.txt "suite2p[gui]==1.1.0" pynwb
 # * No patching, no --no-deps: a normal pip install from the package registry, with constraints.
 # * torch is pinned to the local CPU wheel 2.13.0+cpu (an unpinned torch drags in ~3 GB of CUDA wheels).
 # * `import suite2p` always imports cellpose.transforms (suite2p/registration/utils.py). cellpose >= 4.2.0 imports
@@ -21,6 +21,7 @@
 #   constraints pin it. torchvision is still installed, as cellpose declares it, but it is never imported: the check
 #   below fails if it is.
 # * The [gui] extra brings PyQt6, pyqtgraph, qtpy, superqt and rastermap, which suite2p.gui needs.
+# * pynwb (pinned in the constraints) lets tests/test_nwb.py run Suite2p's own save_nwb (suite2p.io.nwb).
 # The check runs with a temporary HOME (`import suite2p` creates ~/.suite2p) and QT_QPA_PLATFORM=offscreen.
 set -euo pipefail
 
@@ -30,6 +31,7 @@ env_dir="${ROICURATE_SUITE2P_ENV:-.suite2p-env}"
 case "$env_dir" in /*) ;; *) env_dir="$repo_root/$env_dir" ;; esac
 python="${ROICURATE_SUITE2P_PYTHON:-python3}"
 requirement="suite2p[gui]==1.1.0"
+extra_requirements=(pynwb)      # for suite2p.io.save_nwb (tests/test_nwb.py)
 stamp_file="$env_dir/.roicurate-suite2p-stamp"
 
 force=0
@@ -44,7 +46,7 @@ done
 log() { echo "[suite2p_env] $*"; }
 
 # What the environment was built from: a change to the constraints or the requirement rebuilds it.
-stamp() { { echo "$requirement"; cat "$constraints"; } | sha256sum | cut -d' ' -f1; }
+stamp() { { echo "$requirement" "${extra_requirements[@]}"; cat "$constraints"; } | sha256sum | cut -d' ' -f1; }
 
 # Import what the GUI test imports, headless, with a throw-away HOME. Prints versions; non-zero exit if not usable.
 check_env() {
@@ -58,6 +60,7 @@ import torch
 assert torch.__version__.startswith("2.13.0") and torch.version.cuda is None, \
     f"expected CPU torch 2.13.0, got {torch.__version__} (cuda {torch.version.cuda})"
 import suite2p, cellpose
+import pynwb
 from suite2p.gui import gui2p, io  # the GUI window and its loader (suite2p/gui/io.py load_files/load_proc)
 from qtpy.QtWidgets import QApplication
 import qtpy
@@ -65,7 +68,7 @@ app = QApplication([])              # proves Qt starts headless (offscreen platf
 assert suite2p.version == "1.1.0", suite2p.version
 assert "torchvision" not in sys.modules, "torchvision was imported: it is a CUDA build and must stay unused"
 print(f"[suite2p_env] OK: python {sys.version.split()[0]}, suite2p {suite2p.version}, cellpose {cellpose.version}, "
-      f"torch {torch.__version__}, {qtpy.API_NAME} {qtpy.QT_VERSION}; torchvision not imported")
+      f"pynwb {pynwb.__version__}, torch {torch.__version__}, {qtpy.API_NAME} {qtpy.QT_VERSION}; torchvision not imported")
 EOF
     rm -rf "$tmp_home"
     return $rc
@@ -86,9 +89,9 @@ log "creating venv $env_dir with $python ($("$python" --version 2>&1))"
 "$python" -m venv --clear "$env_dir"
 rm -f "$stamp_file"
 
-log "pip install -c tests/suite2p-constraints.txt \"$requirement\"  (torch pinned to 2.13.0+cpu, cellpose to 4.1.1)"
+log "pip install -c tests/suite2p-constraints.txt \"$requirement\" ${extra_requirements[*]}  (torch pinned to 2.13.0+cpu, cellpose to 4.1.1)"
 if ! PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        "$env_dir/bin/python" -m pip install --progress-bar off -c "$constraints" "$requirement"; then
+        "$env_dir/bin/python" -m pip install --progress-bar off -c "$constraints" "$requirement" "${extra_requirements[@]}"; then
     log "pip install failed. torch==2.13.0+cpu must come from pip's configured find-links/index (the local CPU wheel);"
     log "this script never installs another torch. See tests/suite2p-constraints.txt."
     exit 1
