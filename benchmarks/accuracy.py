@@ -31,7 +31,7 @@ def group_of(recording):
 def pipeline_score(rs):
     """The pipeline's own probability-like score, where it exists."""
     f = rs.features
-    if "suite2p_prob" in f and rs.origin["recording"].startswith("s2p_sim"):
+    if "suite2p_prob" in f and rs.recording.startswith("s2p_sim"):
         return f["suite2p_prob"]
     if "SNR_comp" in f and np.isfinite(f["SNR_comp"]).all():
         return f["SNR_comp"]
@@ -69,14 +69,14 @@ def main():
     lr = lr_baseline(train_sets, binz)
     rows = defaultdict(lambda: defaultdict(list))
     for rs in test_sets:
-        g = rows[group_of(rs.origin["recording"])]
+        g = rows[group_of(rs.recording)]
         g["y"].append(rs.labels)
         g["model"].append(clf.predict_proba(rs)[:, clf.positive])
         g["lr"].append(lr.predict_proba(shape_features(rs, binz))[:, 1])
         ps = pipeline_score(rs)
         g["pipe"].append(ps if ps is not None else np.full(len(rs), np.nan))
         g["pipe_acc"].append(rs.pipeline_accepted if rs.pipeline_accepted is not None else np.ones(len(rs), bool))
-        g["recs"].append(rs.origin["recording"])
+        g["recs"].append(rs.recording)
     lr_thr = 0.5
     out = {"model": clf.name, "sha256": clf.card["sha256"], "threshold": clf.threshold, "pipeline": a.pipeline,
            "test_recordings": SPLITS[a.pipeline]["test"], "datasets": {}}

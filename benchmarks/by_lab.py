@@ -31,7 +31,7 @@ def main():
     sets = load_labelled([str(path(r, a.pipeline)) for r in recs], a.pipeline, use_pipeline_labels=False)
     by = defaultdict(lambda: ([], []))
     for rs in sets:
-        y, s = by[lab_of(rs.origin["recording"])]
+        y, s = by[lab_of(rs.recording)]
         y.append(rs.labels > 0)
         s.append(clf.predict_proba(rs)[:, clf.positive])
     print(f"{a.pipeline}: {clf.name} ({clf.card['sha256'][:12]}) at its threshold {clf.threshold:.3f}\n")

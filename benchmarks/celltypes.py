@@ -76,7 +76,7 @@ def main():
         sets = []
         for sim, k in keys:
             for rs in load_labelled([folders[sim, k]], "suite2p", types="cell_types.csv", type_classes=RED):
-                rs.origin["recording"] = f"{sim}_red{k}"
+                rs.recording = f"{sim}_red{k}"
                 sets.append(rs)
         return sets
     specs = model_specs()
@@ -85,7 +85,7 @@ def main():
     for test in a.test_on:
         others = [s for s in SIMS if s != test]
         sets = load([(s, k) for s in others for k in range(a.seeds + 1)])
-        val = sorted({rs.origin["recording"] for rs in sets if rs.origin["recording"].endswith(f"_red{a.seeds}")})
+        val = sorted({rs.recording for rs in sets if rs.recording.endswith(f"_red{a.seeds}")})
         test_sets = load([(test, test_seed)])
         log(f"fold {test}: train {sum(len(r) for r in sets)} typed ROIs (incl. validation), test "
             f"{sum(len(r) for r in test_sets)} ({int(sum(r.labels.sum() for r in test_sets))} red)")

@@ -96,10 +96,10 @@ def main():
     results = []
     for video in (NF if "all" in a.finetune_on else a.finetune_on):
         name = f"neurofinder_train/neurofinder.{video}"
-        ft_sets = [rs for rs in nf_sets if rs.origin["recording"] == name]
-        test = [rs for rs in nf_sets if rs.origin["recording"] != name
-                and (not a.evaluate_on or rs.origin["recording"][-5:] in a.evaluate_on)
-                and (not a.same_lab or rs.origin["recording"][-5:-3] == video[:2])]
+        ft_sets = [rs for rs in nf_sets if rs.recording == name]
+        test = [rs for rs in nf_sets if rs.recording != name
+                and (not a.evaluate_on or rs.recording[-5:] in a.evaluate_on)
+                and (not a.same_lab or rs.recording[-5:-3] == video[:2])]
         share = sum(len(r) for r in ft_sets) / sum(len(r) for r in nf_sets)
         log(f"fine-tuning on {name}: {sum(len(r) for r in ft_sets)} ROIs ({share:.0%} of the Neurofinder ROIs)")
         hp = {"epochs": a.epochs, "lr": a.lr}
@@ -111,7 +111,7 @@ def main():
         scratch = Classifier.load(train(ft_sets, base.spec, base.crop, None, f"{work}/sc{video}", "sc",
                                         hp=dict(hp, lr=1e-3), seed=a.seed, device=a.device,
                                         build_kwargs=base.card.get("build_kwargs"), log=lambda m: None), device=a.device)
-        row = {"finetune_on": name, "share_of_rois": share, "test": sorted({rs.origin["recording"] for rs in test})}
+        row = {"finetune_on": name, "share_of_rois": share, "test": sorted({rs.recording for rs in test})}
         for label, clf in (("base", base), ("fine-tuned", ft), ("from scratch", scratch)):
             row[label] = score(clf, test)
         # the cheapest adaptation: the base's weights as they are, calibration and threshold (best F1) fitted on

@@ -39,7 +39,7 @@ def shape_lr(sets, labs, binarize):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     X = [shape_features(rs, binarize) for rs in sets]
-    group = [lab_of(rs.origin["recording"]) for rs in sets]
+    group = [lab_of(rs.recording) for rs in sets]
     out = [None] * len(sets)
     for lab in labs:
         tr = [i for i, g in enumerate(group) if g != lab]
@@ -59,7 +59,7 @@ def table(pipeline, card, sets, lr):
     hdr = ["held-out lab", "ROIs", "cell frac", "P", "R", "F1", "ROC AUC", "PR AUC", "ECE", "threshold",
            "shape LR ROC AUC / F1", "pipeline's own F1", "accept-all F1"]
     print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
-    group = np.array([lab_of(rs.origin["recording"]) for rs in sets for _ in range(len(rs))])
+    group = np.array([lab_of(rs.recording) for rs in sets for _ in range(len(rs))])
     y = np.concatenate([rs.labels > 0 for rs in sets])
     lrs = np.concatenate(lr)
     own = np.concatenate([rs.pipeline_accepted if rs.pipeline_accepted is not None else np.ones(len(rs), bool)
@@ -161,7 +161,7 @@ def main():
             oof = dict(z)
         npz.unlink()            # per-ROI labels of the shared sets: never beside a bundled model
     binz = crop.binarize or 0.0
-    labs = sorted({lab_of(rs.origin["recording"]) for rs in sets})
+    labs = sorted({lab_of(rs.recording) for rs in sets})
     rows = table(a.pipeline, card, sets, shape_lr(sets, labs, binz))
     adapted = adaptation(oof, card["out_of_lab"]["min_recall"])
     print(f"\n({time.time() - t0:.0f} s{', saved as ' + card_path if a.bundle else ''})")

@@ -56,11 +56,11 @@ def validation_for(train_recs, fold):
 def fit_and_score(sets, train_recs, val_recs, test_recs, spec, crop, build, args, out, log=lambda m: None, **kw):
     """Train on ``train_recs`` (validation ``val_recs``), score ``test_recs``: (numbers, table, model threshold)."""
     keep = set(train_recs) | set(val_recs)
-    card = train([rs for rs in sets if rs.origin["recording"] in keep], spec, crop, list(val_recs), out, "model",
+    card = train([rs for rs in sets if rs.recording in keep], spec, crop, list(val_recs), out, "model",
                  hp={"epochs": args.epochs, "patience": args.patience, "lr": args.lr}, seed=args.seed,
                  device=args.device, build_kwargs=dict(build), log=log, **kw)
     clf = Classifier.load(card, device=args.device)
-    numbers, table = evaluate_model(clf, [rs for rs in sets if rs.origin["recording"] in set(test_recs)])
+    numbers, table = evaluate_model(clf, [rs for rs in sets if rs.recording in set(test_recs)])
     table["model_accepted"] = table["model"] >= clf.threshold
     return numbers, table, clf.threshold
 
@@ -130,7 +130,7 @@ def main():
         build = dict(args.build_kwargs)
         if "size" in spec.build.__code__.co_varnames:
             build.setdefault("size", crop.size)
-        names = sorted({rs.origin["recording"] for rs in sets})
+        names = sorted({rs.recording for rs in sets})
         tables, folds = [], []
         for k, test_recs in enumerate(make_folds(names, args.folds)):
             rest = [r for r in names if r not in test_recs]

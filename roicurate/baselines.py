@@ -47,10 +47,10 @@ def pipeline_verdict(roiset):
 def original_verdict(roiset):
     """(accepted, score) as the pipeline wrote them: its source reads roicurate's backup when ``apply`` replaced them."""
     from roicurate.plugins import sources
-    src = sources().get(roiset.origin.get("pipeline"))
-    if src is None or "path" not in roiset.origin:
+    src = sources().get(roiset.source)
+    if src is None or not roiset.path:
         return roiset.pipeline_accepted, None
-    return src.original_verdict(roiset.origin["path"], roiset)
+    return src.original_verdict(roiset.path, roiset)
 
 
 # ---- Suite2p's built-in classifier ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def _classifier(path, keys):
 def suite2p_builtin(roiset, classifier_file=None):
     """Suite2p's classifier on Suite2p ROI sets: the keys of ``skew, npix_norm, compact`` the ROIs have (as
     Suite2p intersects them with ``stat[0]``); accepted when P > 0.5 (Suite2p's ``iscell[:, 0]``)."""
-    if roiset.origin.get("pipeline") != "suite2p":
+    if roiset.pipeline != "suite2p":
         return None
     keys = tuple(k for k in SUITE2P_KEYS if k in roiset.features)
     if not keys:

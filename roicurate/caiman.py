@@ -31,7 +31,7 @@ def roiset(obj):
     return roiset_from_estimates(
         est.A, est.dims, b=get("b"), f=get("f"), C=get("C"), Cn=get("Cn"), idx_components=get("idx_components"),
         features={k: get(k) for k in FEATURES}, where="cnm.estimates",
-        origin={"path": "<in memory>", "gSig": gsig})
+        path="<in memory>", origin={"gSig": gsig})
 
 
 def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", also_accept=(), diameter=None):

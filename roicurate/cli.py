@@ -65,14 +65,7 @@ def _detail(message):
         click.echo(message, err=True)
 
 
-def default_model(source_name, specs):
-    for spec in specs.values():
-        if spec.weights and spec.pipeline == source_name:
-            return spec.name
-    raise RoicurateError(f"no trained model for {source_name} is installed; pass --model")
-
-
-def _add_image_option(f):
+def add_image_option(f):
     return click.option("--add-image", "add_image", multiple=True, metavar="NAME=FILE",
                         help="an extra summary image (.npy or TIFF of the frame size) as crop channel NAME, e.g. "
                              "mean_chan2=red.tif; a relative FILE is looked up in each plane folder / beside each "
@@ -97,14 +90,14 @@ def _progress(total, label):
     return progress(total, label)
 
 
-def check_pipeline(clf, src, unit, any_pipeline=False):
+def check_pipeline(clf, pipeline, unit, any_pipeline=False):
     """Refuse (one line) a model trained for another pipeline's ROIs, unless ``any_pipeline``: its crops, scale and
     threshold were chosen on that pipeline's ROIs, and the verdict it writes would look plausible and be wrong."""
     made_for = clf.card.get("pipeline")
-    if made_for in (None, "any", src.name) or any_pipeline:
+    if made_for in (None, "any", pipeline) or any_pipeline:
         return
-    raise RoicurateError(f"{unit}: is {src.name} output, but model '{clf.name}' was made for {made_for} ROIs; use a "
-                         f"{src.name} model (the default when --model is left out) or pass --any-pipeline to apply "
+    raise RoicurateError(f"{unit}: is {pipeline} output, but model '{clf.name}' was made for {made_for} ROIs; use a "
+                         f"{pipeline} model (the default when --model is left out) or pass --any-pipeline to apply "
                          f"it anyway")
 
 
@@ -130,7 +123,7 @@ def check_pipeline(clf, src, unit, any_pipeline=False):
 @click.option("--diameter", type=click.FloatRange(1, 1000), metavar="PX",
               help="the recordings' cell diameter in pixels, for models that scale crops by it (default: Suite2p's "
                    "diameter / CaImAn's gSig where set, else measured from the ROIs)")
-@_add_image_option
+@add_image_option
 def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, n_explain, any_pipeline,
           also_accept, redcell, add_image, diameter=None):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
@@ -140,10 +133,11 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     model (task "types") writes its class probabilities beside the verdict instead (Suite2p: roicurate_types.npy,
     class names in roicurate.json) and leaves iscell.npy alone."""
     from roicurate.curation import accept_columns, curate
-    from roicurate.images import add_images, parse_image_options
+    from roicurate.images import parse_image_options
     from roicurate.models import Classifier
-    from roicurate.plugins import model_specs, source_for
+    from roicurate.plugins import default_model, model_specs
     from roicurate.scale import SOURCE_OVERRIDE, outside_range, set_diameter
+    from roicurate.sources import read_units
 
     t0 = time.monotonic()
     if report_dir:
@@ -158,29 +152,26 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         raise RoicurateError("--redcell writes a cell-type model's verdict; give one with --model")
     if report_dir and types:
         raise RoicurateError("--report explains cell / not-cell verdicts, not cell types; use roicurate explain")
-    units = []
-    for path in paths:
-        src = source_for(path)
-        for unit in src.expand(path):
-            rs = add_images(src.read(unit), images)
-            if diameter is not None:
-                set_diameter(rs, diameter, SOURCE_OVERRIDE)
-            if not dry_run and len(rs):
-                if types:
-                    src.check_types_writable(unit, force=force, redcell=redcell)
-                else:
-                    src.check_writable(unit, force=force)
-            units.append((src, unit, rs))
-            _detail(f"{unit}: read {len(rs)} ROIs ({src.name})")
+    units = read_units(paths, images)
+    for src, unit, rs in units:
+        if diameter is not None:
+            set_diameter(rs, diameter, SOURCE_OVERRIDE)
+        if not dry_run and len(rs):
+            if types:
+                src.check_types_writable(unit, force=force, redcell=redcell)
+            else:
+                src.check_writable(unit, force=force)
+        _detail(f"{unit}: read {len(rs)} ROIs ({src.name})")
     classifiers = {}
-    for src in {src for src, _, rs in units if len(rs)}:
-        name = model_name or default_model(src.name, specs)
+    for pipeline in sorted({rs.pipeline for _, _, rs in units if len(rs)}):
+        name = model_name or default_model(pipeline)
         if name not in by_name:
             by_name[name] = Classifier.load(name, specs, device=device)
         accept_columns(by_name[name].classes, by_name[name].positive, also_accept, f"model '{name}'")
-        check_pipeline(by_name[name], src, next(u for s, u, rs in units if s is src and len(rs)), any_pipeline)
-        classifiers[src.name] = by_name[name]
-        _detail(f"{src.name}: model {by_name[name].name} (sha256 {by_name[name].card['sha256'][:12]}) on {by_name[name].device}")
+        check_pipeline(by_name[name], pipeline, next(u for _, u, rs in units if rs.pipeline == pipeline and len(rs)),
+                       any_pipeline)
+        classifiers[pipeline] = by_name[name]
+        _detail(f"{pipeline}: model {by_name[name].name} (sha256 {by_name[name].card['sha256'][:12]}) on {by_name[name].device}")
     written = {}
     reported = []
     n_accepted = 0
@@ -189,7 +180,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         if not len(rs):
             _say(f"{unit}: no ROIs, nothing written")
             continue
-        clf = classifiers[src.name]
+        clf = classifiers[rs.pipeline]
         cur = curate(rs, clf, threshold, progress=bar.update, also_accept=also_accept)
         reported.append((unit, rs, cur, clf))
         s = cur.summary()
@@ -381,7 +372,7 @@ def _log(message):
               help="zero the image channels of this share of training crops, so that the model also works on "
                    "recordings without those images (they then get zeros)")
 @_types_option
-@_add_image_option
+@add_image_option
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
           device, target_precision, calibration, shape_prior, init_model, freeze_until, rehearse, rehearse_share,
           search, resume, build, suite2p_classifier, class_rule_path, channels, types, type_classes, add_image,
@@ -396,7 +387,7 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
 
     from roicurate.images import parse_image_options
     from roicurate.models import Classifier
-    from roicurate.plugins import model_specs, sources
+    from roicurate.plugins import model_specs, pipeline_source
     from roicurate.train import load_labelled, train as run_train
 
     specs = model_specs()
@@ -415,9 +406,9 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     labelled = lambda found, pipe: load_labelled(found, pipe, log=_log, types=types, images=images,
                                                  type_classes=type_classes)
     sets = labelled(paths, pipeline)
-    if len({rs.origin["source"] for rs in sets}) > 1:
+    if len({rs.pipeline for rs in sets}) > 1:
         raise RoicurateError("the paths mix pipelines; train one pipeline at a time (--pipeline)")
-    src = sources()[sets[0].origin["source"]]
+    src = pipeline_source(sets[0].pipeline)
     if init:
         if arch and arch != init.card["arch"]:
             _log(f"--init {init_model} ({init.card['arch']}) into --arch {arch}: the weights that fit are copied")
@@ -426,7 +417,7 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     elif freeze_until or rehearse:
         option = "--freeze-until" if freeze_until else "--rehearse"
         raise RoicurateError(f"{option} needs --init (a model to fine-tune)")
-    arch = arch or (init.card["arch"] if init else {"suite2p": "resnet50", "caiman": "cnn2"}.get(src.name))
+    arch = arch or (init.card["arch"] if init else src.default_arch)
     kwargs = {}
     for item in build:
         key, _, value = item.partition("=")
@@ -548,7 +539,7 @@ def _print_classes(m):
               help="models with more than two classes: JSON rule giving the ROIs' classes (default: the model card's)")
 @click.option("--types", "types", metavar="redcell|FILE.csv", help="cell-type models: the labels to score against "
               "('redcell' or a CSV 'roi,class', as for train)")
-@_add_image_option
+@add_image_option
 def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classifier, class_rule_path, types,
              add_image):
     """Score a model on labelled pipeline outputs, per recording and pooled, against the baselines (accept all,
@@ -592,17 +583,15 @@ def label(path, truths, classes, cell_classes, iou_threshold, binarize, recordin
     roicurate_labels.json beside the pipeline output; `train` and `evaluate` use it before the pipeline's verdict."""
     from pathlib import Path
     from roicurate import labels as lab
-    from roicurate.plugins import source_for
-    src = source_for(path)
-    units = src.expand(path)
+    from roicurate.sources import read_units
+    units = read_units([path])
     if len(truths) != len(units):
-        raise RoicurateError(f"{path} holds {len(units)} ROI sets ({', '.join(Path(u).name for u in units)}) "
+        raise RoicurateError(f"{path} holds {len(units)} ROI sets ({', '.join(Path(u).name for _, u, _ in units)}) "
                              f"but {len(truths)} --truth files were given; give one per ROI set, in this order")
     if classes and len(classes) != len(truths):
         raise RoicurateError(f"give one --classes file per --truth file ({len(truths)}), or none")
     jobs = []
-    for i, (unit, truth_path) in enumerate(zip(units, truths)):
-        rs = src.read(unit)
+    for i, ((_, unit, rs), truth_path) in enumerate(zip(units, truths)):
         truth = lab.read_regions(truth_path, rs.shape)
         cls_path = classes[i] if classes else (Path(truth_path).parent / "classes.json")
         is_cell, names = (lab.read_classes(cls_path, truth.origin["ids"], cell_classes)

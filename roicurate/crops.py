@@ -69,7 +69,7 @@ def summary_image(roiset, name):
     if img is not None:
         return img
     from roicurate.plugins import image_providers
-    where = roiset.origin.get("path", "input")
+    where = roiset.path or "input"
     providers = image_providers()
     if name not in providers:
         raise RoicurateError(f"{where}: the model needs the '{name}' image, which this recording does not have "

@@ -175,8 +175,8 @@ def evaluate_model(classifier, sets, threshold=None, baselines=True, suite2p_cla
     base = {}
     for rs in sets:
         n = len(rs)
-        rows["recording"] += [rs.origin["recording"]] * n
-        rows["unit"] += [rs.origin.get("path", "")] * n
+        rows["recording"] += [rs.recording] * n
+        rows["unit"] += [rs.path] * n
         rows["roi"].append(np.asarray(rs.origin.get("roi_index", np.arange(n))))   # the pipeline's ROI numbers
         rows["label"].append(cell_labels(rs))
         proba = classifier.predict_proba(rs, progress=progress)

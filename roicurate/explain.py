@@ -38,7 +38,7 @@ def _index(roiset, index):
     index = np.arange(len(roiset)) if index is None else np.atleast_1d(np.asarray(index, np.int64))
     bad = index[(index < 0) | (index >= len(roiset))]
     if len(bad):
-        raise RoicurateError(f"{roiset.origin.get('path', 'input')}: no ROI {bad[0]} (it has {len(roiset)} ROIs, "
+        raise RoicurateError(f"{roiset.path or 'input'}: no ROI {bad[0]} (it has {len(roiset)} ROIs, "
                              f"numbered 0 to {len(roiset) - 1})")
     return index
 

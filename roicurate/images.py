@@ -66,7 +66,7 @@ def beside_unit(roiset, file):
     """``file`` as given when absolute, else in the RoiSet's plane folder (or beside its CaImAn file)."""
     if Path(file).is_absolute():
         return Path(file)
-    where = Path(roiset.origin.get("path", "."))
+    where = Path(roiset.path or ".")
     return (where if where.is_dir() else where.parent) / file
 
 

@@ -25,7 +25,7 @@ CELL_CLASSES = ("soma",)
 
 def own_labels_path(roiset):
     """``plane0/roicurate_labels.json`` for a folder source, ``NAME.roicurate_labels.json`` for a file source."""
-    p = Path(roiset.origin["path"])
+    p = Path(roiset.path)
     return p / LABELS_NAME if p.is_dir() else p.with_name(p.stem + "." + LABELS_NAME)
 
 
@@ -56,7 +56,7 @@ def read_regions(path, shape):
         flat = np.unique(c[ok, 0] * Lx + c[ok, 1])
         ys.append(flat // Lx), xs.append(flat % Lx)
     ids = [str(r.get("id", i)) for i, r in enumerate(regions)]
-    return RoiSet.from_pixels(shape, ys, xs, origin={"path": str(path), "ids": ids, "dropped_pixels": dropped})
+    return RoiSet.from_pixels(shape, ys, xs, path=str(path), origin={"ids": ids, "dropped_pixels": dropped})
 
 
 def read_classes(path, ids, cell_classes=CELL_CLASSES):
@@ -107,7 +107,7 @@ def write_own_labels(roiset, record, truth_path, classes_path=None, recording=No
     data = dict(record, roicurate_version=__version__, recording=recording,
                 truth={"file": str(Path(truth_path).resolve()), "classes": None if classes_path is None else
                        str(Path(classes_path).resolve())},
-                roi_file=str(Path(roiset.origin.get("roi_file", roiset.origin["path"])).resolve()),
+                roi_file=str(Path(roiset.origin.get("roi_file", roiset.path)).resolve()),
                 masks_sha256=mask_fingerprint(roiset))
     text = (json.dumps(data) + "\n").encode()
     atomic_write(out, lambda f: f.write(text))
@@ -141,20 +141,20 @@ def add_dataset_images(roiset, npz):
 
 def _source(roiset):
     from roicurate.plugins import sources
-    return sources().get(roiset.origin.get("pipeline"))
+    return sources().get(roiset.source)
 
 
 def default_recording(roiset):
     """What groups ROI sets in a split when nothing names the recording: the source's answer (the planes of
     one ``suite2p/`` folder belong together), else the path itself."""
-    path, src = roiset.origin.get("path", "input"), _source(roiset)
+    path, src = (roiset.path or "input"), _source(roiset)
     return src.recording(path) if src is not None else str(path)
 
 
 def verdict_is_roicurate_output(roiset):
     """True when the pipeline's verdict file still holds exactly what ``roicurate apply`` wrote."""
     src = _source(roiset)
-    rec = src.recorded(roiset.origin["path"]) if src is not None and "path" in roiset.origin else None
+    rec = src.recorded(roiset.path) if src is not None and roiset.path else None
     return bool(rec and rec["intact"])
 
 
@@ -166,7 +166,7 @@ def describe_label_source(roiset):
     source = roiset.origin.get("label_source")
     if source != "pipeline verdict":
         return str(source), False
-    pipeline, acc = roiset.origin.get("pipeline"), roiset.pipeline_accepted
+    pipeline, acc = roiset.pipeline, roiset.pipeline_accepted
     if pipeline == "suite2p":
         prob = roiset.features.get("suite2p_prob")
         if prob is None:
@@ -185,7 +185,7 @@ def log_label_sources(sets, log, what=""):
     its pipeline's automatic classifier: a model trained on those learns to copy that classifier, not a person."""
     automatic = []
     for rs in sets:
-        where = rs.origin.get("path", "input")
+        where = rs.path or "input"
         text, auto = describe_label_source(rs)
         log(f"{what}labels of {where}: {text}")
         if auto:
@@ -197,13 +197,13 @@ def log_label_sources(sets, log, what=""):
 
 
 def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
-    """Set ``roiset.labels`` and ``origin['recording']`` / ``origin['label_source']``; returns the RoiSet.
+    """Set ``roiset.labels``, ``roiset.recording`` and ``origin['label_source']``; returns the RoiSet.
 
     ``recording`` groups ROI sets that must stay on the same side of a train/validation split. With a
     ``class_rule`` (see :func:`check_class_rule`), ROIs whose label record names the class of their ground-truth
     partner (``assigned_class``) get class indices into the rule's classes instead, and ``origin['label_classes']``
     / ``origin['label_positive']`` say what they mean; records without object classes stay cell / not cell."""
-    where = roiset.origin.get("path", "input")
+    where = roiset.path or "input"
     n = len(roiset)
     labels, recording, source, record = None, default_recording(roiset), None, None
     own = own_labels_path(roiset)
@@ -238,7 +238,8 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
         labels = apply_class_rule(class_rule, record, source)
         roiset.origin.update(label_classes=list(class_rule["classes"]), label_positive=class_rule["positive"])
     roiset.labels = labels
-    roiset.origin.update(recording=str(recording), label_source=source)
+    roiset.recording = str(recording)
+    roiset.origin.update(label_source=source)
     return roiset
 
 
@@ -321,7 +322,7 @@ def read_type_labels(roiset, source):
     its GUI) or a CSV file ``roi,class`` (ROI index in the pipeline's order, 0-based; a header line is allowed;
     ROIs not listed have no type). A relative CSV path is looked up beside the output, like ``--add-image``."""
     n = len(roiset)
-    where = Path(roiset.origin.get("path", "."))
+    where = Path(roiset.path or ".")
     if source == "redcell":
         red = roiset.features.get("redcell")
         if red is None:
@@ -367,8 +368,8 @@ def attach_type_labels(roiset, source, classes=None, read=None):
         raise RoicurateError(f"{where}: class{'es' if len(unknown) > 1 else ''} {', '.join(unknown)} not among "
                              f"the model's classes ({', '.join(classes)})")
     to_model = np.asarray([classes.index(c) for c in names] or [0], np.int64)
-    found = _dataset_labels(roiset.origin.get("roi_file", roiset.origin.get("path", "input")))
+    found = _dataset_labels(roiset.origin.get("roi_file", roiset.path or "input"))
     roiset.labels = np.where(labels >= 0, to_model[np.maximum(labels, 0)], -1)
-    roiset.origin.update(recording=str(found[1] if found else default_recording(roiset)), label_source=where,
-                         label_classes=classes, label_positive=classes[-1], type_labels=source)
+    roiset.recording = str(found[1] if found else default_recording(roiset))
+    roiset.origin.update(label_source=where, label_classes=classes, label_positive=classes[-1], type_labels=source)
     return roiset

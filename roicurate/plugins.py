@@ -65,6 +65,29 @@ def source_for(path):
                          f"(looked for: {', '.join(s.description for s in srcs.values())})")
 
 
+def pipeline_source(pipeline):
+    """The registered source that speaks for ``pipeline`` (its display name, default model and architecture)."""
+    src = sources().get(pipeline)
+    if src is None or not src.display_name:
+        raise RoicurateError(f"no installed source speaks for pipeline '{pipeline or 'unknown'}' "
+                             f"(installed: {', '.join(s.name for s in sources().values() if s.display_name)})")
+    return src
+
+
+def pipelines():
+    """The pipelines whose sources are registered (the ``--pipeline`` choices)."""
+    return sorted(name for name, src in sources().items() if src.display_name)
+
+
+def default_model(pipeline):
+    """The model ``apply`` uses for ``pipeline``'s ROIs when none is given: the one its source names, never the one
+    a plugin happened to register first."""
+    name = pipeline_source(pipeline).default_model
+    if not name or name not in model_specs():
+        raise RoicurateError(f"no trained model for {pipeline} is installed; pass --model")
+    return name
+
+
 def plugin_info():
     """[(name, version, [hooks])] for every registered plugin."""
     rows = []

@@ -144,7 +144,9 @@ def _pipe(u):
 
 
 def pipeline_name(roiset):
-    return {"suite2p": "Suite2p", "caiman": "CaImAn"}.get(roiset.origin.get("pipeline"), "the pipeline")
+    from roicurate.plugins import sources
+    src = sources().get(roiset.pipeline)
+    return src.display_name if src is not None and src.display_name else "the pipeline"
 
 
 def _fov_image(rs):

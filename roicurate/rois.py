@@ -22,7 +22,11 @@ class RoiSet:
     labels: np.ndarray | None = None                # int class per ROI, -1 unknown
     pipeline_accepted: np.ndarray | None = None     # the pipeline's own verdict (bool, N)
     features: dict = field(default_factory=dict)    # per-ROI scalars the pipeline computed (skew, compact ...)
-    origin: dict = field(default_factory=dict)      # pipeline, path, anything a writer needs
+    source: str = ""                                # the registered source that read it (suite2p, caiman, nwb ...)
+    pipeline: str = ""                              # the pipeline that found the ROIs (suite2p, caiman); "" unknown
+    path: str = ""                                  # the unit it was read from (plane folder, file, file::table)
+    recording: str = ""                             # the recording it belongs to (train/validation splits, labs)
+    origin: dict = field(default_factory=dict)      # format details a reader keeps for itself (roi_file, n, gSig ...)
     diameter: float | None = None                   # reference cell diameter in px (roicurate/scale.py); None: not yet set
     diameter_source: str = ""                       # where it came from: the pipeline's setting, --diameter, the ROIs
 
@@ -108,7 +112,8 @@ class RoiSet:
         return RoiSet(self.shape, np.concatenate([[0], np.cumsum(self.npix[index])]), self.y[sel], self.x[sel],
                       self.weight[sel], images=self.images, traces=take(self.traces), labels=take(self.labels),
                       pipeline_accepted=take(self.pipeline_accepted),
-                      features={k: np.asarray(v)[index] for k, v in self.features.items()}, origin=dict(self.origin),
+                      features={k: np.asarray(v)[index] for k, v in self.features.items()}, source=self.source,
+                      pipeline=self.pipeline, path=self.path, recording=self.recording, origin=dict(self.origin),
                       diameter=self.diameter, diameter_source=self.diameter_source)
 
 

@@ -42,7 +42,7 @@ def set_diameter(roiset, px, source):
     except (TypeError, ValueError):
         px = float("nan")
     if not np.isfinite(px) or not 1 <= px <= 1000:
-        raise RoicurateError(f"{roiset.origin.get('path', 'input')}: reference cell diameter {px} px from {source} "
+        raise RoicurateError(f"{roiset.path or 'input'}: reference cell diameter {px} px from {source} "
                              f"is not a diameter between 1 and 1000 px")
     roiset.diameter, roiset.diameter_source = px, source
     return roiset

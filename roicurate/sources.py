@@ -14,12 +14,16 @@ from roicurate.safeio import NothingToRevert, atomic_write, create_new, fsync_di
 
 
 class Source:
-    """A pipeline format. Subclasses set ``name``, ``description`` and ``crop`` (the default CropSpec of the
-    pipeline's models) and implement the methods below."""
+    """A pipeline format. Subclasses set ``name``, ``description``, ``crop`` (the default CropSpec of the
+    pipeline's models) and the pipeline's facts below, and implement the methods below. A source that reads a
+    shared format (NWB) leaves the facts empty: the pipeline that found the ROIs (``RoiSet.pipeline``) names them."""
 
     name = ""
     description = ""
     crop = None
+    display_name = ""        # the pipeline as its users write it: "Suite2p", "CaImAn"
+    default_model = None     # the trained model ``apply`` uses for this pipeline's ROIs when --model is left out
+    default_arch = None      # the architecture ``train`` uses when --arch is left out
 
     def detect(self, path) -> bool:
         """True if ``path`` is this pipeline's output (a folder or file roicurate should claim)."""
@@ -79,6 +83,28 @@ class Source:
         """(accepted (N,) bool or None, score (N,) float or None): the pipeline's own verdict and score, from
         roicurate's backup when ``apply`` has replaced them."""
         return roiset.pipeline_accepted, None
+
+
+def read_units(paths, images=(), pipeline=None):
+    """[(source, unit, RoiSet)] for every unit under ``paths``: the source whose ``detect`` claims a path expands it
+    into its units (e.g. every planeN of a suite2p/ folder) and reads each one. ``images`` ([(name, file)], from
+    ``--add-image``) are added to every RoiSet; ``pipeline``: ROIs another pipeline found are a one-line error.
+    Everything is read before anything is returned, so a bad unit stops a batch before its first write."""
+    from roicurate.images import add_images
+    from roicurate.plugins import source_for
+    out = []
+    for path in map(str, paths):
+        src = source_for(path)
+        for unit in src.expand(path):
+            rs = src.read(unit)
+            if pipeline and rs.pipeline != pipeline:
+                raise RoicurateError(f"{unit}: is {rs.pipeline or 'unknown pipeline'} output, but --pipeline "
+                                     f"{pipeline} was given")
+            rs.source = src.name
+            rs.path = rs.path or str(unit)
+            rs.recording = rs.recording or str(src.recording(unit))
+            out.append((src, unit, add_images(rs, images)))
+    return out
 
 
 def check_dir_writable(folder):

@@ -35,23 +35,16 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, clas
     ``types``: cell-type labels instead (``labels.attach_type_labels``: ``redcell`` or a CSV), over ``type_classes``
     (default: every name found, sorted); only the ROIs with a type are kept. ``images``: [(name, file)] added to
     each unit's images (roicurate/images.py)."""
-    from roicurate.images import add_images
     from roicurate.labels import attach_type_labels, read_type_labels
-    from roicurate.plugins import source_for
+    from roicurate.sources import read_units
     sets = []
-    for path in paths:
-        src = source_for(str(path))
-        if pipeline and src.name != pipeline:
-            raise RoicurateError(f"{path}: is {src.name} output, but --pipeline {pipeline} was given")
-        for unit in src.expand(str(path)):
-            rs = add_images(src.read(unit), images)
-            rs.origin["source"] = src.name
-            if not len(rs):
-                continue
-            if types is None:
-                rs = attach_labels(rs, use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
-            if rs.labels is not None or types is not None:
-                sets.append(rs)
+    for _, _, rs in read_units(paths, images, pipeline):
+        if not len(rs):
+            continue
+        if types is None:
+            rs = attach_labels(rs, use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
+        if rs.labels is not None or types is not None:
+            sets.append(rs)
     if types is not None:
         read = [read_type_labels(rs, types) for rs in sets]
         if type_classes is None:
@@ -71,7 +64,7 @@ def _typed_only(rs):
 
 
 def recordings(sets):
-    return sorted({rs.origin["recording"] for rs in sets})
+    return sorted({rs.recording for rs in sets})
 
 
 def select_recordings(sets, names, what="--val"):
@@ -103,8 +96,8 @@ def split_by_recording(sets, val, seed=0):
         val_recs = set(shuffled[:nval])
     else:
         val_recs = select_recordings(sets, val)
-    train = [rs for rs in sets if rs.origin["recording"] not in val_recs]
-    valid = [rs for rs in sets if rs.origin["recording"] in val_recs]
+    train = [rs for rs in sets if rs.recording not in val_recs]
+    valid = [rs for rs in sets if rs.recording in val_recs]
     if not train or not valid:
         raise RoicurateError("the split left no training or no validation recordings")
     return train, valid
@@ -132,7 +125,7 @@ def _class_labels(rs, classes):
     y = class_indices(rs, classes)
     if len(y) and (y < 0).any():
         names = rs.origin.get("label_classes")
-        raise RoicurateError(f"{rs.origin.get('label_source') or rs.origin.get('path')}: labels are "
+        raise RoicurateError(f"{rs.origin.get('label_source') or rs.path}: labels are "
                              f"{'cell / not cell only' if names is None else 'of the classes ' + ', '.join(names)}, "
                              f"but the model has the classes {', '.join(classes)}; train it on ground truth with "
                              f"object classes (classes.json) and a class rule that names them")
@@ -236,8 +229,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     test_sets = []
     if test:
         held = select_recordings(sets, test, "--test")
-        test_sets = [rs for rs in sets if rs.origin["recording"] in held]
-        sets = [rs for rs in sets if rs.origin["recording"] not in held]
+        test_sets = [rs for rs in sets if rs.recording in held]
+        sets = [rs for rs in sets if rs.recording not in held]
         if not sets:
             raise RoicurateError("--test takes every recording; nothing is left to train on")
     # --epochs 0: ``init``'s weights as they are; every recording given fits the calibration and the threshold
@@ -252,7 +245,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     if out_of_lab and (keep or search or rehearse or resume or calibration != "platt"):
         raise RoicurateError("--operating-point out-of-lab trains one model per lab and calibrates with Platt: "
                              "without --epochs 0, --search, --rehearse, --resume or another --calibrate")
-    labs = check_labs([lab_of(rs.origin["recording"]) for rs in sets]) if out_of_lab else None
+    labs = check_labs([lab_of(rs.recording) for rs in sets]) if out_of_lab else None
     train_sets, val_sets = ([], sets) if keep else (sets, []) if out_of_lab else split_by_recording(sets, val, seed)
     if shape_prior and not out_of_lab and (not val_sets or calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
@@ -381,7 +374,7 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     _fp16_round(module)
 
     card = {"arch": arch_spec.name, "build_kwargs": build_kwargs,
-            "pipeline": (train_sets or val_sets)[0].origin["source"],
+            "pipeline": (train_sets or val_sets)[0].pipeline,
             "crop": crop.to_dict(), "classes": classes, "positive_class": classes[pos],
             "threshold": 0.5, "name": name, "sha256": None, "task": task}
     if multi:
@@ -445,8 +438,8 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
             card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
         nested = nested_metrics(*scores, min_recall or MIN_RECALL)
         card["out_of_lab"] = {"min_recall": min_recall or MIN_RECALL,
-                              "labs": {lab: sorted({rs.origin["recording"] for rs in sets
-                                                    if lab_of(rs.origin["recording"]) == lab}) for lab in labs},
+                              "labs": {lab: sorted({rs.recording for rs in sets
+                                                    if lab_of(rs.recording) == lab}) for lab in labs},
                               "nested": {"labs": nested["labs"], "pooled": nested["pooled"]}}
         for lab, m in nested["labs"].items():
             log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
@@ -513,8 +506,8 @@ def out_of_lab_scores(sets, labs, new_module, stack_sets, fit_kw, card, arch_spe
     bare = dict(card, calibration=None)
     bare.pop("shape_prior", None)
     for lab in labs:
-        inside = [rs for rs in sets if lab_of(rs.origin["recording"]) == lab]
-        rest = [rs for rs in sets if lab_of(rs.origin["recording"]) != lab]
+        inside = [rs for rs in sets if lab_of(rs.recording) == lab]
+        rest = [rs for rs in sets if lab_of(rs.recording) != lab]
         x, yy = stack_sets(rest)
         m, _ = new_module()
         fit(m, x, yy, unjittered(x[:0]), yy[:0], log=lambda s: None, **fit_kw)
@@ -527,7 +520,7 @@ def out_of_lab_scores(sets, labs, new_module, stack_sets, fit_kw, card, arch_spe
             p.append(clf.predict_proba(rs)[:, clf.positive])
             off.append(prior_logit(prior, rs) if prior else np.zeros(len(rs)))
             group += [lab] * len(rs)
-            recs += [rs.origin["recording"]] * len(rs)
+            recs += [rs.recording] * len(rs)
         log(f"out of lab {lab}: scored {sum(len(r) for r in inside)} ROIs with a model trained on "
             f"{len(yy)} ROIs of the other labs")
     return {"y": np.concatenate(y), "p": np.concatenate(p), "offset": np.concatenate(off) if prior_fit else None,

@@ -80,7 +80,7 @@ def scale_attrs(curation):
 
 
 def roiset_from_estimates(A, dims, *, b=None, f=None, C=None, Cn=None, idx_components=None, selected=False,
-                          features=None, origin=None, where="estimates"):
+                          features=None, origin=None, path="", where="estimates"):
     """A RoiSet from CaImAn's arrays (one code path for files and live objects).
 
     ``A`` is pixels x K (scipy sparse or dense), ``dims`` the frame. ``selected``: select_components() ran, so
@@ -129,7 +129,7 @@ def roiset_from_estimates(A, dims, *, b=None, f=None, C=None, Cn=None, idx_compo
             except (ValueError, TypeError):
                 pass
     rs = RoiSet(dims, A.indptr, y, x, A.data, images=images, pipeline_accepted=accepted, features=feats,
-                origin=dict(origin or {}, pipeline="caiman", n=K))
+                source="caiman", pipeline="caiman", path=path, origin=dict(origin or {}, n=K))
     rs.validate(where)
     gsig = rs.origin.get("gSig")
     if gsig and list(gsig) != DEFAULT_GSIG and min(gsig) > 0:
@@ -231,6 +231,7 @@ class CaimanSource(Source):
     name = "caiman"
     description = "a CaImAn .hdf5 written by cnm.save()"
     crop = CropSpec(size=50, channels=("mask",), binarize=0.2)
+    display_name, default_model, default_arch = "CaImAn", "caiman-cnn2", "cnn2"
 
     def detect(self, path):
         p = Path(path)
@@ -262,10 +263,10 @@ class CaimanSource(Source):
             arrays["C"] = _time_mean(est, "C")
             features = {k: _value(est, k) for k in FEATURES}
             selected = _is_selected(est)
-        origin = {"path": str(path), "roi_file": str(path),
+        origin = {"roi_file": str(path),
                   "gSig": None if gsig is None else [int(g) for g in np.ravel(gsig)]}
         return roiset_from_estimates(A, dims, **arrays, selected=selected, features=features, origin=origin,
-                                     where=str(path))
+                                     path=str(path), where=str(path))
 
     def check_writable(self, path, force=False):
         """Everything ``write`` needs, checked before anything is written (and again under the lock)."""

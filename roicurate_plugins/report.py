@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from roicurate import RoicurateError
+from roicurate.cli import add_image_option
 from roicurate.hookspecs import hookimpl
 
 def truth_labels(roiset, path, iou=0.5):
@@ -26,32 +27,30 @@ def truth_labels(roiset, path, iou=0.5):
     return lab, f"{path} (matched one-to-one, IoU >= {iou:g})"
 
 
-def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), iou=0.5):
+def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), iou=0.5, images=()):
     """ReportUnits for every unit under ``paths``: scores from the recorded (or given, or default) model."""
-    from roicurate.cli import _progress, default_model
+    from roicurate.progress import progress
     from roicurate.curation import curate
     from roicurate.models import Classifier
-    from roicurate.plugins import model_specs, source_for
+    from roicurate.plugins import default_model, model_specs
     from roicurate.report import ReportUnit, pipeline_name
     from roicurate.scale import set_diameter
+    from roicurate.sources import read_units
 
     units = []
-    for path in paths:
-        src = source_for(path)
-        for unit in src.expand(path):
-            rs = src.read(unit)
-            if len(rs):
-                units.append((src, unit, rs))
-            else:
-                click.echo(f"{unit}: no ROIs, left out")
+    for src, unit, rs in read_units(paths, images):
+        if len(rs):
+            units.append((src, unit, rs))
+        else:
+            click.echo(f"{unit}: no ROIs, left out")
     if truth and len(truth) != len(units):
         raise RoicurateError(f"--truth: give one file per plane/file ({len(units)}), in the same order; "
                              f"got {len(truth)}")
     specs, classifiers, out = model_specs(), {}, []
-    bar = _progress(sum(len(rs) for _, _, rs in units), "classifying")
+    bar = progress(sum(len(rs) for _, _, rs in units), "classifying")
     for k, (src, unit, rs) in enumerate(units):
         rec = src.recorded(unit)
-        name = model_name or (rec and rec["model"]) or default_model(src.name, specs)
+        name = model_name or (rec and rec["model"]) or default_model(rs.pipeline)
         if name not in classifiers:
             try:
                 classifiers[name] = Classifier.load(name, specs, device=device)
@@ -67,8 +66,8 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
             set_diameter(rs, *rec["diameter"])
         cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
         notes = []
-        if clf.card.get("pipeline") not in (None, "any", src.name):
-            notes.append(f"{clf.name} was made for {clf.card['pipeline']} ROIs, and these are {src.name} ROIs: its "
+        if clf.card.get("pipeline") not in (None, "any", rs.pipeline):
+            notes.append(f"{clf.name} was made for {clf.card['pipeline']} ROIs, and these are {rs.pipeline} ROIs: its "
                          f"crops, scale and threshold were not chosen for them.")
         if rec is None:
             notes.append(f"roicurate has not written a verdict here: 'before' is {pipeline_name(rs)}'s current "
@@ -111,6 +110,7 @@ def _common(f):
         click.option("--stride", default=1, show_default=True, help="occlusion patch step (pixels)"),
         click.option("--fill", default=0.0, show_default=True, help="value given to occluded pixels"),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)"),
+        add_image_option,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -149,7 +149,8 @@ def write_explanations(out, units, index=None, n=50, window=5, stride=1, fill=0.
 @click.option("--examples", "n_examples", default=4, show_default=True,
               help="confident accepts and rejects shown as examples")
 @_common
-def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold, window, stride, fill, device):
+def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold, window, stride, fill, device,
+           add_image):
     """Write an HTML report (OUT/index.html) on the ROIs under PATHS: counts, score histogram, outlines on
     the field of view, the closest calls with saliency and occlusion maps, curves against labels. Writes
     nothing into PATHS."""
@@ -157,7 +158,8 @@ def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold,
     from roicurate.report import check_can_write, write_report
     t0 = time.monotonic()
     check_can_write(out)
-    units = load_units(paths, model_name, threshold, device, truth, iou)
+    from roicurate.images import parse_image_options
+    units = load_units(paths, model_name, threshold, device, truth, iou, parse_image_options(add_image))
     page = write_report(out, units, n_explain=n_explain, n_examples=n_examples, window=window, stride=stride,
                         fill=fill)
     click.echo(f"report: {page} ({len(units)} plane{'s' * (len(units) != 1)}/file{'s' * (len(units) != 1)}, "
@@ -171,11 +173,12 @@ def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold,
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for one PNG per ROI, explanations.npz (the arrays) and index.html")
 @_common
-def explain_cmd(paths, rois, n, out, model_name, threshold, window, stride, fill, device):
+def explain_cmd(paths, rois, n, out, model_name, threshold, window, stride, fill, device, add_image):
     """Saliency (guided backprop) and occlusion maps for chosen ROIs."""
     from roicurate.report import check_can_write
     check_can_write(out)
-    units = load_units(paths, model_name, threshold, device)
+    from roicurate.images import parse_image_options
+    units = load_units(paths, model_name, threshold, device, images=parse_image_options(add_image))
     index = None if rois is None else _rois(rois)
     page = write_explanations(out, units, index, n=n, window=window, stride=stride, fill=fill)
     click.echo(f"explanations: {page}")

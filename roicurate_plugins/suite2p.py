@@ -326,6 +326,7 @@ class Suite2pSource(Source):
     name = "suite2p"
     description = "a Suite2p plane folder (stat.npy + iscell.npy), a suite2p/ folder or the folder holding it"
     crop = CropSpec(size=64, channels=("mask",), binarize=0.0)
+    display_name, default_model, default_arch = "Suite2p", "suite2p-resnet50", "resnet50"
 
     def detect(self, path):
         path = Path(path)
@@ -360,7 +361,8 @@ class Suite2pSource(Source):
         roiset = RoiSet.from_pixels(
             shape, ys, xs, ws, images=_images(ops, shape), traces=self._traces(plane, n),
             pipeline_accepted=iscell[:, 0] > 0.5, features=features,
-            origin={"pipeline": "suite2p", "path": str(plane), "roi_file": str(stat_path), "n": n,
+            source="suite2p", pipeline="suite2p", path=str(plane),
+            origin={"roi_file": str(stat_path), "n": n,
                     **({"redcell_problem": red_problem} if red_problem else {})})
         roiset.validate(stat_path)
         d = _diameter_setting(ops)

@@ -166,7 +166,8 @@ def test_read_evaluated_file(copy_file, datasets):
     assert "cnn_preds" not in rs.features          # use_cnn=False: cnn_preds is [] in the file
     np.testing.assert_array_equal(np.flatnonzero(rs.pipeline_accepted), idx)
     assert rs.pipeline_accepted.sum() == 146
-    assert rs.origin == {"pipeline": "caiman", "path": str(p), "roi_file": str(p), "n": 205, "gSig": [4, 4]}
+    assert (rs.source, rs.pipeline, rs.path) == ("caiman", "caiman", str(p))
+    assert rs.origin == {"roi_file": str(p), "n": 205, "gSig": [4, 4]}
     # mean image = temporal mean of CaImAn's model A C + b f: matches the movie's real mean image
     mean = np.load(datasets / "sim/caiman_sim1/summary_images.npz")["mean"]
     assert np.corrcoef(rs.images["mean"].ravel(), mean.ravel())[0, 1] > 0.9999

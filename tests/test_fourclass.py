@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import cli_run as run
 
-from roicurate.cli import default_model
+from roicurate.plugins import default_model
 from roicurate.crops import CropSpec
 from roicurate.curation import curate
 from roicurate.labels import apply_class_rule, check_class_rule
@@ -64,7 +64,7 @@ def test_registered_with_class_names_and_default_models_stay_binary():
     specs = model_specs()
     for name in ("vgg13-4c", "vgg16-4c", "vgg19-4c", "resnet50-4c", "cnn2-4c", "caiman-vgg16-4c"):
         assert specs[name].classes == CLASSES and specs[name].class_rule["classes"] == list(CLASSES)
-    assert default_model("caiman", specs) == "caiman-cnn2" and default_model("suite2p", specs) == "suite2p-resnet50"
+    assert default_model("caiman") == "caiman-cnn2" and default_model("suite2p") == "suite2p-resnet50"
     out = run("models").output
     assert "vgg16-4c" in out and "neuron,doubtful,process,noise" in out
     for depth, arch in ((13, "vgg13-4c"), (16, "vgg16-4c"), (19, "vgg19-4c")):

@@ -64,13 +64,13 @@ def test_own_labels_come_first_and_stale_labels_are_refused(datasets, tmp_path):
     plane = rec / "suite2p/plane0"
     (rs,) = load_labelled([plane])
     ref = json.loads((rec / "labels.json").read_text())["rois"]["suite2p/plane0/stat.npy"]
-    assert rs.labels.tolist() == ref["label"] and rs.origin["recording"] == "s2p_sim1"
+    assert rs.labels.tolist() == ref["label"] and rs.recording == "s2p_sim1"
     run("label", plane, "--truth", rec / "truth/regions.json", "--iou-threshold", "0.7")
     (rs,) = load_labelled([plane])
     expect = [int(g >= 0 and v >= 0.7 and c == "soma")
               for g, v, c in zip(ref["assigned_gt"], ref["assigned_iou"], ref["assigned_class"])]
     assert rs.labels.tolist() == expect != ref["label"]
-    assert rs.origin["label_source"].endswith("roicurate_labels.json") and rs.origin["recording"] == "s2p_sim1"
+    assert rs.origin["label_source"].endswith("roicurate_labels.json") and rs.recording == "s2p_sim1"
 
     stat = np.load(plane / "stat.npy", allow_pickle=True)
     for k in ("ypix", "xpix", "lam"):

@@ -23,7 +23,8 @@ def _zoomed(rs, k):
     ys = [(rs.y[a:b, None] * k + dy.ravel()).ravel() for a, b in zip(rs.indptr[:-1], rs.indptr[1:])]
     xs = [(rs.x[a:b, None] * k + dx.ravel()).ravel() for a, b in zip(rs.indptr[:-1], rs.indptr[1:])]
     ws = [np.repeat(rs.weight[a:b], k * k) for a, b in zip(rs.indptr[:-1], rs.indptr[1:])]
-    return RoiSet.from_pixels((rs.shape[0] * k, rs.shape[1] * k), ys, xs, ws, origin=dict(rs.origin))
+    return RoiSet.from_pixels((rs.shape[0] * k, rs.shape[1] * k), ys, xs, ws, source=rs.source, pipeline=rs.pipeline,
+                              path=rs.path, origin=dict(rs.origin))
 
 
 def test_statistic_is_not_fooled_by_junk(datasets):

@@ -101,7 +101,8 @@ def test_read_suite2p_1x(datasets):
     np.testing.assert_array_equal(r.images["mean_enhanced"], ops["meanImgE"])
     check_cropped_images(r, ops)
     assert isinstance(r.traces, np.memmap) and r.traces.shape == (155, 3000)
-    assert r.origin == {"pipeline": "suite2p", "path": str(plane), "roi_file": str(plane / "stat.npy"), "n": 155}
+    assert (r.source, r.pipeline, r.path) == ("suite2p", "suite2p", str(plane))
+    assert r.origin == {"roi_file": str(plane / "stat.npy"), "n": 155}
 
 
 def test_read_1x_without_ops_npy(copy_dataset, datasets):

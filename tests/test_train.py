@@ -41,14 +41,14 @@ def test_same_seed_same_weights(sims, tmp_path):
 
 def test_val_by_names_and_fraction_never_splits_a_recording(sims):
     sets = load_labelled(sims)              # 4 ROI sets; s2p_sim2's two planes are one recording
-    assert [rs.origin["recording"] for rs in sets] == ["s2p_sim1", "s2p_sim2", "s2p_sim2", "s2p_sim3"]
+    assert [rs.recording for rs in sets] == ["s2p_sim1", "s2p_sim2", "s2p_sim2", "s2p_sim3"]
     for val in ([["s2p_sim2"]] + [0.34] * 1 + [0.5, 0.66]):
         for seed in range(6):
             tr, va = split_by_recording(sets, val, seed)
-            a, b = {rs.origin["recording"] for rs in tr}, {rs.origin["recording"] for rs in va}
+            a, b = {rs.recording for rs in tr}, {rs.recording for rs in va}
             assert a and b and not a & b and a | b == {"s2p_sim1", "s2p_sim2", "s2p_sim3"}
             assert len(tr) + len(va) == 4
-    assert [rs.origin["path"][-6:] for rs in split_by_recording(sets, ["sim2"])[1]] == ["plane0", "plane1"]
+    assert [rs.path[-6:] for rs in split_by_recording(sets, ["sim2"])[1]] == ["plane0", "plane1"]
     with pytest.raises(RoicurateError, match="no recording matches"):
         split_by_recording(sets, ["nope"])
     with pytest.raises(RoicurateError, match="at least 2 recordings"):
