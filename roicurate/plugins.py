@@ -12,6 +12,7 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.nets",
     "roicurate_plugins.suite2p",
     "roicurate_plugins.caiman",
+    "roicurate_plugins.nwb",
     "roicurate_plugins.report",
     "roicurate_plugins.unet",
     "roicurate_plugins.celltypes",

@@ -1,0 +1,406 @@
+"""NWB source: every PlaneSegmentation of an NWB file's processing modules, curated in place.
+
+Read (pynwb, an optional extra: ``pip install 'roicurate[nwb]'``): the masks (``pixel_mask``, ``voxel_mask`` one
+unit per z plane, or ``image_mask``; weights kept), the frame size (``image_mask``'s shape, else the ``dimension``
+of the reference or acquired image series of the same imaging plane, else the summary images'), the summary
+images of the module (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj ...; CaImAn's correlation /
+mean images) and the pipeline's own verdict: Suite2p's ``iscell`` column ([accepted, probability]), CaImAn's
+``keep`` (idx_components) or ``accepted`` column. The pipeline that found the ROIs is read from the file: an
+``iscell`` column or ``Backgrounds_*`` images are Suite2p's ``save_nwb``; ``image_mask`` with CaImAn's
+``r`` / ``snr`` / ``accepted`` / ``rejected`` columns is CaImAn's ``save_NWB``.
+
+Pixel coordinates: the first field of a pixel / voxel mask is the row, the second the column, as Suite2p writes
+and reads them (``[ypix, xpix, lam]``); ``dimension`` is ``[rows, columns]`` likewise. CaImAn's ``save_NWB``
+stores each component as ``A[:, i].reshape(dims)`` in C order while A's rows are pixels in Fortran order, so for
+a CaImAn file the mask is unscrambled back to Fortran order; its background components (rows whose ``r`` and
+``snr`` are both NaN) are not ROIs and are left out.
+
+Units: the file itself when it holds one PlaneSegmentation, else ``FILE::module/ImageSegmentation/PlaneSegmentation``
+(``.../planeZ`` for each z of a voxel-mask table). What is written and how: roicurate_plugins/nwb_write.py.
+Nothing here imports pynwb at module import: ``detect`` works without it.
+"""
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from roicurate import RoicurateError
+from roicurate.crops import CropSpec
+from roicurate.hookspecs import hookimpl
+from roicurate.rois import RoiSet
+from roicurate.sources import Source
+
+SEP = "::"
+MODULE = "roicurate"                  # our processing module (never read as ROIs)
+BACKUP_TAG = ".roicurate-backup"      # NAME.nwb -> NAME.roicurate-backup.nwb
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+INSTALL = "pip install 'roicurate[nwb]'"
+IMAGE_NAMES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "Vcorr": "corr", "max_proj": "max",
+               "meanImg_chan2": "mean_chan2", "local_correlations": "corr", "Cn": "corr", "correlation_image": "corr",
+               "mean_image": "mean", "mean": "mean", "max": "max", "max_projection": "max"}
+CAIMAN_COLUMNS = {"r", "snr", "accepted", "rejected"}     # what CaImAn's save_NWB always adds
+MAX_PIXELS = 1 << 31
+
+
+def pynwb():
+    """pynwb, or the one line that says how to install it."""
+    try:
+        import pynwb as module
+    except ImportError:
+        raise RoicurateError(f"reading NWB files needs pynwb: {INSTALL}") from None
+    return module
+
+
+def _reason(e):
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def backup_of(path):
+    path = Path(path)
+    return path.with_name(path.stem + BACKUP_TAG + path.suffix)
+
+
+def split_unit(unit):
+    """(file Path, table path or None) of a unit: ``FILE`` or ``FILE::module/ImageSegmentation/PlaneSegmentation``."""
+    text = str(unit)
+    if SEP in text:
+        file, _, table = text.rpartition(SEP)
+        return Path(file), table
+    return Path(text), None
+
+
+def has_hdf5_signature(path):
+    """The HDF5 superblock signature at offset 0, 512, 1024, 2048 ... (a user block may precede it)."""
+    try:
+        with open(path, "rb") as f:
+            size, offset = f.seek(0, 2), 0
+            while offset + 8 <= size:
+                f.seek(offset)
+                if f.read(8) == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def open_nwb(path, mode="r"):
+    """An open NWBFile; every way a file can be broken becomes one line naming it."""
+    mod = pynwb()
+    path = Path(path)
+    if not path.is_file():
+        raise RoicurateError(f"{path}: does not exist")
+    if not has_hdf5_signature(path):
+        raise RoicurateError(f"{path}: not an HDF5 file (truncated or not NWB)")
+    try:
+        io = mod.NWBHDF5IO(str(path), mode, load_namespaces=True)
+    except Exception as e:
+        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({_reason(e)})") from None
+    try:
+        try:
+            nwb = io.read()
+        except Exception as e:
+            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({_reason(e)})") \
+                from None
+        yield nwb
+    finally:
+        with contextlib.suppress(Exception):
+            io.close()
+
+
+def plane_segmentations(nwb):
+    """[(``module/ImageSegmentation/PlaneSegmentation``, module, PlaneSegmentation)] of every processing module
+    but roicurate's."""
+    from pynwb.ophys import ImageSegmentation
+    out = []
+    for mname, mod in nwb.processing.items():
+        if mname == MODULE:
+            continue
+        for iname, seg in mod.data_interfaces.items():
+            if isinstance(seg, ImageSegmentation):
+                out += [(f"{mname}/{iname}/{pname}", mod, ps) for pname, ps in seg.plane_segmentations.items()]
+    return out
+
+
+def _column(ps, name):
+    return ps[name] if name in ps.colnames else None
+
+
+def _array(where, col, what):
+    try:
+        return np.asarray(col.data[()] if hasattr(col.data, "shape") else col.data)
+    except Exception as e:
+        raise RoicurateError(f"{where}: {what} cannot be read ({_reason(e)})") from None
+
+
+def _ragged(where, ps, name):
+    """(flat structured or 2-D array of entries, end offsets) of a ragged mask column, checked."""
+    col = ps[name]
+    ends = _array(where, col, f"{name}_index") if hasattr(col, "target") else None
+    flat = _array(where, col.target if ends is not None else col, name)
+    if ends is None or ends.ndim != 1 or ends.dtype.kind not in "iu":
+        raise RoicurateError(f"{where}: {name} has no valid index (not a ragged NWB column)")
+    ends = ends.astype(np.int64)
+    if len(ends) and (ends[0] < 0 or np.any(np.diff(ends) < 0) or ends[-1] != len(flat)):
+        raise RoicurateError(f"{where}: {name}_index does not describe the {len(flat)} mask entries")
+    if flat.dtype.names:
+        fields = [flat[n] for n in flat.dtype.names]
+    elif flat.ndim == 2:
+        fields = list(flat.T)
+    else:
+        raise RoicurateError(f"{where}: {name} entries are not (row, column, [z,] weight) tuples")
+    need = 4 if name == "voxel_mask" else 3
+    if len(fields) < need or any(np.asarray(a).dtype.kind not in "fiu" for a in fields):
+        raise RoicurateError(f"{where}: {name} entries are not numeric (row, column, [z,] weight) tuples")
+    return [np.asarray(a) for a in fields], ends
+
+
+def _coords(where, a, what):
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or np.any(a != np.round(a)):
+            raise RoicurateError(f"{where}: {what} holds non-integer pixel coordinates")
+    if len(a) and (a.min() < 0 or a.max() >= MAX_PIXELS):
+        raise RoicurateError(f"{where}: {what} holds pixel coordinates outside any frame ({a.min()}..{a.max()})")
+    return a.astype(np.int64)
+
+
+def _frame(where, ps, nwb, images):
+    """(rows, columns) of the imaging frame."""
+    if "image_mask" in ps.colnames:
+        shape = getattr(ps["image_mask"].data, "shape", None)
+        if shape is None or len(shape) != 3:
+            raise RoicurateError(f"{where}: image_mask is not an (ROIs, rows, columns) array")
+        return int(shape[1]), int(shape[2])
+    series = list(ps.reference_images.values()) if hasattr(ps.reference_images, "values") else \
+        list(ps.reference_images or [])
+    series += [s for s in nwb.acquisition.values() if getattr(s, "imaging_plane", None) is ps.imaging_plane]
+    for s in series:
+        dim = getattr(s, "dimension", None)
+        if dim is not None and len(dim) >= 2:
+            try:
+                shape = int(dim[0]), int(dim[1])
+            except (TypeError, ValueError):
+                continue
+            if shape[0] > 0 and shape[1] > 0:
+                return shape
+    shapes = {np.shape(img) for img in images.values()}
+    if len(shapes) == 1:
+        return next(iter(shapes))
+    raise RoicurateError(f"{where}: no frame size (no image_mask, no image series 'dimension', no summary image)")
+
+
+def _summary_images(mod, plane):
+    """{roicurate name: image} from the Images containers of ``mod``: Suite2p's Backgrounds_<plane>, any other."""
+    from pynwb.base import Images
+    out = {}
+    for name, obj in mod.data_interfaces.items():
+        if not isinstance(obj, Images) or (name.startswith("Backgrounds_") and name != f"Backgrounds_{plane}"):
+            continue
+        for iname, img in obj.images.items():
+            key = IMAGE_NAMES.get(iname)
+            if key is None or key in out:
+                continue
+            try:
+                a = np.asarray(img.data[()] if hasattr(img.data, "shape") else img.data)
+            except Exception:
+                continue
+            if a.ndim == 2 and a.dtype.kind in "fiu" and a.size and np.isfinite(a).all():
+                out[key] = a.astype(np.float32)
+    return out
+
+
+def pipeline_of(ps, mod):
+    """'suite2p', 'caiman' or '' (unknown) from what the producing pipeline writes."""
+    cols = set(ps.colnames)
+    if "iscell" in cols or any(n.startswith("Backgrounds_") for n in mod.data_interfaces):
+        return "suite2p"
+    if "image_mask" in cols and (CAIMAN_COLUMNS <= cols or "keep" in cols):
+        return "caiman"
+    return ""
+
+
+def _masks(where, ps, shape, pipeline, rows):
+    """Per-ROI (ys, xs, ws) for ``rows`` of ``ps``; z of a voxel mask is returned separately."""
+    if "image_mask" in ps.colnames:
+        data, ys, xs, ws = ps["image_mask"].data, [], [], []
+        for i in rows:
+            try:
+                m = np.asarray(data[int(i)])
+            except Exception as e:
+                raise RoicurateError(f"{where}: image_mask of ROI {i} cannot be read ({_reason(e)})") from None
+            if m.dtype.kind not in "fiub":
+                raise RoicurateError(f"{where}: image_mask is not numeric ({m.dtype})")
+            r, c = np.nonzero(m)
+            w = m[r, c].astype(np.float32)
+            if pipeline == "caiman":            # CaImAn: a Fortran-order pixel vector reshaped in C order
+                p = r.astype(np.int64) * shape[1] + c
+                r, c = p % shape[0], p // shape[0]
+                o = np.lexsort((r, c))
+                r, c, w = r[o], c[o], w[o]
+            ys.append(r), xs.append(c), ws.append(w)
+        return ys, xs, ws
+    name = "pixel_mask" if "pixel_mask" in ps.colnames else "voxel_mask" if "voxel_mask" in ps.colnames else None
+    if name is None:
+        raise RoicurateError(f"{where}: has no pixel_mask, voxel_mask or image_mask column")
+    fields, ends = _ragged(where, ps, name)
+    starts = np.concatenate([[0], ends[:-1]])
+    y, x = _coords(where, fields[0], name), _coords(where, fields[1], name)
+    w = np.asarray(fields[-1], np.float64)
+    sel = [np.arange(starts[i], ends[i]) for i in rows]
+    return [y[s] for s in sel], [x[s] for s in sel], [w[s] for s in sel]
+
+
+def units_of(path, nwb):
+    """[(unit table path, PlaneSegmentation path, z or None)] of a file."""
+    out = []
+    for ps_path, _, ps in plane_segmentations(nwb):
+        if "voxel_mask" in ps.colnames and "pixel_mask" not in ps.colnames and "image_mask" not in ps.colnames:
+            fields, _ = _ragged(f"{path}{SEP}{ps_path}", ps, "voxel_mask")
+            zs = np.unique(_coords(f"{path}{SEP}{ps_path}", fields[2], "voxel_mask"))
+            out += [(f"{ps_path}/plane{int(z)}", ps_path, int(z)) for z in zs]
+        else:
+            out.append((ps_path, ps_path, None))
+    return out
+
+
+def _pick(path, table, nwb):
+    units = units_of(path, nwb)
+    if not units:
+        raise RoicurateError(f"{path}: no PlaneSegmentation in its processing modules (no ROIs to curate)")
+    if table is None:
+        if len(units) > 1:
+            raise RoicurateError(f"{path}: holds {len(units)} ROI tables; name one as "
+                                 f"{path}{SEP}{units[0][0]} (or pass the file to curate them all)")
+        return units[0]
+    for u in units:
+        if u[0] == table:
+            return u
+    raise RoicurateError(f"{path}: has no ROI table {table} (it has: {', '.join(u[0] for u in units)})")
+
+
+def read_unit(unit):
+    """The RoiSet of one unit, and what the writer needs to find its rows again (``origin``)."""
+    path, table = split_unit(unit)
+    if path.stem.endswith(BACKUP_TAG):
+        raise RoicurateError(f"{path}: this is roicurate's backup of {path.stem[:-len(BACKUP_TAG)]}{path.suffix}; "
+                             f"run roicurate on that file instead")
+    where = str(unit)
+    with open_nwb(path) as nwb:
+        name, ps_path, z = _pick(path, table, nwb)
+        mod = nwb.processing[ps_path.split("/")[0]]
+        ps = next(p for pp, _, p in plane_segmentations(nwb) if pp == ps_path)
+        n_rows = len(ps.id)
+        pipeline = pipeline_of(ps, mod)
+        rows = np.arange(n_rows)
+        if z is not None:
+            fields, ends = _ragged(where, ps, "voxel_mask")
+            zz = _coords(where, fields[2], "voxel_mask")
+            first = np.concatenate([[0], ends[:-1]])
+            rows = np.flatnonzero([len(zz[a:b]) and zz[a] == z for a, b in zip(first, ends)])
+        feats = {k: _column_values(where, ps, col, n_rows) for k, col in
+                 (("r_values", "r"), ("SNR_comp", "snr"), ("cnn_preds", "cnn"))}
+        feats = {k: v for k, v in feats.items() if v is not None}
+        if pipeline == "caiman" and "r_values" in feats and "SNR_comp" in feats:
+            rows = rows[~(np.isnan(feats["r_values"][rows]) & np.isnan(feats["SNR_comp"][rows]))]   # backgrounds
+        if not len(rows):
+            raise RoicurateError(f"{where}: has no ROIs (the PlaneSegmentation is empty); nothing to curate")
+        images = _summary_images(mod, 0 if z is None else z)
+        shape = _frame(where, ps, nwb, images)
+        images = {k: v for k, v in images.items() if v.shape == shape}
+        ys, xs, ws = _masks(where, ps, shape, pipeline, rows)
+        accepted, feats2 = _verdict(where, ps, n_rows, rows)
+    feats = {k: v[rows] for k, v in feats.items()}
+    feats.update(feats2)
+    bad = [i for i, (y, x) in enumerate(zip(ys, xs)) if len(y) and (y.max() >= shape[0] or x.max() >= shape[1])]
+    if bad:
+        raise RoicurateError(f"{where}: ROI {int(rows[bad[0]])} has pixels outside the {shape[0]}x{shape[1]} frame")
+    rs = RoiSet.from_pixels(shape, ys, xs, ws, images=images, pipeline_accepted=accepted, features=feats,
+                            source="nwb", pipeline=pipeline, path=where,
+                            origin={"roi_file": str(path), "table": name, "plane_segmentation": ps_path, "z": z,
+                                    "rows": rows.tolist(), "ps_rows": n_rows})
+    rs.validate(where)
+    return rs
+
+
+def _column_values(where, ps, name, n):
+    col = _column(ps, name)
+    if col is None:
+        return None
+    a = _array(where, col, name)
+    if a.ndim != 1 or len(a) != n or a.dtype.kind not in "fiub":
+        return None
+    return a.astype(np.float64)
+
+
+def _verdict(where, ps, n, rows):
+    """(the pipeline's accepted (rows,) bool or None, features): Suite2p's iscell, CaImAn's keep / accepted."""
+    iscell = _column(ps, "iscell")
+    if iscell is not None:
+        a = _array(where, iscell, "iscell")
+        if a.shape != (n, 2) or a.dtype.kind not in "fiub" or not np.isfinite(a.astype(np.float64)).all():
+            raise RoicurateError(f"{where}: iscell is not a finite ({n}, 2) [is_cell, probability] column "
+                                 f"(shape {a.shape}, {a.dtype})")
+        a = a.astype(np.float64)[rows]
+        return a[:, 0] > 0.5, {"suite2p_prob": a[:, 1].copy()}
+    for name in ("keep", "accepted"):
+        v = _column_values(where, ps, name, n)
+        if v is not None:
+            return v[rows] > 0.5, {}
+    return None, {}
+
+
+class NwbSource(Source):
+    name = "nwb"
+    description = "an NWB file with PlaneSegmentation tables (Suite2p save_nwb, CaImAn save_NWB)"
+    crop = CropSpec(size=64, channels=("mask",), binarize=0.0)   # models come from RoiSet.pipeline, per file
+
+    def detect(self, path):
+        p = Path(split_unit(path)[0])
+        return p.suffix.lower() == ".nwb" and p.is_file() and has_hdf5_signature(p)
+
+    def expand(self, path):
+        path = Path(path)
+        with open_nwb(path) as nwb:
+            units = units_of(path, nwb)
+        if not units:
+            raise RoicurateError(f"{path}: no PlaneSegmentation in its processing modules (no ROIs to curate)")
+        return [str(path)] if len(units) == 1 else [f"{path}{SEP}{u[0]}" for u in units]
+
+    def read(self, path):
+        return read_unit(path)
+
+    def recording(self, path):
+        return str(split_unit(path)[0])
+
+    def backup_path(self, path):
+        return backup_of(split_unit(path)[0])
+
+    def check_writable(self, path, force=False):
+        from roicurate_plugins import nwb_write
+        file, table = split_unit(path)
+        return nwb_write.check_writable(file, force, table)
+
+    def write(self, path, roiset, curation, force=False, **options):
+        from roicurate_plugins import nwb_write
+        return nwb_write.write(split_unit(path)[0], roiset, curation, force)
+
+    def revert(self, path, force=False):
+        from roicurate_plugins import nwb_write
+        return nwb_write.revert(split_unit(path)[0], force)
+
+    def recorded(self, path):
+        from roicurate_plugins import nwb_write
+        file, table = split_unit(path)
+        return nwb_write.recorded(file, table)
+
+    def original_verdict(self, path, roiset):
+        """The pipeline's own verdict stays in the PlaneSegmentation (roicurate writes its own table beside it)."""
+        return roiset.pipeline_accepted, roiset.features.get("suite2p_prob", roiset.features.get("cnn_preds"))
+
+
+@hookimpl
+def register_sources(register):
+    register(NwbSource())

@@ -1,0 +1,396 @@
+"""Writing roicurate's verdict into an NWB file, and putting the file back byte for byte.
+
+What is written: a processing module ``roicurate`` holding, per curated ROI table, a DynamicTable (named after
+the PlaneSegmentation, e.g. ``PlaneSegmentation`` or ``PlaneSegmentation_plane1``) with one row per ROI:
+``roi`` (a DynamicTableRegion into the PlaneSegmentation's rows), ``probability`` (the model's probability of
+the positive class), ``accepted`` (bool) and, for models with more than two classes, ``class_probability``
+(ROIs x classes); and one DynamicTable ``curations`` with one row per curated table: which table and
+PlaneSegmentation, the pipeline, model (name or card path) and its sha256, threshold, classes and accepted
+classes, crop inputs, reference cell diameter (px, NaN for native-pixel crops) and where it came from, roicurate
+version, time, the sha256 of what was written in the verdict table (to notice hand edits), the backup's name and
+sha256. The PlaneSegmentation itself (Suite2p's iscell, CaImAn's keep) is never changed.
+
+How: under the folder's lock, the original file is copied once to ``NAME.roicurate-backup.nwb`` (created without
+replacing; verified on every later run: HDF5, the same ROI count in every PlaneSegmentation, the sha256 recorded in
+the file). A modified copy is made in a temp file beside it (the old table of this unit and ``curations`` removed
+with h5py, the new ones added with pynwb in append mode), fsynced and ``os.replace``d over the file. Each unit
+(ROI table) is one such atomic rewrite of the whole file. ``revert`` restores the verified backup byte for byte.
+"""
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from roicurate import RoicurateError, __version__
+from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, clone_or_copy,
+                              create_new, free_name, fsync_dir, pause_after_check, sha256_file, temp_name, unit)
+from roicurate.sources import check_dir_writable
+from roicurate_plugins.nwb import MODULE, backup_of, has_hdf5_signature, pynwb
+
+CURATIONS = "curations"
+ROOT_ATTRS = (".specloc", "nwb_version")   # set by whichever pynwb wrote last
+TEXT = ("table", "plane_segmentation", "pipeline", "model", "model_sha256", "classes", "accepted_classes", "inputs",
+        "diameter_source", "roicurate_version", "time", "verdict_sha256", "backup", "backup_sha256")
+FLOAT = ("threshold", "reference_diameter_px")
+DESCRIBE = {
+    "table": "the roicurate verdict table of this row (in this module)",
+    "plane_segmentation": "the PlaneSegmentation it refers to (processing module/ImageSegmentation/name[/planeZ])",
+    "pipeline": "the pipeline that found the ROIs (suite2p, caiman; empty: unknown)",
+    "model": "the model that classified them (registered name or model card path)",
+    "model_sha256": "sha256 of the model's weights", "threshold": "accepted when probability >= threshold",
+    "classes": "JSON list of the model's classes", "accepted_classes": "JSON list of the classes counted as accepted",
+    "inputs": "JSON list of the crop channels given to the model",
+    "reference_diameter_px": "reference cell diameter the crops were scaled by (px); NaN: native pixels",
+    "diameter_source": "where the reference diameter came from", "roicurate_version": "roicurate version",
+    "time": "UTC time of the write", "verdict_sha256": "sha256 of the verdict table as roicurate wrote it",
+    "backup": "file name of roicurate's copy of the original file",
+    "backup_sha256": "sha256 of roicurate's copy of the original file"}
+
+
+def _h5py():
+    import h5py
+    return h5py
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def table_name(unit_table):
+    """``ophys/ImageSegmentation/PlaneSegmentation[/planeZ]`` -> ``PlaneSegmentation[_planeZ]`` (the default
+    module and container names left out)."""
+    parts = unit_table.split("/")
+    keep = [p for i, p in enumerate(parts) if not (i == 0 and p == "ophys") and not (i == 1 and p == "ImageSegmentation")]
+    return "_".join(keep)
+
+
+def verdict_sha256(rows, probability, accepted, class_probability=None):
+    h = hashlib.sha256()
+    for a, dt in ((rows, "<i8"), (probability, "<f8"), (np.asarray(accepted, bool), "u1")):
+        h.update(np.ascontiguousarray(np.asarray(a).astype(dt)).tobytes())
+    if class_probability is not None:
+        h.update(np.ascontiguousarray(np.asarray(class_probability, "<f8")).tobytes())
+    return h.hexdigest()
+
+
+def _file_verdict_sha(group, name):
+    """The sha256 of a verdict table as it is in the file now (None: gone or unreadable)."""
+    t = group.get(name)
+    try:
+        cp = t["class_probability"][()] if "class_probability" in t else None
+        return verdict_sha256(t["roi"][()], t["probability"][()], t["accepted"][()], cp)
+    except Exception:
+        return None
+
+
+def _open(path, what="file"):
+    h5py = _h5py()
+    if not has_hdf5_signature(path):
+        raise RoicurateError(f"{path}: {what} is not an HDF5 file (truncated or corrupt); nothing changed")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise RoicurateError(f"{path}: {what} cannot be opened ({e}); nothing changed") from None
+
+
+def _ps_counts(f):
+    """{group path: rows} of every PlaneSegmentation in an open file."""
+    out = {}
+
+    def visit(name, obj):
+        if _text(obj.attrs.get("neurodata_type", "")) == "PlaneSegmentation" and "id" in obj:
+            out[name] = len(obj["id"])
+    f.visititems(visit)
+    return out
+
+
+def _curations(f):
+    """[row dict] of processing/roicurate/curations ([] when there is none)."""
+    t = f.get(f"processing/{MODULE}/{CURATIONS}")
+    if t is None:
+        return []
+    try:
+        cols = {k: t[k][()] for k in TEXT + FLOAT}
+        n = len(cols["table"])
+        return [{k: (float(v[i]) if k in FLOAT else _text(v[i])) for k, v in cols.items()} for i in range(n)]
+    except Exception as e:
+        raise RoicurateError(f"{f.filename}: processing/{MODULE}/{CURATIONS} is unreadable ({type(e).__name__}); "
+                             f"move the file's backup away or restore the file by hand; nothing changed") from None
+
+
+def inspect(path):
+    """The verified state of ``path`` and its backup: ``rows`` (curations), ``edited`` (tables whose content is no
+    longer what roicurate wrote), ``counts`` (PlaneSegmentation rows), ``backup_sha``, ``stale`` (no record, and a
+    backup of another file), ``adopt`` (no record, byte-identical backup: an interrupted first run)."""
+    path = Path(path)
+    backup = backup_of(path)
+    with _open(path) as f:
+        rows = _curations(f)
+        counts = _ps_counts(f)
+        group = f.get(f"processing/{MODULE}")
+        edited = [r["table"] for r in rows if group is None or _file_verdict_sha(group, r["table"]) != r["verdict_sha256"]]
+    st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False,
+                         backup_sha=rows[0]["backup_sha256"] if rows else None)
+    if not backup.exists():
+        if rows:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so the pipeline's "
+                                 f"original is not here; nothing changed")
+        return st
+    if not rows:
+        sha = sha256_file(backup)
+        if sha == sha256_file(path):
+            st.adopt, st.backup_sha = True, sha
+        else:
+            st.stale = True
+        return st
+    with _open(backup, "roicurate's backup") as f:
+        bcounts = _ps_counts(f)
+    if bcounts != counts:
+        raise RoicurateError(f"{backup}: roicurate's backup has other ROI tables or counts than {path.name} "
+                             f"({_counts(bcounts)} vs {_counts(counts)}); nothing changed")
+    if sha256_file(backup) != st.backup_sha:
+        raise RoicurateError(f"{backup}: differs from the sha256 roicurate recorded when it made this backup (changed "
+                             f"or corrupt); nothing changed")
+    return st
+
+
+def _counts(counts):
+    return ", ".join(f"{k.rsplit('/', 1)[-1]} {v}" for k, v in counts.items()) or "none"
+
+
+def check_writable(path, force=False, unit_table=None):
+    """``unit_table``: the unit's ROI table (``module/ImageSegmentation/PlaneSegmentation[/planeZ]``); only its own
+    verdict table counts as edited (None: every table of the file)."""
+    path = Path(path)
+    check_dir_writable(path.parent)
+    clean_stale_temps(path.parent)
+    check_replaceable(path)
+    st = inspect(path)
+    if unit_table is not None:
+        st.edited = [t for t in st.edited if t == table_name(unit_table)]
+    if st.edited and not force:
+        raise RoicurateError(f"{path}: roicurate's verdict ({', '.join(st.edited)}) changed since roicurate wrote it; "
+                             f"use --force to overwrite those edits (the edited file is kept beside it)")
+    if st.stale and not force:
+        raise RoicurateError(f"{path}: differs from {backup_of(path).name} and carries no roicurate record (re-saved "
+                             f"since roicurate backed it up?); move the old backup away, or use --force (it is kept "
+                             f"as {path.stem}.roicurate-backup-stale-<time>{path.suffix})")
+    return st
+
+
+def _provenance(roiset, curation, sha, backup, backup_sha):
+    d = curation.diameter
+    model = curation.model.get("source") or curation.model.get("name", "")
+    return {"table": table_name(roiset.origin["table"]), "plane_segmentation": roiset.origin["table"],
+            "pipeline": roiset.pipeline or "", "model": str(model), "model_sha256": str(curation.model.get("sha256", "")),
+            "classes": json.dumps(list(curation.classes)), "accepted_classes": json.dumps(curation.accepted_classes),
+            "inputs": json.dumps(list(curation.inputs)), "diameter_source": curation.diameter_source or "",
+            "roicurate_version": __version__,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "verdict_sha256": sha, "backup": backup.name, "backup_sha256": backup_sha,
+            "threshold": float(curation.threshold), "reference_diameter_px": np.nan if d is None else float(d)}
+
+
+def write(path, roiset, curation, force=False):
+    """One unit: under the folder's lock, verify (or make) the backup, keep an edited file beside, rewrite the
+    whole file through a temp copy (fsync, ``os.replace``). A failure undoes every step."""
+    path = Path(path)
+    backup = backup_of(path)
+    rows = np.asarray(roiset.origin["rows"], np.int64)
+    n = len(rows)
+    if len(curation.accepted) != n or len(roiset) != n:
+        raise RoicurateError(f"{path}: curation has {len(curation.accepted)} ROIs, the table has {n}")
+    prob = np.asarray(curation.score, np.float64)
+    accepted = np.asarray(curation.accepted, bool)
+    cp = np.asarray(curation.probabilities, np.float64) if len(curation.classes) > 2 else None
+    sha = verdict_sha256(rows, prob, accepted, cp)
+    notes = []
+    with unit(path.parent, path) as tx:
+        st = check_writable(path, force, roiset.origin["table"])     # again: another run may have written meanwhile
+        ps_key = next((k for k in st.counts if k.endswith("/" + roiset.origin["plane_segmentation"])), None)
+        if ps_key is None or st.counts[ps_key] != roiset.origin["ps_rows"]:
+            raise RoicurateError(f"{path}: {roiset.origin['plane_segmentation']} changed while roicurate ran; "
+                                 f"nothing written")
+        size = path.stat().st_size
+        new_backup = st.stale or not backup.exists()
+        check_free_space(path.parent, size * (2 + new_backup + bool(st.edited)) + (8 << 20),
+                         f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
+        pause_after_check()
+        if st.stale:
+            aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
+            os.rename(backup, aside)
+            tx.undo.append(lambda: os.rename(aside, backup))
+            notes.append(f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}")
+        if st.edited:
+            kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+            create_new(kept, copy_from=path)
+            tx.created(kept)
+            notes.append(f"{path}: hand edits kept in {kept}")
+        if new_backup:
+            create_new(backup, copy_from=path)
+            tx.created(backup)
+            st.backup_sha = sha256_file(backup)
+        prov = _provenance(roiset, curation, sha, backup, st.backup_sha)
+        tmp = temp_name(path)
+        tx.created(tmp)
+        clone_or_copy(path, tmp)
+        _rewrite(tmp, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
+                 [] if new_backup else st.rows)
+        with open(tmp, "rb+") as out:
+            os.fsync(out.fileno())
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    return "; ".join(notes) or None
+
+
+def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
+    """Replace this unit's verdict table and the curations table in the copy ``tmp``."""
+    h5py = _h5py()
+    name = prov["table"]
+    with h5py.File(tmp, "r+") as f:
+        group = f.get(f"processing/{MODULE}")
+        if group is not None:
+            for key in (name, CURATIONS):
+                if key in group:
+                    del group[key]
+    from hdmf.common import DynamicTable, DynamicTableRegion, VectorData
+    records = [r for r in old_rows if r["table"] != name] + [prov]
+    for r in records:                      # the file-level values follow the current backup
+        r["backup"], r["backup_sha256"] = prov["backup"], prov["backup_sha256"]
+    with pynwb().NWBHDF5IO(str(tmp), "a") as io:
+        nwb = io.read()
+        m, seg, ps_name = ps_path.split("/")
+        ps = nwb.processing[m][seg].plane_segmentations[ps_name]
+        mod = nwb.processing.get(MODULE) or nwb.create_processing_module(
+            MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
+                    "unchanged); one verdict table per ROI table, provenance in 'curations'")
+        cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
+                VectorData(name="probability", data=prob,
+                           description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
+                VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
+        if cp is not None:
+            cols.append(VectorData(name="class_probability", data=cp,
+                                   description=f"probability per class ({', '.join(curation.classes)})"))
+        mod.add(DynamicTable(name=name, description=f"roicurate's verdict on {ps_path} (model {prov['model']}, "
+                             f"threshold {prov['threshold']:.4g})", columns=cols))
+        prov_cols = [VectorData(name=k, description=DESCRIBE[k],
+                                data=np.array([r[k] for r in records], np.float64) if k in FLOAT
+                                else [r[k] for r in records]) for k in TEXT + FLOAT]
+        mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
+                             columns=prov_cols))
+        io.write(nwb)
+
+
+def recorded(path, table=None):
+    path = Path(path)
+    if not has_hdf5_signature(path):
+        return None
+    with _open(path) as f:
+        rows = _curations(f)
+        group = f.get(f"processing/{MODULE}")
+        row = next((r for r in rows if table is None or r["plane_segmentation"] == table), None)
+        if row is None or (table is None and len(rows) > 1):
+            return None
+        intact = group is not None and _file_verdict_sha(group, row["table"]) == row["verdict_sha256"]
+    d = row["reference_diameter_px"]
+    return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
+            "also_accept": json.loads(row["accepted_classes"])[1:],
+            "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "intact": intact}
+
+
+def _content_sha256(path, block=1 << 24):
+    """sha256 over everything in the file but roicurate's module and the schema pynwb caches and names (names,
+    attributes, dtypes, shapes, values), a block of rows at a time: what the file holds besides roicurate's verdict.
+    (pynwb's append mode caches its own schema version and sets the root's ``nwb_version`` to it.)"""
+    h5py = _h5py()
+    skip = (f"processing/{MODULE}", "specifications")
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visit(names.append)
+        for name in [""] + sorted(n for n in names if not n.startswith(skip)):
+            obj = f[name] if name else f
+            attrs = sorted((k, repr(v)) for k, v in obj.attrs.items() if name or k not in ROOT_ATTRS)
+            h.update(repr((name, attrs)).encode())
+            if not isinstance(obj, h5py.Dataset):
+                h.update(repr(sorted(k for k in obj if not (name == "processing" and k == MODULE))).encode())
+                continue
+            h.update(repr((str(obj.dtype), obj.shape)).encode())
+            if obj.shape is None or obj.ndim == 0 or obj.dtype.kind not in "biufc":
+                v = obj[()]
+                h.update(repr(v.tolist() if isinstance(v, np.ndarray) else v).encode())
+                continue
+            rows = max(1, block // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
+            for i in range(0, obj.shape[0], rows):
+                h.update(np.ascontiguousarray(obj[i:i + rows]).tobytes())
+    return h.hexdigest()
+
+
+def _check_revert(path, force):
+    backup = backup_of(path)
+    if not backup.exists():
+        if recorded_any(path):
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so the pipeline's "
+                                 f"original is not here; nothing changed")
+        raise NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
+    st = inspect(path)
+    if not st.rows and not st.adopt:
+        raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is the "
+                             f"pipeline's original; nothing changed (move the backup away if {path.name} is the "
+                             f"pipeline's own output)")
+    st.changed = bool(st.rows) and _content_sha256(path) != _content_sha256(backup)
+    if (st.edited or st.changed) and not force:
+        what = f"roicurate's verdict edited ({', '.join(st.edited)})" if st.edited else \
+            "changed outside roicurate's module"
+        raise RoicurateError(f"{path}: {what} since roicurate wrote it; revert would drop that: use --force to keep "
+                             f"the file beside it and restore the original")
+    check_dir_writable(path.parent)
+    check_replaceable(path)
+    check_replaceable(backup)
+    return st
+
+
+def recorded_any(path):
+    with _open(path) as f:
+        return bool(_curations(f))
+
+
+def revert(path, force=False):
+    """Restore the verified backup byte for byte (through a temp copy whose sha256 is checked), then remove it."""
+    path = Path(path)
+    if not path.exists():
+        raise RoicurateError(f"{path}: does not exist")
+    backup = backup_of(path)
+    clean_stale_temps(path.parent)
+    _check_revert(path, force)
+    notes = []
+    with unit(path.parent, path) as tx:
+        st = _check_revert(path, force)
+        if st.adopt:
+            os.unlink(backup)
+            fsync_dir(path.parent)
+            return f"already the pipeline's original; {backup.name} removed"
+        check_free_space(path.parent, backup.stat().st_size + path.stat().st_size + (8 << 20), f"restoring {path.name}")
+        pause_after_check()
+        if st.edited or st.changed:
+            kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+            create_new(kept, copy_from=path)
+            tx.created(kept)
+            notes.append(f"edits kept in {kept.name}")
+        tmp = temp_name(path)
+        tx.created(tmp)
+        clone_or_copy(backup, tmp)
+        if sha256_file(tmp) != st.backup_sha:
+            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
+        shutil.copymode(backup, tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        os.unlink(backup)
+        fsync_dir(path.parent)
+    return "; ".join([f"restored from {backup.name}"] + notes)
