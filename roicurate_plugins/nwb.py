@@ -15,9 +15,8 @@ stores each component as ``A[:, i].reshape(dims)`` in C order while A's rows are
 a CaImAn file the mask is unscrambled back to Fortran order; its background components (rows whose ``r`` and
 ``snr`` are both NaN) are not ROIs and are left out.
 
-Units: the file itself when it holds one PlaneSegmentation, else ``FILE::module/ImageSegmentation/PlaneSegmentation``
-(``.../planeZ`` for each z of a voxel-mask table). What is written and how: roicurate_plugins/nwb_write.py.
-Nothing here imports pynwb at module import: ``detect`` works without it.
+Units: the file itself when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation``
+(``.../planeZ`` per z of a voxel mask). Writing: nwb_write.py. ``detect`` works without pynwb.
 """
 import contextlib
 from pathlib import Path
@@ -85,6 +84,22 @@ def has_hdf5_signature(path):
     return False
 
 
+def _precheck(path):
+    """With h5py, before pynwb builds anything: the file opens, and no PlaneSegmentation is empty (pynwb cannot even
+    read a table that never got a column)."""
+    import h5py
+    found = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: found.__setitem__(name, len(obj["id"]) if "id" in obj else 0) if
+                         obj.attrs.get("neurodata_type") in ("PlaneSegmentation", b"PlaneSegmentation") else None)
+    except Exception as e:
+        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({_reason(e)})") from None
+    empty = [k for k, n in found.items() if n == 0]
+    if empty:
+        raise RoicurateError(f"{path}: {empty[0]} has no ROIs (the PlaneSegmentation is empty); nothing to curate")
+
+
 @contextlib.contextmanager
 def open_nwb(path, mode="r"):
     """An open NWBFile; every way a file can be broken becomes one line naming it."""
@@ -94,6 +109,7 @@ def open_nwb(path, mode="r"):
         raise RoicurateError(f"{path}: does not exist")
     if not has_hdf5_signature(path):
         raise RoicurateError(f"{path}: not an HDF5 file (truncated or not NWB)")
+    _precheck(path)
     try:
         io = mod.NWBHDF5IO(str(path), mode, load_namespaces=True)
     except Exception as e:
@@ -122,10 +138,6 @@ def plane_segmentations(nwb):
             if isinstance(seg, ImageSegmentation):
                 out += [(f"{mname}/{iname}/{pname}", mod, ps) for pname, ps in seg.plane_segmentations.items()]
     return out
-
-
-def _column(ps, name):
-    return ps[name] if name in ps.colnames else None
 
 
 def _array(where, col, what):
@@ -326,20 +338,14 @@ def read_unit(unit):
 
 
 def _column_values(where, ps, name, n):
-    col = _column(ps, name)
-    if col is None:
-        return None
-    a = _array(where, col, name)
-    if a.ndim != 1 or len(a) != n or a.dtype.kind not in "fiub":
-        return None
-    return a.astype(np.float64)
+    a = None if name not in ps.colnames else _array(where, ps[name], name)
+    return a.astype(np.float64) if a is not None and a.ndim == 1 and len(a) == n and a.dtype.kind in "fiub" else None
 
 
 def _verdict(where, ps, n, rows):
     """(the pipeline's accepted (rows,) bool or None, features): Suite2p's iscell, CaImAn's keep / accepted."""
-    iscell = _column(ps, "iscell")
-    if iscell is not None:
-        a = _array(where, iscell, "iscell")
+    if "iscell" in ps.colnames:
+        a = _array(where, ps["iscell"], "iscell")
         if a.shape != (n, 2) or a.dtype.kind not in "fiub" or not np.isfinite(a.astype(np.float64)).all():
             raise RoicurateError(f"{where}: iscell is not a finite ({n}, 2) [is_cell, probability] column "
                                  f"(shape {a.shape}, {a.dtype})")

@@ -267,7 +267,7 @@ def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
         nwb = io.read()
         m, seg, ps_name = ps_path.split("/")
         ps = nwb.processing[m][seg].plane_segmentations[ps_name]
-        mod = nwb.processing.get(MODULE) or nwb.create_processing_module(
+        mod = nwb.processing[MODULE] if MODULE in nwb.processing else nwb.create_processing_module(
             MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
                     "unchanged); one verdict table per ROI table, provenance in 'curations'")
         cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
