@@ -2,18 +2,16 @@
 
 Read (pynwb, an optional extra: ``pip install 'roicurate[nwb]'``): the masks (``pixel_mask``, ``voxel_mask`` one
 unit per z plane, or ``image_mask``; weights kept), the frame size (``image_mask``'s shape, else the ``dimension``
-of the reference or acquired image series of the same imaging plane, else the summary images'), the summary
-images of the module (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj ...; CaImAn's correlation /
-mean images) and the pipeline's own verdict: Suite2p's ``iscell`` column ([accepted, probability]), CaImAn's
-``keep`` (idx_components) or ``accepted`` column. The pipeline that found the ROIs is read from the file: an
-``iscell`` column or ``Backgrounds_*`` images are Suite2p's ``save_nwb``; ``image_mask`` with CaImAn's
-``r`` / ``snr`` / ``accepted`` / ``rejected`` columns is CaImAn's ``save_NWB``.
+of the reference or acquired image series of the imaging plane, else the summary images'), the module's summary
+images (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj; CaImAn's correlation / mean images) and the
+pipeline's own verdict: Suite2p's ``iscell`` column, CaImAn's ``keep`` (idx_components) or ``accepted``. The
+pipeline is read from the file: ``iscell`` or ``Backgrounds_*`` is Suite2p's ``save_nwb``; ``image_mask`` with
+``r`` / ``snr`` / ``accepted`` / ``rejected`` (or ``keep``) is CaImAn's ``save_NWB``.
 
-Pixel coordinates: the first field of a pixel / voxel mask is the row, the second the column, as Suite2p writes
-and reads them (``[ypix, xpix, lam]``); ``dimension`` is ``[rows, columns]`` likewise. CaImAn's ``save_NWB``
-stores each component as ``A[:, i].reshape(dims)`` in C order while A's rows are pixels in Fortran order, so for
-a CaImAn file the mask is unscrambled back to Fortran order; its background components (rows whose ``r`` and
-``snr`` are both NaN) are not ROIs and are left out.
+A pixel / voxel mask's first field is the row, the second the column, as Suite2p writes and reads them (``[ypix,
+xpix, lam]``); ``dimension`` is ``[rows, columns]`` likewise. CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)``
+in C order while A's pixels are in Fortran order: for a CaImAn file the mask is put back in Fortran order, and its
+background components (``r`` and ``snr`` both NaN) are left out.
 
 Units: the file itself when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation``
 (``.../planeZ`` per z of a voxel mask). Writing: nwb_write.py. ``detect`` works without pynwb.
@@ -157,23 +155,16 @@ def _ragged(where, ps, name):
     ends = ends.astype(np.int64)
     if len(ends) and (ends[0] < 0 or np.any(np.diff(ends) < 0) or ends[-1] != len(flat)):
         raise RoicurateError(f"{where}: {name}_index does not describe the {len(flat)} mask entries")
-    if flat.dtype.names:
-        fields = [flat[n] for n in flat.dtype.names]
-    elif flat.ndim == 2:
-        fields = list(flat.T)
-    else:
-        raise RoicurateError(f"{where}: {name} entries are not (row, column, [z,] weight) tuples")
-    need = 4 if name == "voxel_mask" else 3
-    if len(fields) < need or any(np.asarray(a).dtype.kind not in "fiu" for a in fields):
+    fields = [flat[n] for n in flat.dtype.names] if flat.dtype.names else list(flat.T) if flat.ndim == 2 else []
+    if len(fields) < (4 if name == "voxel_mask" else 3) or any(np.asarray(a).dtype.kind not in "fiu" for a in fields):
         raise RoicurateError(f"{where}: {name} entries are not numeric (row, column, [z,] weight) tuples")
     return [np.asarray(a) for a in fields], ends
 
 
 def _coords(where, a, what):
     a = np.asarray(a)
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all() or np.any(a != np.round(a)):
-            raise RoicurateError(f"{where}: {what} holds non-integer pixel coordinates")
+    if a.dtype.kind == "f" and (not np.isfinite(a).all() or np.any(a != np.round(a))):
+        raise RoicurateError(f"{where}: {what} holds non-integer pixel coordinates")
     if len(a) and (a.min() < 0 or a.max() >= MAX_PIXELS):
         raise RoicurateError(f"{where}: {what} holds pixel coordinates outside any frame ({a.min()}..{a.max()})")
     return a.astype(np.int64)
@@ -312,9 +303,8 @@ def read_unit(unit):
             zz = _coords(where, fields[2], "voxel_mask")
             first = np.concatenate([[0], ends[:-1]])
             rows = np.flatnonzero([len(zz[a:b]) and zz[a] == z for a, b in zip(first, ends)])
-        feats = {k: _column_values(where, ps, col, n_rows) for k, col in
-                 (("r_values", "r"), ("SNR_comp", "snr"), ("cnn_preds", "cnn"))}
-        feats = {k: v for k, v in feats.items() if v is not None}
+        feats = {k: v for k, col in (("r_values", "r"), ("SNR_comp", "snr"), ("cnn_preds", "cnn"))
+                 if (v := _column_values(where, ps, col, n_rows)) is not None}
         if pipeline == "caiman" and "r_values" in feats and "SNR_comp" in feats:
             rows = rows[~(np.isnan(feats["r_values"][rows]) & np.isnan(feats["SNR_comp"][rows]))]   # backgrounds
         if not len(rows):
@@ -326,14 +316,11 @@ def read_unit(unit):
         accepted, feats2 = _verdict(where, ps, n_rows, rows)
     feats = {k: v[rows] for k, v in feats.items()}
     feats.update(feats2)
-    bad = [i for i, (y, x) in enumerate(zip(ys, xs)) if len(y) and (y.max() >= shape[0] or x.max() >= shape[1])]
-    if bad:
-        raise RoicurateError(f"{where}: ROI {int(rows[bad[0]])} has pixels outside the {shape[0]}x{shape[1]} frame")
     rs = RoiSet.from_pixels(shape, ys, xs, ws, images=images, pipeline_accepted=accepted, features=feats,
                             source="nwb", pipeline=pipeline, path=where,
                             origin={"roi_file": str(path), "table": name, "plane_segmentation": ps_path, "z": z,
                                     "rows": rows.tolist(), "ps_rows": n_rows})
-    rs.validate(where)
+    rs.validate(where)                   # empty masks, bad weights, pixels outside the frame
     return rs
 
 
@@ -385,26 +372,26 @@ class NwbSource(Source):
         return backup_of(split_unit(path)[0])
 
     def check_writable(self, path, force=False):
-        from roicurate_plugins import nwb_write
         file, table = split_unit(path)
-        return nwb_write.check_writable(file, force, table)
+        return _writer().check_writable(file, force, table)
 
     def write(self, path, roiset, curation, force=False, **options):
-        from roicurate_plugins import nwb_write
-        return nwb_write.write(split_unit(path)[0], roiset, curation, force)
+        return _writer().write(split_unit(path)[0], roiset, curation, force)
 
     def revert(self, path, force=False):
-        from roicurate_plugins import nwb_write
-        return nwb_write.revert(split_unit(path)[0], force)
+        return _writer().revert(split_unit(path)[0], force)
 
     def recorded(self, path):
-        from roicurate_plugins import nwb_write
-        file, table = split_unit(path)
-        return nwb_write.recorded(file, table)
+        return _writer().recorded(*split_unit(path))
 
     def original_verdict(self, path, roiset):
         """The pipeline's own verdict stays in the PlaneSegmentation (roicurate writes its own table beside it)."""
         return roiset.pipeline_accepted, roiset.features.get("suite2p_prob", roiset.features.get("cnn_preds"))
+
+
+def _writer():
+    from roicurate_plugins import nwb_write       # imports pynwb's helpers lazily, like everything here
+    return nwb_write
 
 
 @hookimpl

@@ -241,7 +241,7 @@ def test_without_pynwb_one_line_install_hint(s2p_file, monkeypatch):
 
 
 # ---- writing, hand edits, revert ----------------------------------------------------------------------------------
-def test_apply_validate_read_back_revert(s2p_file, tmp_path):
+def test_apply_validate_read_back_revert(s2p_file, tiny_model, tmp_path):
     original = sha(s2p_file)
     cli_run("apply", s2p_file)
     backup = tmp_path / "s2p.roicurate-backup.nwb"
@@ -258,7 +258,7 @@ def test_apply_validate_read_back_revert(s2p_file, tmp_path):
         assert np.array_equal(t["accepted"].data[:], t["probability"].data[:] >= row["threshold"])
     rec = SRC.recorded(str(s2p_file))
     assert rec["intact"] and rec["model"] == "suite2p-resnet50"
-    cli_run("apply", s2p_file)                                # a re-run keeps the first original
+    cli_run("apply", s2p_file, "--model", tiny_model / "tiny.json")     # a re-run keeps the first original
     assert sha(backup) == original and validate(s2p_file) == []
     assert "restored" in cli_run("revert", s2p_file).output
     assert sha(s2p_file) == original and not backup.exists()
