@@ -49,8 +49,7 @@ def pynwb():
 
 
 def _reason(e):
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}" if str(e).strip() else type(e).__name__
 
 
 def backup_of(path):
@@ -78,7 +77,7 @@ def has_hdf5_signature(path):
                     return True
                 offset = 512 if offset == 0 else offset * 2
     except OSError:
-        return False
+        pass
     return False
 
 
@@ -278,9 +277,9 @@ def _pick(path, table, nwb):
             raise RoicurateError(f"{path}: holds {len(units)} ROI tables; name one as "
                                  f"{path}{SEP}{units[0][0]} (or pass the file to curate them all)")
         return units[0]
-    for u in units:
-        if u[0] == table:
-            return u
+    found = [u for u in units if u[0] == table]
+    if found:
+        return found[0]
     raise RoicurateError(f"{path}: has no ROI table {table} (it has: {', '.join(u[0] for u in units)})")
 
 
@@ -355,7 +354,9 @@ class NwbSource(Source):
         return p.suffix.lower() == ".nwb" and p.is_file() and has_hdf5_signature(p)
 
     def expand(self, path):
-        path = Path(path)
+        path, table = split_unit(path)
+        if table is not None:                      # one table named on the command line: read() checks it
+            return [f"{path}{SEP}{table}"]
         with open_nwb(path) as nwb:
             units = units_of(path, nwb)
         if not units:

@@ -61,6 +61,7 @@ assert torch.__version__.startswith("2.13.0") and torch.version.cuda is None, \
     f"expected CPU torch 2.13.0, got {torch.__version__} (cuda {torch.version.cuda})"
 import suite2p, cellpose
 import pynwb
+from suite2p.io.nwb import save_nwb  # tests/test_nwb.py writes its NWB files with it
 from suite2p.gui import gui2p, io  # the GUI window and its loader (suite2p/gui/io.py load_files/load_proc)
 from qtpy.QtWidgets import QApplication
 import qtpy
