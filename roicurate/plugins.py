@@ -1,15 +1,26 @@
-"""Plugin manager: built-in plugins register exactly like third-party ones (entry-point group ``roicurate``)."""
+"""Plugin manager: built-in plugins register exactly like third-party ones (entry-point group ``roicurate``).
+
+Third-party plugins are the packages that declare an entry point in the ``roicurate`` group. The environment
+variable ``ROICURATE_LOAD_PLUGINS`` chooses which of them load (as ``LLM_LOAD_PLUGINS`` does for llm):
+
+* unset: every installed plugin;
+* empty (``ROICURATE_LOAD_PLUGINS=``): none, only the built-ins (tests, reproducing a result);
+* ``pkg-a,pkg-b``: only those distributions' plugins.
+
+A pipeline's default model is the one its source names (``Source.default_model``), never the one a plugin
+happened to register first, so installing a plugin never changes what ``apply`` does without ``--model``.
+"""
 import importlib
+import os
+from importlib import metadata
 
 import pluggy
 
 from roicurate import RoicurateError, hookspecs
 
-# pluggy calls the last registered plugin first: fourclass comes before nets so that a pipeline's default model
-# (the first bundled one registered for it) stays the two-class one
 DEFAULT_PLUGINS = (
-    "roicurate_plugins.fourclass",
     "roicurate_plugins.nets",
+    "roicurate_plugins.fourclass",
     "roicurate_plugins.suite2p",
     "roicurate_plugins.caiman",
     "roicurate_plugins.nwb",
@@ -17,13 +28,35 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.unet",
     "roicurate_plugins.celltypes",
 )
+ENTRY_POINT_GROUP = "roicurate"
 
 pm = pluggy.PluginManager("roicurate")
 pm.add_hookspecs(hookspecs)
 
-for _name in DEFAULT_PLUGINS:
-    pm.register(importlib.import_module(_name), _name)
-pm.load_setuptools_entrypoints("roicurate")
+
+def load_plugins(only=None):
+    """Register the built-in plugins, then the third-party ones ``only`` names (None: ``ROICURATE_LOAD_PLUGINS``,
+    see the module docstring). Idempotent."""
+    for name in DEFAULT_PLUGINS:
+        if pm.get_plugin(name) is None:
+            pm.register(importlib.import_module(name), name)
+    only = os.environ.get("ROICURATE_LOAD_PLUGINS") if only is None else only
+    if only is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        return
+    for dist_name in filter(None, (n.strip() for n in only.split(","))):
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError:
+            raise RoicurateError(f"ROICURATE_LOAD_PLUGINS names '{dist_name}', which is not installed") from None
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP and pm.get_plugin(ep.name) is None:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+                pm._plugin_distinfo.append((plugin, dist))      # what `roicurate plugins` shows, as llm does
+
+
+load_plugins()
 
 
 def _collect(hook):

@@ -15,12 +15,8 @@ layers (the 16-layer one best, 90.3 % four-class accuracy; a plain CNN 80 %). Re
 
 Every architecture carries :data:`SIM_CLASS_RULE`, the rule ``roicurate train`` uses to derive the four classes
 from ground truth with object classes (the simulations' ``soma`` / ``process`` / ``out_of_focus``), unless
-``--class-rule`` names another. ``roicurate apply --keep-processes`` (added here) accepts processes too.
+``--class-rule`` names another. ``roicurate apply --also-accept process`` accepts processes too.
 """
-import functools
-
-import click
-
 from roicurate.hookspecs import hookimpl
 from roicurate.models import ModelSpec
 from roicurate_plugins.nets import bundled, cnn2, resnet50
@@ -91,22 +87,3 @@ def register_models(register):
                    "four-class CaImAn model (neuron/doubtful/process/noise; mask crops, 50x50; simulations only)")
     if spec is not None:
         register(spec)
-
-
-@hookimpl
-def register_commands(cli):
-    """``roicurate apply --keep-processes``: the same as ``--also-accept process``."""
-    apply = cli.commands.get("apply")
-    if apply is None or any(p.name == "keep_processes" for p in apply.params):
-        return
-    apply.params.append(click.Option(
-        ["--keep-processes"], is_flag=True,
-        help="four-class models: accept ROIs classed as process (dendrites) too; the same as --also-accept process"))
-    inner = apply.callback
-
-    def callback(keep_processes=False, **kwargs):
-        if keep_processes:
-            kwargs["also_accept"] = tuple(kwargs.get("also_accept") or ()) + ("process",)
-        return inner(**kwargs)
-
-    apply.callback = functools.update_wrapper(callback, inner)

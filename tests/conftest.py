@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# only the built-in plugins, whatever else is installed: results do not depend on the machine (roicurate/plugins.py)
+os.environ.setdefault("ROICURATE_LOAD_PLUGINS", "")
+
 
 def shared_path():
     """The shared/ folder checked out beside the repository (ROICURATE_SHARED overrides)."""
@@ -50,7 +53,7 @@ def tree_hashes(folder):
 
 def cli_run(*args, ok=True):
     """``roicurate ARGS`` in-process, as installed: ``main()`` first lets plugins add their commands and options
-    (e.g. fourclass's --keep-processes, unet's segment). ``ok``: assert it exited 0."""
+    (e.g. unet's segment). ``ok``: assert it exited 0."""
     from click.testing import CliRunner
 
     from roicurate.cli import cli

@@ -1,6 +1,6 @@
 """Four-class models (roicurate_plugins/fourclass.py) and the core's K-class support: class rules, training with
 cross-entropy, per-class evaluation, class probabilities written beside the pipeline's verdict (Suite2p
-roicurate_classes.npy, CaImAn estimates/roicurate_class_probability), --also-accept / --keep-processes, revert
+roicurate_classes.npy, CaImAn estimates/roicurate_class_probability), --also-accept, revert
 byte for byte, and the report's per-class section. Real files on disk; the shared datasets are only read."""
 import json
 import shutil
@@ -145,8 +145,8 @@ def test_suite2p_class_probabilities_keep_processes_and_revert(copy_dataset, has
         assert np.array_equal(iscell[:, 0] > 0, proba[:, 0] >= 0.3)
         assert rec["classes"] == list(CLASSES) and rec["class_probabilities"] == "roicurate_classes.npy"
         accepted[plane] = int(iscell[:, 0].sum())
-    # --keep-processes: accepted = P(neuron) + P(process) >= threshold; iscell's probability stays P(neuron)
-    r = run("apply", s2p, "--model", untrained_s2p, "--keep-processes")
+    # --also-accept process: accepted = P(neuron) + P(process) >= threshold; iscell's probability stays P(neuron)
+    r = run("apply", s2p, "--model", untrained_s2p, "--also-accept", "process")
     assert "on P(neuron + process)" in r.output
     more = 0
     for plane in ("plane0", "plane1"):
@@ -160,7 +160,7 @@ def test_suite2p_class_probabilities_keep_processes_and_revert(copy_dataset, has
     before = hash_tree(s2p)
     r = run("apply", s2p, "--model", untrained_s2p, "--also-accept", "dendrite", ok=False)
     assert r.exit_code == 1 and "has no class 'dendrite'" in r.output and len(r.output.strip().splitlines()) == 1
-    r = run("apply", s2p, "--model", tiny_model, "--keep-processes", ok=False)
+    r = run("apply", s2p, "--model", tiny_model, "--also-accept", "process", ok=False)
     assert r.exit_code == 1 and "has no class 'process'" in r.output
     assert hash_tree(s2p) == before
     # a two-class model afterwards leaves no stale class file
@@ -185,8 +185,8 @@ def test_caiman_class_dataset_attribute_and_revert(trained, datasets, tmp_path):
         assert json.loads(est.attrs["roicurate_classes"]) == list(CLASSES)
         assert np.array_equal(est["roicurate_probability"][()], proba[:, 0])
         assert np.array_equal(est["idx_components"][()], np.flatnonzero(proba[:, 0] >= clf.threshold))
-    # --keep-processes over it needs no --force (the verdict is still roicurate's own) and stays "intact"
-    run("apply", f, "--model", out, "--keep-processes", "--threshold", "0.5")
+    # --also-accept process over it needs no --force (the verdict is still roicurate's own) and stays "intact"
+    run("apply", f, "--model", out, "--also-accept", "process", "--threshold", "0.5")
     with h5py.File(f, "r") as h:
         est = h["estimates"]
         p = est["roicurate_class_probability"][()]

@@ -1,0 +1,4 @@
+"""``python -m roicurate`` works like ``roicurate``."""
+from roicurate.cli import main
+
+main()

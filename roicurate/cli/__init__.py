@@ -1,0 +1,135 @@
+"""The ``roicurate`` command group and what its commands share. Every user-facing error is one line on stderr and a
+non-zero exit status. Each command lives in its own module of this package; plugins add theirs through
+``register_commands``."""
+import sys
+
+import click
+
+from roicurate import RoicurateError, __version__
+from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
+
+
+def _fail(e):
+    click.echo(f"roicurate: error: {e}", err=True)
+    sys.exit(1)
+
+
+def _set_verbosity(ctx, param, value):
+    if value:
+        set_verbosity(ctx, quiet=param.name == "quiet", verbose=param.name == "verbose")
+
+
+def _verbosity_params():
+    return [click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_verbosity,
+                         help="print only the totals, warnings and errors (no progress, no per-plane lines)"),
+            click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_set_verbosity,
+                         help="also print what each step read, used and took")]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RoicurateError as e:
+            _fail(e)
+
+    def add_command(self, cmd, name=None):
+        """Every command, plugins' included, takes -q/--quiet and -v/--verbose (as the group itself does)."""
+        if not any(p.name in ("quiet", "verbose") for p in cmd.params):
+            cmd.params.extend(_verbosity_params())
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="roicurate")
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+              help="print only the totals, warnings and errors (no progress, no per-plane lines)")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+              help="also print what each step read, used and took")
+def cli():
+    """Curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
+
+
+def say(message):
+    """A result line (stdout), left out with --quiet."""
+    if verbosity() != QUIET:
+        click.echo(message)
+
+
+def detail(message):
+    """A --verbose line (stderr)."""
+    if verbosity() == VERBOSE:
+        click.echo(message, err=True)
+
+
+def add_image_option(f):
+    return click.option("--add-image", "add_image", multiple=True, metavar="NAME=FILE",
+                        help="an extra summary image (.npy or TIFF of the frame size) as crop channel NAME, e.g. "
+                             "mean_chan2=red.tif; a relative FILE is looked up in each plane folder / beside each "
+                             "CaImAn file (repeatable)")(f)
+
+
+def types_option(f):
+    f = click.option("--classes", "type_classes", help="cell-type models: the class names in order, comma-separated "
+                     "(the last is the positive one, e.g. not_red,red); default: the names in the labels, sorted")(f)
+    return click.option("--types", "types", metavar="redcell|FILE.csv",
+                        help="train / score a cell-type model on these labels: 'redcell' (Suite2p's redcell.npy) or "
+                             "a CSV 'roi,class' (ROI index from 0; relative paths: in each plane folder)")(f)
+
+
+def log(message):
+    click.echo(message, err=True)
+
+
+def num(v, fmt=".3f"):
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
+
+
+def class_rule(path, default, classes, required=True):
+    """The class rule a K-class model trains or is evaluated with: ``path`` (--class-rule), else ``default``
+    (the architecture's or the card's); None for a two-class model (and, unless ``required``, when there is none:
+    evaluation on cell / not cell only)."""
+    from roicurate.labels import readclass_rule
+    if len(classes) <= 2:
+        if path:
+            raise RoicurateError(f"--class-rule: the model has only the classes {', '.join(classes)}")
+        return None
+    rule = readclass_rule(path) if path else default
+    if rule is None and required:
+        raise RoicurateError(f"the model has {len(classes)} classes ({', '.join(classes)}) but no class rule; "
+                             f"give one with --class-rule FILE.json")
+    return rule
+
+
+class PipelineChoice(click.ParamType):
+    """``--pipeline``: one of the pipelines whose sources are registered (asked when the option is used, so that
+    ``roicurate -h`` loads no plugin)."""
+    name = "pipeline"
+
+    def get_metavar(self, param, ctx=None):
+        return "suite2p|caiman|..."
+
+    def convert(self, value, param, ctx):
+        from roicurate.plugins import pipelines
+        if value not in pipelines():
+            self.fail(f"'{value}' is not a registered pipeline (choose from {', '.join(pipelines())})", param, ctx)
+        return value
+
+
+def pipeline_option(f):
+    return click.option("--pipeline", type=PipelineChoice(), help="only accept this pipeline's outputs")(f)
+
+
+def main():
+    try:
+        from roicurate.plugins import pm
+    except RoicurateError as e:           # e.g. ROICURATE_LOAD_PLUGINS names a package that is not installed
+        _fail(e)
+    pm.hook.register_commands(cli=cli)
+    cli()
+
+
+# the built-in commands register themselves on ``cli`` when imported
+from roicurate.cli import apply, evaluate, info, label, revert, train  # noqa: E402,F401

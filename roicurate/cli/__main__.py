@@ -1,0 +1,3 @@
+from roicurate.cli import main
+
+main()
