@@ -75,7 +75,8 @@ class Source:
 
     def recorded(self, path):
         """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
-        "diameter": (px, source) of the reference cell diameter it used or None, "intact": the pipeline's verdict
+        "diameter": (px, source) of the reference cell diameter it used or None, "date": when (ISO 8601, or None),
+        "intact": the pipeline's verdict
         still holds exactly what roicurate wrote}``; None if never curated."""
         return None
 

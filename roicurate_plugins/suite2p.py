@@ -407,6 +407,7 @@ class Suite2pSource(Source):
         iscell = Path(path) / ISCELL
         return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
                 "threshold": rec.get("threshold"), "also_accept": rec.get("accepted_classes", [])[1:],
+                "date": rec.get("time"),
                 "diameter": (lambda d: (d["px"], d["source"]) if isinstance(d, dict) else None)(
                     rec.get("reference_diameter")),
                 "intact": bool(rec.get("written_sha256")) and iscell.exists() and _sha256(iscell) == rec["written_sha256"]}

@@ -1,6 +1,7 @@
 """The ``roicurate`` command group and what its commands share. Every user-facing error is one line on stderr and a
 non-zero exit status. Each command lives in its own module of this package; plugins add theirs through
 ``register_commands``."""
+import json
 import sys
 
 import click
@@ -50,10 +51,27 @@ def cli():
     """Curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
 
 
+def json_mode():
+    """From now on this command's human lines go to stderr: stdout carries JSON lines only (``--json``)."""
+    click.get_current_context().meta["roicurate.json"] = True
+
+
+def emit(obj):
+    """One JSON object on one line of stdout (``--json``)."""
+    click.echo(json.dumps(obj, default=str))
+
+
 def say(message):
-    """A result line (stdout), left out with --quiet."""
+    """A result line (stdout; stderr with --json), left out with --quiet."""
+    ctx = click.get_current_context(silent=True)
     if verbosity() != QUIET:
-        click.echo(message)
+        click.echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
+
+
+def note(message):
+    """A line the user must see even with --quiet (where an edit was kept, a warning): stdout, stderr with --json."""
+    ctx = click.get_current_context(silent=True)
+    click.echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
 
 
 def detail(message):
@@ -91,12 +109,12 @@ def class_rule(path, default, classes, required=True):
     """The class rule a K-class model trains or is evaluated with: ``path`` (--class-rule), else ``default``
     (the architecture's or the card's); None for a two-class model (and, unless ``required``, when there is none:
     evaluation on cell / not cell only)."""
-    from roicurate.labels import readclass_rule
+    from roicurate.labels import read_class_rule
     if len(classes) <= 2:
         if path:
             raise RoicurateError(f"--class-rule: the model has only the classes {', '.join(classes)}")
         return None
-    rule = readclass_rule(path) if path else default
+    rule = read_class_rule(path) if path else default
     if rule is None and required:
         raise RoicurateError(f"the model has {len(classes)} classes ({', '.join(classes)}) but no class rule; "
                              f"give one with --class-rule FILE.json")
@@ -116,6 +134,36 @@ class PipelineChoice(click.ParamType):
         if value not in pipelines():
             self.fail(f"'{value}' is not a registered pipeline (choose from {', '.join(pipelines())})", param, ctx)
         return value
+
+
+def recursive_option(f):
+    return click.option("--recursive", "-r", is_flag=True, help="PATHS are folders: every Suite2p output, CaImAn "
+                        ".hdf5 and other pipeline output found under them (never roicurate's own backups)")(f)
+
+
+def expand_paths(paths, recursive, as_json=False):
+    """PATHS as given, or with --recursive every pipeline output under them, listed (how many units of each kind)
+    before anything is read or written."""
+    if not recursive:
+        return list(paths)
+    from collections import Counter
+
+    from roicurate.discover import find_outputs
+    found = find_outputs(paths)
+    kinds = Counter()
+    listing = []
+    for src, path in found:
+        units = src.expand(path)
+        kinds[src.display_name or src.name] += len(units)
+        listing.append({"path": path, "source": src.name, "units": [str(u) for u in units]})
+        say(f"found {path}: {src.display_name or src.name}, {len(units)} unit{'s' * (len(units) != 1)}")
+    say(f"found under {', '.join(map(str, paths))}: " + (", ".join(f"{k} {n} unit{'s' * (k != 1)}"
+                                                                   for n, k in sorted(kinds.items())) or "nothing"))
+    if as_json:
+        emit({"type": "found", "roots": [str(p) for p in paths], "outputs": listing})
+    if not found:
+        raise RoicurateError(f"no pipeline output found under {', '.join(map(str, paths))}")
+    return [path for _, path in found]
 
 
 def pipeline_option(f):

@@ -1,0 +1,211 @@
+"""The last phases of ``roicurate train``: calibrate the fitted network (and weigh its shape prior), choose the
+threshold, and describe the run in the card. ``run`` is the :class:`roicurate.train.Run` of that training."""
+import numpy as np
+
+from roicurate.fit import fit, unjittered
+from roicurate.labels import cell_labels
+from roicurate.outoflab import MIN_RECALL, lab_of, nested_metrics
+from roicurate.outoflab import operating_point as oof_operating_point
+from roicurate.scale import reference_diameter
+from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
+from roicurate.train_arch import fp16_round
+
+
+def _fold(run, calib, a, b, probe):
+    """Fold an affine calibration into the output layer and re-round to the fp16 weights that ship."""
+    import torch
+    from roicurate import calibrate as cal
+    cal.fold_affine(run.module, a, b, torch.from_numpy(probe))
+    fp16_round(run.module)
+    calib["folded"] = True
+
+
+def validation_scores(run):
+    """P(positive) of every validation ROI with the network as the card now describes it."""
+    from roicurate.models import Classifier
+    clf = Classifier(run.module, run.card, run.arch.spec)
+    return np.concatenate([clf.predict_proba(rs)[:, run.arch.pos] for rs in run.val_sets])
+
+
+def shape_prior_of(run):
+    """A logistic regression on the training ROIs' shape features (``--shape-prior``), or ``init``'s prior kept
+    (re-weighted with the Platt calibration), or None."""
+    o, arch = run.o, run.arch
+    if o.shape_prior:
+        return fit_shape_prior(run, run.train_sets, run.data.y_tr)
+    init = arch.init
+    if init is not None and not arch.transfer and init.card.get("shape_prior"):
+        if run.keep or (run.val_sets and o.calibration == "platt"):
+            if not run.keep:
+                run.log(f"{init.name}'s shape prior is kept and re-weighted on validation")
+            return init.card["shape_prior"]
+        run.log(f"note: {init.name}'s shape prior is not carried over (it is weighted by Platt calibration on "
+                f"validation recordings: give --val)")
+    return None
+
+
+def fit_shape_prior(run, sets, y):
+    binz = run.arch.crop.binarize or 0.0
+    relative = run.arch.crop.scale == "reference"
+    return fit_prior(np.concatenate([shape_features(rs, binz, relative) for rs in sets]), y, binz, relative=relative)
+
+
+def calibrate(run):
+    """Calibration on validation (K classes: temperature + per-class biases; two: ``--calibrate``, with the shape
+    prior's weight), or on out-of-lab scores; folded into the output layer where it is affine. Sets the card's
+    ``calibration``, ``shape_prior`` (and ``out_of_lab``); returns (calibration, prior, out-of-lab threshold)."""
+    import torch
+    from roicurate import calibrate as cal
+    from roicurate.models import Classifier
+    o, arch, card, val_sets = run.o, run.arch, run.card, run.val_sets
+    calib, prior, oof_thr = None, shape_prior_of(run), None
+    if arch.multi and val_sets and o.calibration != "none":
+        proba = np.concatenate([Classifier(run.module, card, arch.spec).predict_proba(rs) for rs in val_sets])
+        calib, (a, bias) = cal.fit_classes(o.calibration, run.data.y_va, proba, arch.pos)
+        _fold(run, calib, a, torch.tensor(bias, dtype=torch.float32), run.data.x_va[:64])
+        run.log(f"calibration ({calib['method']}, {len(arch.classes)} classes, on validation): log-loss "
+                f"{calib['log_loss_before']:.3f} -> {calib['log_loss_after']:.3f}; ECE of {arch.classes[arch.pos]} "
+                f"{calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")
+    elif val_sets and o.calibration != "none":
+        offset = None if prior is None else np.concatenate([prior_logit(prior, rs) for rs in val_sets])
+        calib = cal.fit(o.calibration, run.y_val, validation_scores(run), offset)
+        if cal.affine(calib):
+            _fold(run, calib, *cal.affine(calib), run.data.x_va[:64])
+        run.log(f"calibration ({calib['method']}, on validation): ECE {calib['ece_before']:.3f} -> "
+                f"{calib['ece_after']:.3f}")
+    if prior is not None and calib is None:
+        card["shape_prior"] = prior
+    elif prior is not None:
+        card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
+        run.log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
+    if o.operating_point == "out-of-lab":
+        calib, prior, oof_thr = calibrate_out_of_lab(run, prior)
+    card["calibration"] = calib
+    return calib, prior, oof_thr
+
+
+def calibrate_out_of_lab(run, prior):
+    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/outoflab.py); the card
+    gets each lab's nested numbers. Returns (calibration, prior or None, threshold)."""
+    o, card, min_recall = run.o, run.card, run.o.min_recall or MIN_RECALL
+    oof = out_of_lab_scores(run, prior_fit=(lambda ss, y: fit_shape_prior(run, ss, y)) if o.shape_prior else None)
+    scores = (oof["y"], oof["p"], oof["offset"], oof["lab"])
+    np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in oof.items() if v is not None})   # per ROI
+    calib, thr = oof_operating_point(*scores, min_recall)
+    _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
+    if prior is not None and calib["prior_weight"] < 1e-3:
+        run.log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
+        card.pop("shape_prior", None)
+        prior = None
+    elif prior is not None:
+        card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
+    nested = nested_metrics(*scores, min_recall)
+    card["out_of_lab"] = {"min_recall": min_recall,
+                          "labs": {lab: sorted({rs.recording for rs in run.sets if lab_of(rs.recording) == lab})
+                                   for lab in run.labs},
+                          "nested": {"labs": nested["labs"], "pooled": nested["pooled"]}}
+    for lab, m in nested["labs"].items():
+        run.log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
+                f"ROC AUC {m['roc_auc']:.3f}  ECE {m['ece']:.3f} (calibration and threshold from the other labs)")
+    return calib, prior, thr
+
+
+def out_of_lab_scores(run, prior_fit=None):
+    """For every lab, a model trained on the other labs scores that lab's ROIs: {"y": labels, "p": network
+    probabilities (uncalibrated), "offset": shape-prior logits or None, "lab", "recording"} per ROI."""
+    from roicurate.models import Classifier
+    from roicurate.train import stack
+    arch = run.arch
+    y, p, off, group, recs = [], [], [], [], []
+    bare = dict(run.card, calibration=None)
+    bare.pop("shape_prior", None)
+    for lab in run.labs:
+        inside = [rs for rs in run.sets if lab_of(rs.recording) == lab]
+        rest = [rs for rs in run.sets if lab_of(rs.recording) != lab]
+        x, yy = stack(rest, arch.crop, None, run.o.scale_jitter)
+        m, _ = arch.new_module()
+        fit(m, x, yy, unjittered(x[:0]), yy[:0], log=lambda s: None, **run.fit_kw)
+        m.cpu().eval()
+        fp16_round(m)
+        prior = prior_fit(rest, yy) if prior_fit else None
+        clf = Classifier(m, bare, arch.spec)
+        for rs in inside:
+            y.append(cell_labels(rs) > 0)
+            p.append(clf.predict_proba(rs)[:, clf.positive])
+            off.append(prior_logit(prior, rs) if prior else np.zeros(len(rs)))
+            group += [lab] * len(rs)
+            recs += [rs.recording] * len(rs)
+        run.log(f"out of lab {lab}: scored {sum(len(r) for r in inside)} ROIs with a model trained on "
+                f"{len(yy)} ROIs of the other labs")
+    return {"y": np.concatenate(y), "p": np.concatenate(p), "offset": np.concatenate(off) if prior_fit else None,
+            "lab": np.array(group), "recording": np.array(recs)}
+
+
+def choose_threshold(y, s, target_precision):
+    """Precision first: the lowest threshold reaching ``target_precision`` on validation; max F1 if none does."""
+    from roicurate.evaluate import best_f1_threshold, threshold_for_precision
+    thr = threshold_for_precision(y, s, target_precision) if target_precision else None
+    if thr is not None:
+        return thr, f"lowest threshold with validation precision >= {target_precision}"
+    thr, f1 = best_f1_threshold(y, s)
+    how = "maximum validation F1" + (f" (precision {target_precision} is never reached)" if target_precision else "")
+    return thr, how
+
+
+def threshold(run, oof_thr):
+    """The operating threshold and the rule that chose it (out of lab, on validation, or on out-of-fold scores
+    of the training ROIs when there is no validation recording); written into the card."""
+    from roicurate.train import OOF_FOLDS, out_of_fold_scores
+    o, arch, d = run.o, run.arch, run.data
+    if o.operating_point == "out-of-lab":
+        thr, how = oof_thr, (f"highest threshold at which every lab's out-of-lab recall is >= "
+                             f"{o.min_recall or MIN_RECALL} (Platt-calibrated pooled leave-one-lab-out scores)")
+    elif run.val_sets:
+        thr, how = choose_threshold(run.y_val, validation_scores(run), o.target_precision)
+    else:
+        fit_kw = {k: v for k, v in run.fit_kw.items() if k not in ("hp", "seed", "device", "positive")}
+        thr, how = choose_threshold(d.y_tr == arch.pos if arch.multi else d.y_tr,
+                                    out_of_fold_scores(arch.new_module, d.x_tr, d.y_tr, run.hp, o.seed, o.device,
+                                                       arch.pos, d.rehearsal, o.rehearse_share, **fit_kw),
+                                    o.target_precision)
+        how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
+    run.card.update(threshold=thr, threshold_rule=how, target_precision=o.target_precision)
+
+
+def training_record(run, history, rows, frozen, prior, calib):
+    """The card's ``training``: what the model was trained on, how, and with what result per epoch."""
+    from roicurate.train import DEFAULTS, recordings
+    o, arch, d, hp = run.o, run.arch, run.data, run.hp
+    classes, multi, relative = arch.classes, arch.multi, arch.crop.scale == "reference"
+    counts = lambda y: dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
+    labelled = run.train_sets + run.val_sets
+    diameters = [reference_diameter(rs) for rs in labelled] if relative else None
+    augmentation = "8 rotations/flips" + (f", scale jitter x{sorted(o.scale_jitter)}" if relative and o.scale_jitter
+                                          else "") + (f", image channels dropped in {o.image_dropout:.0%}"
+                                                      if run.fit_kw["dropout_channels"] else "")
+    if prior is None:
+        prior_text = None
+    elif o.shape_prior:
+        prior_text = "logistic regression on shape features of the training ROIs, weighted on validation"
+    else:
+        prior_text = f"{arch.init.name}'s" + (", re-weighted on validation" if calib else "")
+    rehearse = o.rehearse
+    return {
+        "recordings": recordings(run.train_sets), "validation_recordings": recordings(run.val_sets),
+        "test_recordings": recordings(run.test_sets),
+        "label_sources": sorted({str(rs.origin["label_source"]) for rs in labelled}),
+        "n_train": int(len(d.y_tr)), "n_train_cells": run.ncell(d.y_tr), "n_val": int(len(d.y_va)),
+        "n_val_cells": run.ncell(d.y_va), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": o.seed,
+        "augmentation": augmentation,
+        "class_balance": "cross-entropy weighted by inverse class frequency" if multi
+                         else "BCE pos_weight = negatives/positives",
+        "class_counts": {"train": counts(d.y_tr), "validation": counts(d.y_va)} if multi else None,
+        "shape_prior": prior_text,
+        "reference_diameter_px": [min(diameters), max(diameters)] if relative else None,
+        "split": "by lab" if o.operating_point == "out-of-lab" else "by recording",
+        "init": None if arch.init is None else {"name": arch.init.card.get("name"),
+                                                "sha256": arch.init.card.get("sha256"), "transfer": arch.transfer},
+        "freeze_until": o.freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
+        "rehearsal": {"recordings": recordings(rehearse), "n": int(len(d.rehearsal[1])), "share": o.rehearse_share,
+                      "label_sources": sorted({str(rs.origin["label_source"]) for rs in rehearse})}
+                     if rehearse else None}
