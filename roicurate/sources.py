@@ -24,6 +24,7 @@ class Source:
     display_name = ""        # the pipeline as its users write it: "Suite2p", "CaImAn"
     default_model = None     # the trained model ``apply`` uses for this pipeline's ROIs when --model is left out
     default_arch = None      # the architecture ``train`` uses when --arch is left out
+    unit_noun = "file"       # what one unit is called in the totals line ("2 planes, 1 file")
 
     def detect(self, path) -> bool:
         """True if ``path`` is this pipeline's output (a folder or file roicurate should claim)."""
@@ -32,6 +33,10 @@ class Source:
     def expand(self, path) -> list:
         """The units ``path`` holds, each read and written on its own (e.g. every planeN of a suite2p/ folder)."""
         return [path]
+
+    def location(self, unit):
+        """The file or folder on disk that holds ``unit`` (a plane folder, a file; ``FILE`` of ``FILE::table``)."""
+        return Path(unit)
 
     def read(self, path):
         """Return a RoiSet, or raise RoicurateError with a one-line reason."""

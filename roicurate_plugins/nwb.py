@@ -8,14 +8,11 @@ pipeline's own verdict: Suite2p's ``iscell`` column, CaImAn's ``keep`` (idx_comp
 pipeline is read from the file: ``iscell`` or ``Backgrounds_*`` is Suite2p's ``save_nwb``; ``image_mask`` with
 ``r`` / ``snr`` / ``accepted`` / ``rejected`` (or ``keep``) is CaImAn's ``save_NWB``.
 
-A pixel / voxel mask's first field is the row, the second the column, as Suite2p writes and reads them (``[ypix,
-xpix, lam]``); ``dimension`` is ``[rows, columns]`` likewise. CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)``
-in C order while A's pixels are in Fortran order: for a CaImAn file the mask is put back in Fortran order, and its
-background components (``r`` and ``snr`` both NaN) are left out.
-
-Units: the file itself when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation``
-(``.../planeZ`` per z of a voxel mask). Writing: nwb_write.py. ``detect`` works without pynwb.
-"""
+A pixel / voxel mask is ``[row, column, weight]`` as Suite2p writes it; ``dimension`` is ``[rows, columns]``.
+CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)`` in C order though A is in Fortran order: the mask is put
+back in Fortran order, and its background components (``r`` and ``snr`` both NaN) are left out. Units: the file
+when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation`` (``.../planeZ`` per z of a
+voxel mask). Writing: nwb_write.py. ``detect`` works without pynwb."""
 import contextlib
 from pathlib import Path
 
@@ -30,7 +27,6 @@ from roicurate.sources import Source
 SEP = "::"
 MODULE = "roicurate"                  # our processing module (never read as ROIs)
 BACKUP_TAG = ".roicurate-backup"      # NAME.nwb -> NAME.roicurate-backup.nwb
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 INSTALL = "pip install 'roicurate[nwb]'"
 IMAGE_NAMES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "Vcorr": "corr", "max_proj": "max",
                "meanImg_chan2": "mean_chan2", "local_correlations": "corr", "Cn": "corr", "correlation_image": "corr",
@@ -67,18 +63,12 @@ def split_unit(unit):
 
 
 def has_hdf5_signature(path):
-    """The HDF5 superblock signature at offset 0, 512, 1024, 2048 ... (a user block may precede it)."""
+    """The HDF5 superblock signature, where HDF5 looks for it (a user block may precede it)."""
+    import h5py
     try:
-        with open(path, "rb") as f:
-            size, offset = f.seek(0, 2), 0
-            while offset + 8 <= size:
-                f.seek(offset)
-                if f.read(8) == HDF5_SIGNATURE:
-                    return True
-                offset = 512 if offset == 0 else offset * 2
+        return h5py.is_hdf5(path)
     except OSError:
-        pass
-    return False
+        return False
 
 
 def _precheck(path):
@@ -348,9 +338,13 @@ class NwbSource(Source):
     name = "nwb"
     description = "an NWB file with PlaneSegmentation tables (Suite2p save_nwb, CaImAn save_NWB)"
     crop = CropSpec(size=64, channels=("mask",), binarize=0.0)   # models come from RoiSet.pipeline, per file
+    unit_noun = "plane"
+
+    def location(self, unit):
+        return split_unit(unit)[0]
 
     def detect(self, path):
-        p = Path(split_unit(path)[0])
+        p = self.location(path)
         return p.suffix.lower() == ".nwb" and p.is_file() and has_hdf5_signature(p)
 
     def expand(self, path):

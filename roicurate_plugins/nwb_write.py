@@ -301,7 +301,8 @@ def recorded(path, table=None):
     d = row["reference_diameter_px"]
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
             "also_accept": json.loads(row["accepted_classes"])[1:],
-            "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "intact": intact}
+            "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
+            "intact": intact}
 
 
 def _content_sha256(path, block=1 << 24):

@@ -327,6 +327,7 @@ class Suite2pSource(Source):
     description = "a Suite2p plane folder (stat.npy + iscell.npy), a suite2p/ folder or the folder holding it"
     crop = CropSpec(size=64, channels=("mask",), binarize=0.0)
     display_name, default_model, default_arch = "Suite2p", "suite2p-resnet50", "resnet50"
+    unit_noun = "plane"
 
     def detect(self, path):
         path = Path(path)

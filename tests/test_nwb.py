@@ -331,3 +331,17 @@ def test_bad_input_one_line_nothing_written(case, tmp_path):
     assert r.exit_code == 1, r.output
     assert r.output.count("\n") == 1 and words in r.output and str(path) in r.output, r.output
     assert folder_state(tmp_path) == before
+
+
+def test_json_and_status_on_an_nwb_file(s2p_file, tiny_model, tmp_path):
+    import json
+    run = lambda *a: subprocess.run([sys.executable, "-m", "roicurate", *map(str, a)], capture_output=True, text=True)
+    p = run("apply", s2p_file, "--model", tiny_model, "--json")
+    [unit, totals] = [json.loads(line) for line in p.stdout.splitlines()]
+    backup = tmp_path / "s2p.roicurate-backup.nwb"
+    assert (unit["source"], unit["pipeline"], unit["backup"]) == ("nwb", "suite2p", str(backup))
+    assert unit["written"] == sorted([str(s2p_file), str(backup)]) and totals["written_units"] == 1
+    assert "done: 1 plane," in p.stderr
+    [row] = [json.loads(line) for line in run("status", s2p_file, "--json").stdout.splitlines()]
+    assert (row["state"], row["model"], row["backup"]) == ("curated", str(tiny_model / "tiny.json"), str(backup))
+    assert row["date"] and row["date"].startswith("20")

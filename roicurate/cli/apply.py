@@ -214,8 +214,8 @@ def unit_record(src, unit, rs, cur, clf, written, dry_run):
 def files_of(src, unit):
     """{path: (inode, size, mtime)} of the files in the unit's folder (a plane folder, or the folder holding the
     file): comparing two of these says which files a write replaced or created."""
-    from pathlib import Path
-    folder = Path(unit) if Path(unit).is_dir() else Path(unit).parent
+    where = src.location(unit)
+    folder = where if where.is_dir() else where.parent
     try:
         return {str(e.path): (e.inode(), e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)
                 if e.is_file(follow_symlinks=False)}
@@ -228,15 +228,16 @@ def changed_files(before, after):
 
 
 def count_units(srcs):
-    """'2 planes, 1 file': Suite2p units are planes, the others files."""
+    """'2 planes, 1 file' (each source names its units)."""
     from collections import Counter
-    n = Counter("plane" if src.name == "suite2p" else "file" for src in srcs)
+    n = Counter(src.unit_noun for src in srcs)
     return ", ".join(f"{k} {noun}{'s' * (k != 1)}" for noun, k in sorted(n.items(), reverse=True)) or "0 planes"
 
 
 def undo_line(written, paths, recursive=False):
     """Where the pipeline's original verdict is kept, and the command that puts it back."""
-    kept = [str(src.backup_path(u)) for src, units in written.items() if hasattr(src, "backup_path") for u in units]
+    kept = list(dict.fromkeys(str(src.backup_path(u)) for src, units in written.items()
+                              if hasattr(src, "backup_path") for u in units))      # NWB planes share one backup
     where = "" if not kept else f" in {kept[0]}" + (f" (and {len(kept) - 1} more like it)" if len(kept) > 1 else "")
     return (f"the pipeline's original verdict is kept{where}; undo with: roicurate revert "
             + ("--recursive " if recursive else "") + " ".join(shlex.quote(str(p)) for p in paths))

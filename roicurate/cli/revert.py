@@ -19,13 +19,19 @@ def revert(paths, force, recursive=False):
     from roicurate.plugins import source_for
     from roicurate.safeio import NothingToRevert
     for path in paths:
-        if not os.path.exists(path):
+        if not os.path.exists(source_for_or_none(path) or path):
             raise RoicurateError(f"{path}: does not exist")
     for path in expand_paths(paths, recursive):
         try:
             click.echo(f"{path}: {source_for(path).revert(path, force=force)}")
         except NothingToRevert as e:
             click.echo(str(e))
+
+
+def source_for_or_none(path):
+    """Where ``path`` lives on disk when a source claims it (``FILE`` of an NWB ``FILE::table``), else None."""
+    from roicurate.plugins import sources
+    return next((src.location(path) for src in sources().values() if src.detect(path)), None)
 
 
 STATES = ("not curated", "curated", "edited since", "backup missing", "unreadable")
