@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from roicurate import __version__
+import roicurate
 from roicurate_plugins.caiman_read import read_value
 
 # the per-component fields a verdict sets; everything else in the file stays byte-identical
@@ -45,7 +45,7 @@ def verdict(curation, as_cnn_preds=False):
     model = curation.model.get("source") or curation.model.get("name", "")
     diameter = "none" if curation.diameter is None else repr(round(float(curation.diameter), 3))
     attrs = dict(zip(ATTRS, (str(model), str(curation.model.get("sha256", "")),
-                             repr(float(curation.threshold)), __version__)))
+                             repr(float(curation.threshold)), roicurate.__version__)))
     attrs.update(zip(SCALE_ATTRS, (diameter, curation.diameter_source or "", json.dumps(list(curation.inputs)))))
     drop = ()
     if len(curation.classes) > 2:
