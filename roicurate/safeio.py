@@ -1,6 +1,8 @@
 """Crash-safe file handling shared by the writers: one critical section per unit, undo on failure, atomic
 writes, independent copies, no-replace creation.
 
+* ``atomic_write(path, write)`` / ``atomic_replace(tmp, path)``: the one temp file + fsync + ``os.replace`` +
+  folder fsync that every writer uses (a file written from Python, or a prepared copy such as an edited HDF5).
 * ``unit(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
   behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
   whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
@@ -294,25 +296,35 @@ def _shielded(undo):
 
 # ---- atomic writes ---------------------------------------------------------------------------------------
 def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, ``os.replace`` it into place and fsync
-    the folder. The temp file is removed on any failure (SIGTERM included, inside ``unit``)."""
+    """Call ``write(file_object)`` on a temp file beside ``path``, then ``atomic_replace`` it into place. The temp
+    file is removed on any failure (SIGTERM included, inside ``unit``)."""
     path = Path(path)
     tmp = temp_name(path)
     try:
         with open(tmp, "xb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_replace(tmp, path, mode_from=None):
+    """Put the prepared temp file ``tmp`` (from ``temp_name(path)``: same folder) in the place of ``path``: fsync its
+    bytes, give it the permissions of ``mode_from`` (default: the file it replaces; a new file gets the umask's),
+    ``os.replace`` it and fsync the folder, so a crash leaves either the old file or the new one, never a mix. The
+    caller removes ``tmp`` when this fails (``Transaction.created(tmp)`` does)."""
+    path = Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    mode_from = mode_from if mode_from is not None else (path if path.exists() else None)
+    if mode_from is not None:
+        shutil.copymode(mode_from, tmp)
+    else:
+        os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path, data):

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from roicurate import RoicurateError
-from roicurate.safeio import NothingToRevert, atomic_write, create_new, fsync_dir, temp_name  # noqa: F401
+from roicurate.safeio import NothingToRevert, atomic_write, create_new, temp_name  # noqa: F401
 
 
 class Source:
@@ -123,8 +123,6 @@ def check_dir_writable(folder):
     except OSError as e:
         raise RoicurateError(f"{folder}: folder is not writable ({e.strerror})") from None
 
-
-_fsync_dir = fsync_dir
 
 
 def atomic_copy(src, dst):

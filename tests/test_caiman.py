@@ -486,7 +486,8 @@ def test_live_curate_on_stand_in_objects(datasets, tiny_model, copy_file):
     np.testing.assert_array_equal(np.sort(np.concatenate([est.idx_components, est.idx_components_bad])), np.arange(205))
     assert est.cnn_preds.shape == (0,)                   # untouched without as_cnn_preds
     assert (est.A != A_before).nnz == 0
-    assert est.roicurate_model == "tiny" and est.roicurate_threshold == "0.5"
+    # recorded as what finds the model again (its card's path when given by path), as the file writer does
+    assert est.roicurate_model == str((Path(tiny_model) / "tiny.json").resolve()) and est.roicurate_threshold == "0.5"
     # the file path gives the same probabilities (one RoiSet builder for both)
     p = copy_file(EVALUATED)
     from roicurate.curation import curate as run
@@ -498,6 +499,44 @@ def test_live_curate_on_stand_in_objects(datasets, tiny_model, copy_file):
     np.testing.assert_allclose(cur2.probabilities, cur.probabilities, rtol=1e-5)
     assert cur2.accepted.all() and len(dense.idx_components_bad) == 0
     np.testing.assert_array_equal(dense.cnn_preds, cur2.score)
+
+
+def save_like_cnm(est, path):
+    """What ``cnm.save()`` writes of the fields curate() sets: a str as an attribute of /estimates, an array as a
+    dataset (into an existing file, standing in for a full save)."""
+    with h5py.File(path, "r+") as f:
+        g = f["estimates"]
+        for key, value in vars(est).items():
+            if not (key.startswith("roicurate_") or key in ("idx_components", "idx_components_bad", "cnn_preds")):
+                continue
+            if isinstance(value, str):
+                g.attrs[key] = value
+            else:
+                if key in g:
+                    del g[key]
+                g.create_dataset(key, data=value)
+
+
+def test_live_curate_with_a_model_by_path_saves_a_model_report_can_load(datasets, tiny_model, copy_file):
+    from roicurate.models import Classifier
+    est = estimates_from_file(datasets / EVALUATED)
+    cur = live.curate(CNMF(est), model=tiny_model, as_cnn_preds=True)
+    p = copy_file(EVALUATED, "saved.hdf5")
+    save_like_cnm(est, p)
+    rec = src.recorded(p)
+    assert rec["model"] == cur.model["source"] != cur.model["name"] and rec["intact"]
+    clf = Classifier.load(rec["model"])
+    assert clf.card["sha256"] == rec["sha256"] == est.roicurate_sha256
+    # the live object and the file writer set the same fields and attributes (one verdict mapping)
+    q = copy_file(EVALUATED)
+    src.write(q, src.read(q), cur, as_cnn_preds=True)
+    with h5py.File(p, "r") as fp, h5py.File(q, "r") as fq:
+        a, b = fp["estimates"], fq["estimates"]
+        backup_attrs = {"roicurate_backup_sha256", "roicurate_content_sha256"}
+        assert dict(a.attrs) == {k: v for k, v in b.attrs.items() if k not in backup_attrs}
+        for key in ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds"):
+            assert a[key].dtype == b[key].dtype
+            np.testing.assert_array_equal(a[key][()], b[key][()])
 
 
 def test_live_curate_refuses_selected_and_foreign_objects(datasets, tiny_model):

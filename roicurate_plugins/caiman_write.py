@@ -1,0 +1,272 @@
+"""Writing a verdict into a CaImAn HDF5 file and taking it back, by the write protocol (roicurate/sources.py).
+
+The backup ``NAME.roicurate-backup.hdf5`` beside the file is an independent copy of CaImAn's original, made once
+and never replaced. The verdict is written into a temp copy of the file (``caiman_verdict.store_in_group``) that
+``atomic_replace`` puts in place; the backup's sha256 and the hash of everything roicurate does not write go into
+the new file's attributes, so a later run can tell hand edits (``idx_components`` re-filtered) from a re-saved file
+(a stale backup). Files of GBs are hashed block by block, and verified once per process while unchanged.
+"""
+import hashlib
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from roicurate import RoicurateError
+from roicurate.safeio import (NothingToRevert, atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
+                              clone_or_copy, create_new, free_name, fsync_dir, pause_after_check, sha256_file,
+                              temp_name, unit)
+from roicurate.sources import check_dir_writable
+from roicurate_plugins.caiman_read import already_selected, import_h5py, is_selected, open_hdf5
+from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, SCALE_ATTRS, WRITTEN, edited_after_write,
+                                              recorded, store_in_group, verdict)
+
+BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
+# the backup's sha256 (a file hash) and the hash of everything write() does not set, both taken at the first apply
+BACKUP_ATTRS = ("roicurate_backup_sha256", "roicurate_content_sha256")
+
+
+def backup_path(path):
+    """Where the original of ``path`` is kept."""
+    path = Path(path)
+    return path.with_name(path.stem + BACKUP_TAG + path.suffix)
+
+
+def is_backup(path):
+    return Path(path).stem.endswith(BACKUP_TAG)
+
+
+def check_writable(path, force=False):
+    """Everything ``write_file`` needs, checked before anything is written (and again under the lock); returns the
+    file's verified state (``inspect``)."""
+    path = Path(path)
+    check_dir_writable(path.parent)
+    clean_stale_temps(path.parent)
+    check_replaceable(path)
+    st = inspect(path)
+    if st.edited and not force:
+        raise RoicurateError(f"{path}: idx_components changed since roicurate wrote it (re-filtered in "
+                             f"CaImAn?); use --force to overwrite those edits (the file is kept beside it)")
+    if st.stale and not force:
+        raise RoicurateError(f"{path}: differs from its backup {backup_path(path).name} in more than roicurate's own "
+                             f"fields (re-saved since roicurate backed it up?); move the old backup away, or use "
+                             f"--force (the old backup is kept as {path.stem}.roicurate-backup-stale-<time>"
+                             f"{path.suffix} and the current file is backed up)")
+    return st
+
+
+def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
+    """Under the folder's lock: verify (or make) the backup, an independent copy; keep hand edits beside; write
+    the verdict into a temp copy of the file and ``atomic_replace`` it. A failure undoes every step. Returns a note
+    for the user or None."""
+    path = Path(path)
+    backup = backup_path(path)
+    K = len(curation.accepted)
+    v = verdict(curation, as_cnn_preds)
+    notes = []
+    with unit(path.parent, path) as tx:
+        st = check_writable(path, force=force)          # again: another run may have written meanwhile
+        if st.K != K or len(roiset) != K:
+            raise RoicurateError(f"{path}: has {st.K} components but the curation has {K} (RoiSet: {len(roiset)})")
+        size = path.stat().st_size
+        new_backup = st.stale or not backup.exists()
+        payload = sum(a.nbytes for a in v.fields.values())
+        check_free_space(path.parent, size * (1 + new_backup + st.edited) + 2 * payload + (8 << 20),
+                         f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
+        pause_after_check()
+        if st.stale:                                # the old backup belongs to other data: set aside, kept
+            aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
+            os.rename(backup, aside)
+            tx.undo.append(lambda: os.rename(aside, backup))
+            notes.append(f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}")
+        if st.edited:
+            notes.append(f"{path}: hand edits kept in {_keep_edits(path, tx)}")
+        if new_backup:
+            create_new(backup, copy_from=path)
+            tx.created(backup)
+            st.backup_sha, st.content = sha256_file(backup), None
+        v.attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
+        v.attrs["roicurate_content_sha256"] = st.content or content_sha256(backup)
+        tmp = _temp_copy(path, path, tx)
+        with import_h5py().File(tmp, "r+") as f:
+            store_in_group(f["estimates"], v)
+        atomic_replace(tmp, path)
+    return "; ".join(notes) or None
+
+
+def read_recorded(path):
+    """What roicurate recorded in the file (``Source.recorded``), or None."""
+    with open_hdf5(path) as f:
+        return recorded(f.get("estimates"))
+
+
+def _keep_edits(path, tx):
+    """An independent copy of ``path`` as it is now (hand edits, or a re-saved file), beside it under a free name."""
+    kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+    create_new(kept, copy_from=path)
+    tx.created(kept)
+    return kept
+
+
+def _temp_copy(src, path, tx):
+    """An independent copy of ``src`` in a temp file beside ``path`` (removed if the unit fails)."""
+    tmp = temp_name(path)
+    tx.created(tmp)
+    clone_or_copy(src, tmp)
+    return tmp
+
+
+def check_revert(path, force):
+    backup = backup_path(path)
+    if not backup.exists():
+        if read_recorded(path) is not None:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's "
+                                 f"original is not here; nothing changed")
+        raise NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
+    st = inspect(path)
+    if not st.rec and not st.adopt:
+        raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is "
+                             f"CaImAn's original; nothing changed (move the backup away if {path.name} is "
+                             f"CaImAn's own output)")
+    if (st.edited or st.stale) and not force:
+        raise RoicurateError(f"{path}: changed since roicurate wrote it (" + ("idx_components re-filtered"
+                             if st.edited else "re-saved") + "); revert would drop that: use --force to keep it "
+                             "beside the file and restore CaImAn's original")
+    check_dir_writable(path.parent)
+    check_replaceable(path)
+    check_replaceable(backup)
+    return st
+
+
+def revert_file(path, force=False):
+    """Restore the verified backup byte for byte (through a temp copy whose sha256 is checked), then remove it."""
+    path = Path(path)
+    if not path.exists():
+        raise RoicurateError(f"{path}: does not exist")
+    backup = backup_path(path)
+    clean_stale_temps(path.parent)
+    check_revert(path, force)
+    notes = []
+    with unit(path.parent, path) as tx:
+        st = check_revert(path, force)
+        if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
+            os.unlink(backup)
+            fsync_dir(path.parent)
+            return f"already CaImAn's original; {backup.name} removed"
+        size = backup.stat().st_size
+        check_free_space(path.parent, size + (path.stat().st_size if st.edited or st.stale else 0) + (8 << 20),
+                         f"restoring {path.name}")
+        pause_after_check()
+        if st.edited or st.stale:
+            notes.append(f"edits kept in {_keep_edits(path, tx).name}")
+        tmp = _temp_copy(backup, path, tx)
+        if st.backup_sha and sha256_file(tmp) != st.backup_sha:
+            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
+        atomic_replace(tmp, path, mode_from=backup)
+        os.unlink(backup)
+        fsync_dir(path.parent)
+    return "; ".join([f"restored from {backup.name}"] + notes)
+
+
+def inspect(path):
+    """The verified state of a CaImAn file and its backup, before anything is written or restored: ``K``,
+    ``rec`` (roicurate wrote it), ``edited`` (idx_components no longer says what roicurate wrote), ``stale``
+    (the file was re-saved since the backup was made: it differs in more than roicurate's own fields),
+    ``adopt`` (no record, but the backup is byte-identical: an interrupted first run), ``backup_sha`` and
+    ``content`` (recorded hashes). Raises one line for a selected file, or a backup that does not load, has
+    another component count, or differs from its recorded sha256. Reads block by block: memory stays small."""
+    backup = backup_path(path)
+    sig = (_signature(path), _signature(backup))
+    cached = _VERIFIED.get(str(path))
+    if cached and cached[0] == sig:          # checked a moment ago and not changed since: do not hash GBs twice
+        return SimpleNamespace(**cached[1])
+    st = _inspect_files(path, backup)
+    _VERIFIED[str(path)] = (sig, dict(vars(st)))
+    return st
+
+
+_VERIFIED = {}      # path -> ((inode, size, mtime) of file and backup, the verified state): one process's memory
+
+
+def _signature(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _inspect_files(path, backup):
+    h5py = import_h5py()
+    with open_hdf5(path) as f:
+        est = f.get("estimates")
+        if not isinstance(est, h5py.Group) or not isinstance(est.get("A"), h5py.Group) or "shape" not in est["A"]:
+            raise RoicurateError(f"{path}: no estimates/A (not a CaImAn file written by cnm.save())")
+        if is_selected(est):
+            raise RoicurateError(already_selected(path))
+        K = int(est["A/shape"][1])
+        rec = "roicurate_model" in est.attrs
+        get = lambda k: str(est.attrs[k]) if k in est.attrs else None
+        st = SimpleNamespace(K=K, rec=rec, edited=rec and edited_after_write(est), stale=False, adopt=False,
+                             backup_sha=get("roicurate_backup_sha256"), content=get("roicurate_content_sha256"))
+    if not backup.exists():
+        if rec:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's original "
+                                 f"is not here; nothing written")
+        return st
+    if not rec:
+        sha = sha256_file(backup)
+        if sha == sha256_file(path):
+            st.adopt, st.backup_sha = True, sha
+        else:
+            st.stale = True                   # CaImAn saved a new file under this name
+        return st
+    _check_backup(backup, K, st.backup_sha)
+    st.stale = content_sha256(path) != (st.content or content_sha256(backup))
+    return st
+
+
+def _check_backup(backup, K, sha):
+    h5py = import_h5py()
+    if not h5py.is_hdf5(str(backup)):
+        raise RoicurateError(f"{backup}: roicurate's backup is not an HDF5 file (truncated or corrupt); nothing changed")
+    try:
+        with h5py.File(backup, "r") as f:
+            k = int(f["estimates/A/shape"][1])
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise RoicurateError(f"{backup}: roicurate's backup cannot be read ({type(e).__name__}); nothing changed") \
+            from None
+    if k != K:
+        raise RoicurateError(f"{backup}: roicurate's backup has {k} components but the file has {K} (from another "
+                             f"recording?); nothing changed")
+    if sha and sha256_file(backup) != sha:
+        raise RoicurateError(f"{backup}: differs from the sha256 roicurate recorded when it made this backup "
+                             f"(changed or corrupt); nothing changed")
+
+
+def content_sha256(path, block=1 << 24):
+    """sha256 over everything in the file but what write() sets (names, attributes, dtypes, shapes, values),
+    each dataset read a block of rows at a time, so a file of GBs is hashed in little memory."""
+    h5py = import_h5py()
+    skip = {f"estimates/{k}" for k in WRITTEN}
+    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS)
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visit(names.append)
+        for name in [""] + sorted(n for n in names if n not in skip):
+            obj = f[name] if name else f
+            attrs = sorted((k, repr(v)) for k, v in obj.attrs.items() if not (name == "estimates" and k in ours))
+            h.update(repr((name, attrs)).encode())
+            if not isinstance(obj, h5py.Dataset):
+                continue
+            h.update(repr((str(obj.dtype), obj.shape)).encode())
+            if obj.shape is None or obj.ndim == 0 or obj.dtype.kind not in "biufc":
+                v = obj[()]
+                h.update(repr(v.tolist() if isinstance(v, np.ndarray) else v).encode())
+                continue
+            rows = max(1, block // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
+            for i in range(0, obj.shape[0], rows):
+                h.update(np.ascontiguousarray(obj[i:i + rows]).tobytes())
+    return h.hexdigest()
