@@ -22,7 +22,7 @@ SELECTED = "sim/caiman_sim1/caiman/cnmf_selected.hdf5"           # after select_
 REAL = "real/abo275/501484643/caiman/estimates.hdf5"             # shape-only: A, dims, idx_components
 OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/roicurate_probability",
         "estimates/cnn_preds"}
-OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version",
+OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version", "roicurate_time",
              "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs",
              "roicurate_backup_sha256", "roicurate_content_sha256"}
 
@@ -377,7 +377,9 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
                                    "roicurate_version": __version__, "roicurate_reference_diameter": "none",
                                    "roicurate_diameter_source": "", "roicurate_inputs": '["mask"]',
                                    "roicurate_backup_sha256": original,
-                                   "roicurate_content_sha256": est.attrs["roicurate_content_sha256"]}
+                                   "roicurate_content_sha256": est.attrs["roicurate_content_sha256"],
+                                   "roicurate_time": est.attrs["roicurate_time"]}
+        assert est.attrs["roicurate_time"].startswith("20")           # when (roicurate status)
         assert all(isinstance(v, str) for v in est.attrs.values())       # load_CNMF turns them into str values
     np.testing.assert_array_equal(src.read(p).pipeline_accepted, cur.accepted)
     # a second run keeps the first original as the backup; revert restores it byte for byte

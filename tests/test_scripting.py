@@ -87,6 +87,15 @@ def test_status_says_what_roicurate_did(copy_dataset, tiny_model):
     assert "BACKUP MISSING" in run("status", plane1).stdout
 
 
+def test_status_of_a_caiman_file(copy_dataset, tmp_path):
+    cnm = copy_dataset("sim/caiman_sim1/caiman") / "cnmf_refit_evaluated.hdf5"
+    run("apply", cnm)
+    [row] = json_lines(run("status", cnm, "--json").stdout)
+    assert (row["state"], row["model"], row["backup"]) == ("curated", "caiman-cnn2",
+                                                           str(cnm.with_name("cnmf_refit_evaluated.roicurate-backup.hdf5")))
+    assert row["date"].startswith("20") and row["threshold"] > 0
+
+
 def test_recursive_finds_every_output_of_the_shared_datasets(datasets):
     """Every Suite2p plane (a folder with stat.npy) and every CaImAn .hdf5 under the datasets, nothing else."""
     from roicurate.discover import find_outputs
