@@ -41,7 +41,7 @@ from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
 from roicurate.images import check_image, read_image_file
 from roicurate.models import ModelSpec
-from roicurate_plugins import segmentation_eval as ev
+from roicurate_plugins import unet_scoring as ev
 
 WEIGHTS = Path(__file__).parent / "weights"
 MODEL = "unet-mean"
