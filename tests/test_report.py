@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from roicurate import report
+from roicurate import report, report_figures
 from roicurate.crops import CropSpec
 from roicurate.curation import curate
 from roicurate.models import Classifier, save_model
@@ -168,7 +168,7 @@ def test_truth_option_and_a_shape_only_dataset(datasets, small_model, tmp_path):
 
 def test_outlines_are_the_boundary_of_every_mask(datasets):
     rs = sources()["caiman"].read(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5")  # overlapping ROIs
-    roi, y, x = report.outline_pixels(rs, 0.2)
+    roi, y, x = report_figures.outline_pixels(rs, 0.2)
     keep = rs.binary(0.2)
     for i in range(0, len(rs), 17):
         m = np.zeros(rs.shape, bool)
