@@ -16,7 +16,7 @@ from roicurate import RoicurateError
 from roicurate.models import Classifier, sha256
 from roicurate.plugins import model_specs
 from roicurate_plugins import unet_scoring as ev
-from roicurate_plugins.unet import MODEL, Segmenter, normalise, probability, unet
+from roicurate_plugins.unet_model import MODEL, Segmenter, normalise, probability, unet
 
 S2P = "sim/s2p_sim3/suite2p/plane0"
 CAIMAN = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
