@@ -28,7 +28,6 @@ def unet(in_channels=1, width=16, dropout=0.1, **_):
     return UNet(in_channels, width, dropout)
 
 
-
 def normalise(image, low=1.0, high=99.0):
     """float32 image mapped so that its ``low`` and ``high`` percentiles become 0 and 1."""
     image = np.asarray(image, np.float32)
