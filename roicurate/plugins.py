@@ -24,7 +24,7 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.suite2p",
     "roicurate_plugins.caiman",
     "roicurate_plugins.nwb",
-    "roicurate_plugins.report",
+    "roicurate_plugins.report_commands",
     "roicurate_plugins.unet",
     "roicurate_plugins.celltypes",
 )

@@ -5,13 +5,8 @@
     roicurate segment mean.npy --out seg/ --truth regions.json       # an image file (.npy, .npz, .tif) + scores
     roicurate segment suite2p/plane0 --out seg/ --missed             # cells the pipeline has no ROI for
 
-The network (after U-Net2DS, Neuron 2019 / the Neurofinder U-Nets): 4 down and 4 up blocks of two 3x3
-convolution + batch norm + ReLU, 2x2 max-pool down, 2x2 transposed convolution up, skip connections, spatial
-dropout after every down block and the bottleneck, one logit per pixel. ``width`` is the first block's channel
-count (doubling per level): the literature's half-width network is ``width=32`` (7.8 M parameters, 15.5 MB in
-fp16); the bundled ``unet-mean`` uses ``width=16`` (1.9 M, 3.9 MB) so that it trains in minutes on a 2-core CPU.
-One input channel: the mean image, the one summary image both pipelines keep (CaImAn files have no max
-projection), normalised per image by its 1st and 99th percentiles.
+The network, its input and the trained model are in ``unet_model.py``; the scores against ground truth in
+``unet_scoring.py``.
 
 It writes, into ``--out``: ``probability.npy`` (float32 per-pixel neuron probability), ``probability.png``,
 ``regions.json`` (threshold + 8-connected components + minimum size, Neurofinder format) and ``segment.json``
@@ -41,32 +36,14 @@ from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
 from roicurate.images import check_image, read_image_file
 from roicurate.models import ModelSpec
-from roicurate_plugins import segmentation_eval as ev
+from roicurate_plugins import unet_scoring as ev
+from roicurate_plugins.unet_model import MODEL, Segmenter, unet
 
 WEIGHTS = Path(__file__).parent / "weights"
-MODEL = "unet-mean"
-ARCH = "unet"
-CLASSES = ("background", "neuron")
 IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
-LEVELS = 4
-
-
-def unet(in_channels=1, width=16, dropout=0.1, **_):
-    """The U-Net (torchnets.UNet: (N, C, H, W) -> (N, 1, H, W) logits, H and W multiples of 16)."""
-    from roicurate_plugins.torchnets import UNet
-    return UNet(in_channels, width, dropout)
 
 
 # ---- input ---------------------------------------------------------------------------------------------------
-def normalise(image, low=1.0, high=99.0):
-    """float32 image mapped so that its ``low`` and ``high`` percentiles become 0 and 1."""
-    image = np.asarray(image, np.float32)
-    lo, hi = np.percentile(image, [low, high])
-    if not hi > lo:
-        raise RoicurateError("the image is flat (its 1st and 99th percentiles are equal): nothing to segment")
-    return (image - lo) / (hi - lo)
-
-
 def _check_image(image, where):
     image = check_image(image, where)
     if min(image.shape) < 16:
@@ -91,88 +68,27 @@ def _read_image_file(path, kind):
 
 def read_input(path, kind="mean"):
     """(image, RoiSet or None) from an image file or a Suite2p plane / CaImAn file (its ``kind`` summary image)."""
-    from roicurate.plugins import source_for
+    from roicurate.plugins import sources
+    from roicurate.sources import read_units
     p = Path(path)
     if not p.exists():
         raise RoicurateError(f"{path}: no such file or folder")
     if p.is_file() and p.suffix.lower() in IMAGE_FILES:
         return _check_image(_read_image_file(p, kind), path), None
     try:
-        src = source_for(path)
+        units = read_units([path])
     except RoicurateError:
+        if any(src.detect(path) for src in sources().values()):
+            raise                                   # a pipeline output that cannot be read: its own message
         raise RoicurateError(f"{path}: not a Suite2p plane, a CaImAn .hdf5 file or an image file "
                              f"({', '.join(IMAGE_FILES)})") from None
-    units = src.expand(path)
     if len(units) != 1:
-        raise RoicurateError(f"{path}: holds {len(units)} planes ({', '.join(Path(u).name for u in units)}); "
+        raise RoicurateError(f"{path}: holds {len(units)} planes ({', '.join(Path(u).name for _, u, _ in units)}); "
                              f"segment one plane folder at a time")
-    rs = src.read(units[0])
+    rs = units[0][2]
     if kind not in rs.images:
         raise RoicurateError(f"{path}: has no '{kind}' summary image (has: {', '.join(sorted(rs.images)) or 'none'})")
     return _check_image(rs.images[kind], f"{path} ({kind} image)"), rs
-
-
-# ---- the model -----------------------------------------------------------------------------------------------
-class Segmenter:
-    """A trained U-Net with its card: ``probability(image, tta)`` and ``objects(probability)``."""
-
-    def __init__(self, module, card):
-        missing = [k for k in ("min_size", "input") if k not in card]
-        if missing:
-            raise RoicurateError(f"model card of '{card['name']}' has no {', '.join(missing)} (not written by "
-                                 f"benchmarks/train_unet.py?)")
-        self.module = module.eval()
-        self.card = card
-        self.threshold = float(card["threshold"])
-        self.min_size = int(card["min_size"])
-        self.image = card["input"]["image"]
-        self.percentiles = tuple(card["input"]["percentiles"])
-
-    @classmethod
-    def load(cls, name_or_path=MODEL):
-        from roicurate.models import load_weights, read_card, resolve_model_files
-        from roicurate.plugins import model_specs
-        weights, card_path = resolve_model_files(str(name_or_path), model_specs())
-        card = read_card(card_path)
-        if card["arch"] != ARCH:
-            raise RoicurateError(f"{card_path}: model '{card['name']}' is a '{card['arch']}' ROI classifier, "
-                                 f"not a U-Net segmentation model")
-        module, digest = load_weights(weights, card, unet)
-        card["sha256"] = digest
-        return cls(module, card)
-
-    def probability(self, image, tta=False):
-        """(H, W) float32 neuron probability; ``tta`` averages the 8 rotations/flips of the image."""
-        return probability(self.module, normalise(image, *self.percentiles), tta)
-
-    def objects(self, prob, threshold=None, min_size=None):
-        """Label image of the objects: probability >= threshold, 8-connected, at least ``min_size`` pixels."""
-        thr = self.threshold if threshold is None else threshold
-        return ev.label_objects(prob >= thr, self.min_size if min_size is None else min_size)
-
-
-def _dihedral(x, k, inverse=False):
-    """The k-th of the 8 rotations/flips of (N, C, H, W) tensors, or its inverse."""
-    import torch
-    if inverse:
-        x = torch.rot90(x, -(k % 4), (2, 3))
-        return torch.flip(x, (3,)) if k >= 4 else x
-    x = torch.flip(x, (3,)) if k >= 4 else x
-    return torch.rot90(x, k % 4, (2, 3))
-
-
-def probability(module, image, tta=False):
-    """Sigmoid output of ``module`` on a normalised (H, W) image, reflect-padded to a multiple of 16."""
-    import torch
-    from torch.nn import functional as F
-    H, W = image.shape
-    step = 2 ** LEVELS
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-    x = F.pad(x, (0, -W % step, 0, -H % step), mode="reflect")
-    with torch.inference_mode():
-        ks = range(8) if tta else (0,)
-        p = sum(_dihedral(torch.sigmoid(module(_dihedral(x, k))), k, inverse=True) for k in ks) / len(ks)
-    return p[0, 0, :H, :W].numpy().astype(np.float32)
 
 
 # ---- possibly missed cells -------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_caiman_labels_from_idx_components_are_automatic(datasets):
 
 def test_report_notes_a_model_made_for_another_pipeline(copy_dataset, tmp_path):
     from conftest import save_tiny_model
-    from roicurate_plugins.report import load_units
+    from roicurate_plugins.report_commands import load_units
     plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
     model = save_tiny_model(tmp_path / "cm", pipeline="caiman")
     (unit,) = load_units([plane], model_name=model)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from roicurate import report
+from roicurate import report, report_figures
 from roicurate.crops import CropSpec
 from roicurate.curation import curate
 from roicurate.models import Classifier, save_model
 from roicurate.plugins import sources
 from roicurate_plugins.nets import cnn2
-from roicurate_plugins.report import truth_labels
+from roicurate_plugins.report_commands import truth_labels
 
 
 def run(*args, ok=True):
@@ -168,7 +168,7 @@ def test_truth_option_and_a_shape_only_dataset(datasets, small_model, tmp_path):
 
 def test_outlines_are_the_boundary_of_every_mask(datasets):
     rs = sources()["caiman"].read(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5")  # overlapping ROIs
-    roi, y, x = report.outline_pixels(rs, 0.2)
+    roi, y, x = report_figures.outline_pixels(rs, 0.2)
     keep = rs.binary(0.2)
     for i in range(0, len(rs), 17):
         m = np.zeros(rs.shape, bool)
@@ -208,7 +208,7 @@ def test_explain_command(datasets, small_model, tmp_path):
 def test_report_and_explain_are_plugin_commands():
     from roicurate.plugins import plugin_info
     hooks = {name: h for name, _, h in plugin_info()}
-    assert "register_commands" in hooks["roicurate_plugins.report"]
+    assert "register_commands" in hooks["roicurate_plugins.report_commands"]
     assert "--report DIR" in run("apply", "--help").stdout
 
 
@@ -261,7 +261,7 @@ def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_da
 
 
 def ev_regions(labels):
-    from roicurate_plugins.segmentation_eval import regions_from_labels
+    from roicurate_plugins.unet_scoring import regions_from_labels
     return regions_from_labels(labels)
 
 

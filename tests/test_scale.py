@@ -148,7 +148,7 @@ def test_optional_image_missing_is_zeros_and_not_an_input(datasets):
 
 
 def test_report_uses_the_recorded_reference(copy_dataset, tmp_path):
-    from roicurate_plugins.report import load_units
+    from roicurate_plugins.report_commands import load_units
     model = _reference_model(tmp_path / "m")
     plane = copy_dataset("sim/s2p_sim3/suite2p") / "plane0"
     run("apply", plane, "--model", model, "--diameter", "20")

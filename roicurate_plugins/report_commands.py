@@ -117,27 +117,6 @@ def _common(f):
     return f
 
 
-def write_explanations(out, units, index=None, n=50, window=5, stride=1, fill=0.0, progress=True):
-    """For each unit: one PNG per ROI in ``index`` (default: the ``n`` closest to the threshold) and
-    ``explanations.npz`` with the arrays; ``out/index.html`` shows them all. Returns the page's path."""
-    import html
-    from roicurate.report import CSS, HOW_TO_READ, _gallery, _slugs, explain_panels
-    out, parts = Path(out), []
-    for u, slug in zip(units, _slugs(units)):
-        idx = u.curation.uncertain[:n] if index is None else np.asarray(index, np.int64)
-        panels, ex = explain_panels(u, idx, out / slug, {"window": window, "stride": stride, "fill": fill}, progress)
-        arrays = {k: v for k, v in ex.items() if isinstance(v, np.ndarray)}
-        np.savez_compressed(out / slug / "explanations.npz", **arrays)
-        parts.append(f"<section><h2>{html.escape(u.name, False)}</h2><p>model {html.escape(u.classifier.name, False)}"
-                     f", threshold {u.curation.threshold:.3f}</p>"
-                     f"<div class='gallery'>{_gallery(u, slug, idx, panels)}</div></section>")
-    (out / "index.html").write_text(
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>roicurate explain</title><style>{CSS}"
-        f"</style></head><body><h1>Why roicurate decided what it did</h1>{HOW_TO_READ.format(window=window)}"
-        f"{''.join(parts)}</body></html>\n", encoding="utf-8")
-    return out / "index.html"
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for index.html + figures")
@@ -175,7 +154,7 @@ def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold,
 @_common
 def explain_cmd(paths, rois, n, out, model_name, threshold, window, stride, fill, device, add_image):
     """Saliency (guided backprop) and occlusion maps for chosen ROIs."""
-    from roicurate.report import check_can_write
+    from roicurate.report import check_can_write, write_explanations
     check_can_write(out)
     from roicurate.images import parse_image_options
     units = load_units(paths, model_name, threshold, device, images=parse_image_options(add_image))
