@@ -159,13 +159,30 @@ def with_rehearsal(x, y, rehearsal, share):
     return np.concatenate([x, xr]), np.concatenate([y, yr]), draw
 
 
-def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, **fit_kw):
-    """Scores of the training ROIs by models that did not see them: OOF_FOLDS models, each trained (same settings,
-    no validation, the same rehearsal) on the other folds. Used for the threshold when there is no validation
-    recording."""
-    folds = np.random.default_rng(seed).permutation(len(y)) % OOF_FOLDS
+def oof_folds(groups, seed):
+    """(fold index per ROI, what the folds are): scikit-learn's GroupKFold on ``groups`` (each ROI's recording),
+    OOF_FOLDS folds or one per recording when there are fewer, so no recording is on both sides of a fold; a
+    single recording falls back to OOF_FOLDS random folds of its ROIs."""
+    from sklearn.model_selection import GroupKFold
+    n_recs = len(set(groups))
+    if n_recs < 2:
+        return (np.random.default_rng(seed).permutation(len(groups)) % OOF_FOLDS,
+                f"{OOF_FOLDS} folds of the ROIs of the one training recording")
+    folds = np.zeros(len(groups), np.int64)
+    for f, (_, held) in enumerate(GroupKFold(min(OOF_FOLDS, n_recs)).split(groups, groups=groups)):
+        folds[held] = f
+    return folds, f"{min(OOF_FOLDS, n_recs)} folds of whole training recordings"
+
+
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, groups=None,
+                       log=print, **fit_kw):
+    """(scores, what the folds are): scores of the training ROIs by models that did not see them or their recording
+    (``groups``: each ROI's recording, see :func:`oof_folds`), each trained (same settings, no validation, the same
+    rehearsal) on the other folds. Used for the threshold when there is no validation recording."""
+    folds, how = oof_folds(np.zeros(len(y)) if groups is None else np.asarray(groups), seed)
+    log(f"out-of-fold scores: {how}")
     scores = np.zeros(len(y))
-    for f in range(OOF_FOLDS):
+    for f in range(int(folds.max()) + 1):
         m, _ = new_module()
         xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
         fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
@@ -173,7 +190,7 @@ def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsa
         m.cpu()
         _fp16_round(m)
         scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
-    return scores
+    return scores, how
 
 
 def transfer_weights(module, state, new_output=False):
@@ -458,11 +475,11 @@ def train(sets, arch_spec, crop, val, out, name, hp=None, seed=0, device="auto",
     elif val_sets:
         thr, how = choose_threshold(y_va_all, score(card), target_precision)
     else:
-        thr, how = choose_threshold(y_tr == pos if multi else y_tr,
-                                    out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos, rehearsal,
-                                                       rehearse_share, **dropout_kw),
-                                    target_precision)
-        how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
+        oof, folds = out_of_fold_scores(new_module, x_tr, y_tr, hp, seed, device, pos, rehearsal, rehearse_share,
+                                        np.repeat([rs.origin["recording"] for rs in train_sets],
+                                                  [len(rs) for rs in train_sets]), log, **dropout_kw)
+        thr, how = choose_threshold(y_tr == pos if multi else y_tr, oof, target_precision)
+        how = how.replace("validation", f"out-of-fold ({folds})")
     card.update(threshold=thr, threshold_rule=how, target_precision=target_precision)
     diameters = [reference_diameter(rs) for rs in train_sets + val_sets] if relative else None
     card["training"] = {
