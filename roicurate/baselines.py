@@ -8,9 +8,8 @@ feature (``skew``, ``npix_norm``, ``compact`` — those the ROIs have), 100 grid
 training values; for each of the 99 bins the fraction of cells among the training ROIs sorted into it, smoothed
 by ``gaussian_filter(p, (2, 0))``; a value becomes log(p) - log(1 - p) of its bin (clipped to the grid, NaN to the
 lowest node; a value at or below the training minimum lands in the last bin, a quirk kept on purpose); a logistic
-regression (scikit-learn ``LogisticRegression(C=100, solver="liblinear")``) on those log-odds gives the probability.
-The regression is fitted here by the same trust-region Newton method liblinear uses (:func:`_tron_logistic`),
-so no scikit-learn is needed.
+regression (scikit-learn ``LogisticRegression(C=100, solver="liblinear")``, the same call) on those log-odds gives
+the probability.
 
 The training set is Suite2p's ``classifiers/classifier.npy`` (GPL-3.0, from the suite2p package), shipped as
 ``roicurate/data/suite2p_classifier.npz`` (see roicurate/data/README.md). Suite2p puts ROIs into bins with
@@ -104,7 +103,7 @@ class Suite2pClassifier:
         for j in range(nodes - 1):
             p[j] = iscell[isort[ix[j]:ix[j + 1]]].mean(0)
         self.p = gaussian_filter(p, (2.0, 0))
-        self.w = _tron_logistic(self._logp(x), np.asarray(iscell) > 0.5, C=100.0)
+        self.w = liblinear_logistic(self._logp(x), np.asarray(iscell) > 0.5, C=100.0)
 
     def _logp(self, x):
         x = np.array(x, np.float64)
@@ -157,82 +156,13 @@ def all_baselines(roiset, suite2p_classifier=None, task="curate"):
 
 
 # ---- liblinear's logistic regression ------------------------------------------------------------------------------
-def _tron_logistic(x, y, C=100.0, tol=1e-4, max_iter=100):
-    """L2-regularised logistic regression with the intercept as a regularised feature of value 1, solved by
-    liblinear's trust-region Newton method (tron.cpp, as scikit-learn ships it) with liblinear's stopping rule
-    (gradient norm <= tol * max(min(#pos, #neg), 1) / n of the first one): the coefficients liblinear returns,
-    not just the optimum (liblinear stops early, which moves probabilities by ~1e-4). Returns [w..., intercept]."""
-    X = np.c_[np.asarray(x, np.float64), np.ones(len(x))]
-    t = np.where(np.asarray(y, bool), 1.0, -1.0)
-    npos = int((t > 0).sum())
-    eps = tol * max(min(npos, len(t) - npos), 1) / len(t)
-    D = np.zeros(len(t))
-
-    def fun(w):
-        return 0.5 * w @ w + C * np.sum(np.logaddexp(0, -t * (X @ w)))
-
-    def grad(w):
-        s = 1 / (1 + np.exp(-t * (X @ w)))
-        D[:] = s * (1 - s)
-        return w + X.T @ (C * (s - 1) * t)
-
-    def hv(v):
-        return v + X.T @ (C * D * (X @ v))
-
-    def trcg(delta, g):
-        s, r = np.zeros_like(g), -g
-        d = r.copy()
-        cgtol = 0.1 * np.linalg.norm(g)
-        rtr = r @ r
-        while np.linalg.norm(r) > cgtol:
-            hd = hv(d)
-            alpha = rtr / (d @ hd)
-            s += alpha * d
-            if np.linalg.norm(s) > delta:
-                s -= alpha * d
-                std, sts, dtd = s @ d, s @ s, d @ d
-                rad = np.sqrt(std * std + dtd * (delta * delta - sts))
-                alpha = (delta * delta - sts) / (std + rad) if std >= 0 else (rad - std) / dtd
-                s += alpha * d
-                r -= alpha * hd
-                break
-            r -= alpha * hd
-            rnew = r @ r
-            d = r + (rnew / rtr) * d
-            rtr = rnew
-        return s, r
-
-    w = np.zeros(X.shape[1])
-    f, g = fun(w), grad(w)
-    delta = gnorm1 = np.linalg.norm(g)
-    it, search = 1, gnorm1 > eps * gnorm1
-    while it <= max_iter and search:
-        s, r = trcg(delta, g)
-        w_new = w + s
-        gs = g @ s
-        prered = -0.5 * (gs - s @ r)
-        fnew = fun(w_new)
-        actred = f - fnew
-        snorm = np.linalg.norm(s)
-        if it == 1:
-            delta = min(delta, snorm)
-        alpha = 4.0 if fnew - f - gs <= 0 else max(0.25, -0.5 * (gs / (fnew - f - gs)))
-        if actred < 1e-4 * prered:
-            delta = min(max(alpha, 0.25) * snorm, 0.5 * delta)
-        elif actred < 0.25 * prered:
-            delta = max(0.25 * delta, min(alpha * snorm, 0.5 * delta))
-        elif actred < 0.75 * prered:
-            delta = max(0.25 * delta, min(alpha * snorm, 4.0 * delta))
-        else:
-            delta = max(delta, min(alpha * snorm, 4.0 * delta))
-        if actred > 1e-4 * prered:
-            it += 1
-            w, f = w_new, fnew
-            g = grad(w)
-            if np.linalg.norm(g) <= eps * gnorm1:
-                break
-        if abs(actred) <= 0 and prered <= 0:
-            break
-        if abs(actred) <= 1e-12 * abs(f) and abs(prered) <= 1e-12 * abs(f):
-            break
-    return w
+def liblinear_logistic(x, y, C):
+    """[w..., intercept] of scikit-learn's ``LogisticRegression(C=C, solver="liblinear")`` on (x, y): L2 on the
+    weights and on the intercept too (liblinear fits it as a feature of value 1, ``intercept_scaling=1``), with
+    liblinear's own stopping rule: the coefficients Suite2p gets, not just the optimum."""
+    from sklearn.linear_model import LogisticRegression
+    y = np.asarray(y, bool)
+    if y.all() or not y.any():
+        raise RoicurateError("a logistic regression needs both cells and non-cells to fit")
+    fitted = LogisticRegression(C=C, solver="liblinear").fit(np.asarray(x, np.float64), y)
+    return np.r_[fitted.coef_[0], fitted.intercept_[0]]

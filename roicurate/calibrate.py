@@ -6,9 +6,9 @@
   Both are affine in the logit: because the networks end in a linear layer, they are folded into that layer when
   the model is saved, so every consumer of the model (apply, evaluate, the CaImAn live path) gets calibrated
   probabilities with no extra code; the card keeps the parameters for the record (``"folded": true``).
-* ``isotonic``: the pool-adjacent-violators fit of the cell fraction as a non-decreasing function of the score,
-  interpolated linearly between the fitted points (as scikit-learn's IsotonicRegression does); stored in the card
-  as ``x``/``y`` and applied by :func:`apply`.
+* ``isotonic``: scikit-learn's ``IsotonicRegression`` (pool adjacent violators) of the cell fraction as a
+  non-decreasing function of the score, interpolated linearly between its fitted points and clipped outside them;
+  the points are stored in the card as ``x``/``y`` and applied by :func:`apply` (no scikit-learn needed there).
 
 Only what is in a card is ever applied: :func:`apply` is the one function that maps raw to calibrated scores.
 """
@@ -71,30 +71,6 @@ def affine(calibration):
     return None
 
 
-def fit_isotonic(y, p):
-    """Pool adjacent violators on (p, y): the fitted points (x increasing, y non-decreasing) of the step fit."""
-    p, y = np.asarray(p, float), np.asarray(y, float)
-    order = np.lexsort((y, p))
-    xs, ys = p[order], y[order]
-    # one block per distinct score to start with
-    ux, start = np.unique(xs, return_index=True)
-    w = np.diff(np.r_[start, len(xs)]).astype(float)
-    v = np.add.reduceat(ys, start) / w
-    vals, wts, lo, hi = [], [], [], []
-    for i in range(len(ux)):
-        vals.append(v[i]), wts.append(w[i]), lo.append(ux[i]), hi.append(ux[i])
-        while len(vals) > 1 and vals[-2] > vals[-1]:
-            wsum = wts[-2] + wts[-1]
-            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wsum
-            wts[-2], hi[-2] = wsum, hi[-1]
-            del vals[-1], wts[-1], lo[-1], hi[-1]
-    x_out, y_out = [], []
-    for a, b, val in zip(lo, hi, vals):   # each block is flat from its lowest to its highest score
-        x_out += [a] if a == b else [a, b]
-        y_out += [val] if a == b else [val, val]
-    return np.asarray(x_out), np.asarray(y_out)
-
-
 def fit(method, y, p, offset=None):
     """A card's ``calibration`` entry for ``method`` fitted on validation (y, p), with ECE before and after.
     ``offset``: a shape prior's logit per validation ROI (Platt only), weighted by ``prior_weight``."""
@@ -116,8 +92,9 @@ def fit(method, y, p, offset=None):
         if offset is not None:
             cal["prior_weight"] = fitted[2]
     else:
-        x, v = fit_isotonic(y, p)
-        cal = {"method": "isotonic", "x": x.tolist(), "y": v.tolist()}
+        from sklearn.isotonic import IsotonicRegression
+        iso = IsotonicRegression(out_of_bounds="clip").fit(np.asarray(p, float), y.astype(float))
+        cal = {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
     cal.update(ece_before=ece(y, p), ece_after=ece(y, apply(cal, p, offset)), fitted_on="validation recordings")
     return cal
 

@@ -1,14 +1,19 @@
-"""Classification metrics, written out so that every number in a card, an evaluation JSON or a README has one
-definition.
+"""Classification metrics, with one definition for every number in a card, an evaluation JSON or a README:
+scikit-learn's (``roc_auc_score``, ``average_precision_score``, ``precision_recall_curve``, ``roc_curve``,
+``confusion_matrix``, ``calibration_curve``), behind the names the rest of roicurate calls.
 
 Positives are ROIs labelled cell (1), or the positive class of class labels; ``score`` is the probability of
 the model's positive class. A K-class model (K > 2) is also scored on its classes where the labels have them
 (``class_metrics``: the predicted class is the most probable one). Pooled numbers concatenate
 all ROIs (micro); ``macro`` is the mean over recordings. AUCs are NaN when a group has a single class.
-ECE (expected calibration error): 15 equal-width bins of the score; the mean, weighted by bin size, of
+ECE (expected calibration error): 15 equal-width bins of the score (``calibration_curve(strategy="uniform")``:
+a score on a bin edge belongs to the lower bin); the mean, weighted by bin size, of
 |fraction of cells in the bin - mean score in the bin|.
+
+scikit-learn is imported inside the functions: ``sklearn.metrics`` costs ~1 s of every ``apply``'s start-up.
 """
 import json
+import warnings
 
 import numpy as np
 
@@ -20,54 +25,54 @@ def roc_auc(y, s):
     y = np.asarray(y, bool)
     if y.all() or not y.any():
         return float("nan")
-    from scipy.stats import rankdata     # imported here: scipy.stats costs ~0.3 s of every apply's start-up
-    r = rankdata(np.asarray(s, float))
-    npos, nneg = y.sum(), (~y).sum()
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def _cumulative(y, s):
-    """True/false positives accepted at every distinct score, taken as threshold (descending), and the scores."""
-    y = np.asarray(y, bool)
-    s = np.asarray(s, float)
-    order = np.argsort(-s, kind="stable")
-    ys, ss = y[order], s[order]
-    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1] if len(ss) else np.zeros(0, np.int64)
-    return np.cumsum(ys)[last], np.cumsum(~ys)[last], ss[last]
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y, np.asarray(s, float)))
 
 
 def pr_curve(y, s):
-    """Precision and recall at every distinct threshold (descending), and the thresholds."""
-    tp, fp, thr = _cumulative(y, s)
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / max(int(np.sum(y)), 1)
-    return precision, recall, thr
+    """Precision and recall at every distinct threshold (descending), and the thresholds: scikit-learn's
+    ``precision_recall_curve`` without its closing (precision 1, recall 0) point. No cell: recall is 1."""
+    y, s = np.asarray(y, bool), np.asarray(s, float)
+    if not len(y):
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    from sklearn.metrics import precision_recall_curve
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "no positive class found": the docstring says what follows
+        p, r, thr = precision_recall_curve(y, s)
+    return p[-2::-1], r[-2::-1], thr[::-1]
 
 
 def roc_curve(y, s):
-    """False and true positive rates from (0, 0) to (1, 1), the distinct thresholds in between."""
-    y = np.asarray(y, bool)
-    tp, fp, thr = _cumulative(y, s)
-    return (np.r_[0, fp] / max(int((~y).sum()), 1), np.r_[0, tp] / max(int(y.sum()), 1), np.r_[np.inf, thr])
+    """False and true positive rates from (0, 0) to (1, 1), the distinct thresholds in between (the first is
+    inf); a rate is NaN when the ROIs have no negative (false) or no positive (true)."""
+    y, s = np.asarray(y, bool), np.asarray(s, float)
+    if not len(y):
+        return np.zeros(1), np.zeros(1), np.full(1, np.inf)
+    from sklearn.metrics import roc_curve as curve
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # a single class: the docstring says what follows
+        return curve(y, s, drop_intermediate=False)
 
 
 def pr_auc(y, s):
-    """Average precision (area under the precision-recall step curve)."""
+    """Average precision (area under the precision-recall step curve); NaN without a cell."""
     y = np.asarray(y, bool)
     if not y.any():
         return float("nan")
-    p, r, _ = pr_curve(y, s)
-    return float(np.sum(np.diff(np.r_[0, r]) * p))
+    from sklearn.metrics import average_precision_score
+    return float(average_precision_score(y, np.asarray(s, float)))
 
 
 def reliability(y, s, bins=ECE_BINS):
-    """Per equal-width score bin: (count, mean score, fraction of cells); empty bins have count 0 and NaN."""
-    y, s = np.asarray(y, float), np.clip(np.asarray(s, float), 0, 1)
-    b = np.minimum((s * bins).astype(np.int64), bins - 1)
-    n = np.bincount(b, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.bincount(b, s, bins) / n
-        frac = np.bincount(b, y, bins) / n
+    """Per equal-width score bin (scikit-learn's ``calibration_curve``, "uniform"): (count, mean score, fraction
+    of cells); empty bins have count 0 and NaN. Scores are clipped to [0, 1]."""
+    y, s = np.asarray(y, bool), np.clip(np.asarray(s, float), 0, 1)
+    # the bin sizes, which calibration_curve does not return, with its own edges and searchsorted rule
+    n = np.bincount(np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], s), minlength=bins)
+    conf, frac = np.full(bins, np.nan), np.full(bins, np.nan)
+    if len(s):
+        from sklearn.calibration import calibration_curve
+        frac[n > 0], conf[n > 0] = calibration_curve(y, s, n_bins=bins, strategy="uniform")
     return n, conf, frac
 
 
@@ -83,9 +88,16 @@ def ece(y, s, bins=ECE_BINS):
     return float(np.sum(n[ok] * np.abs(frac[ok] - conf[ok])) / n.sum())
 
 
+def _confusion(y, predicted, k):
+    """The k x k confusion matrix (rows: true, columns: predicted) of indices (or booleans) into range(k)."""
+    if not len(y):
+        return np.zeros((k, k), np.int64)
+    from sklearn.metrics import confusion_matrix
+    return confusion_matrix(np.asarray(y, np.int64), np.asarray(predicted, np.int64), labels=np.arange(k))
+
+
 def prf(y, accepted):
-    y, a = np.asarray(y, bool), np.asarray(accepted, bool)
-    tp, fp, fn, tn = int((y & a).sum()), int((~y & a).sum()), int((y & ~a).sum()), int((~y & ~a).sum())
+    (tn, fp), (fn, tp) = _confusion(np.asarray(y, bool), np.asarray(accepted, bool), 2).tolist()
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
     f = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
@@ -100,7 +112,7 @@ def class_metrics(y, predicted, classes):
     (rows: true class, columns: predicted class)."""
     y, p = np.asarray(y, np.int64), np.asarray(predicted, np.int64)
     k = len(classes)
-    cm = np.bincount(y * k + p, minlength=k * k).reshape(k, k) if len(y) else np.zeros((k, k), np.int64)
+    cm = _confusion(y, p, k)
     per = {}
     for i, name in enumerate(classes):
         tp, fp, fn = int(cm[i, i]), int(cm[:, i].sum() - cm[i, i]), int(cm[i, :].sum() - cm[i, i])
@@ -267,8 +279,21 @@ def write_evaluation(out_dir, numbers, table):
         for i in range(len(table["label"])):
             w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
                        + [_fmt(table[c][i]) for c in extra])
-    from roicurate.figures import write_figures
-    return write_figures(out, numbers, table)
+    from roicurate.figures import write_figures     # figures.py only draws: it imports nothing from here
+    return write_figures(out, numbers, curves(numbers, table))
+
+
+def curves(numbers, table):
+    """What the evaluation's figures draw: the ROC and precision-recall curves of every ranking score (the model's
+    and each baseline's that takes more than one value; accept-all has none) and the model's reliability bins."""
+    y = table["label"].astype(bool)
+    keys = ["model"] + [k for k in numbers.get("baselines", {}) if len(np.unique(table[f"{k}_score"])) > 1]
+    out = {"n": int(len(y)), "cell_fraction": float(y.mean()), "bins": ECE_BINS,
+           "reliability": reliability(y, table["model"], ECE_BINS), "scores": {}}
+    for k in keys:
+        s = table["model" if k == "model" else f"{k}_score"]
+        out["scores"][k] = {"roc": roc_curve(y, s)[:2], "pr": pr_curve(y, s)[:2]}
+    return out
 
 
 def _fmt(v):

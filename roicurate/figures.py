@@ -3,19 +3,7 @@ model's reliability diagram and, for a K-class model, its confusion matrix; and 
 figure is made with (matplotlib's object API: no pyplot, no global backend change)."""
 import numpy as np
 
-from roicurate.evaluate import ECE_BINS, pr_curve, reliability, roc_curve
-
 LABELS = {"model": "model", "accept_all": "accept all", "pipeline": "pipeline's own", "suite2p_builtin": "Suite2p built-in"}
-
-
-def _curves(numbers, table):
-    """(key, label, scores) of everything with a ranking score (accept-all has none)."""
-    out = [("model", f"model ({numbers['model'].get('name')})", table["model"])]
-    for k in numbers.get("baselines", {}):
-        s = table[f"{k}_score"]
-        if len(np.unique(s)) > 1:
-            out.append((k, LABELS.get(k, k), s))
-    return out
 
 
 def figure(w, h):
@@ -31,42 +19,45 @@ def save(fig, path, dpi=100, tight=True):
     return path
 
 
-def write_figures(out, numbers, table):
-    """Write roc.png, pr.png and reliability.png into ``out``; returns their paths."""
-    y = table["label"].astype(bool)
+def write_figures(out, numbers, curves):
+    """Write roc.png, pr.png and reliability.png into ``out``; returns their paths. ``curves``: what
+    ``evaluate.curves`` computed (this module draws, it computes no metric)."""
     pooled = lambda k: (numbers if k == "model" else numbers["baselines"][k])["pooled"]
+    label = lambda k: f"model ({numbers['model'].get('name')})" if k == "model" else LABELS.get(k, k)
     paths = []
 
     fig = figure(4.5, 4.5)
     ax = fig.add_subplot()
-    for k, label, s in _curves(numbers, table):
-        fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{label}: AUC {pooled(k)['roc_auc']:.3f}", lw=2 if k == "model" else 1)
+    for k, c in curves["scores"].items():
+        fpr, tpr = c["roc"]
+        ax.plot(fpr, tpr, label=f"{label(k)}: AUC {pooled(k)['roc_auc']:.3f}", lw=2 if k == "model" else 1)
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({len(y)} ROIs, pooled)",
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({curves['n']} ROIs, pooled)",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)
     paths.append(save(fig, out / "roc.png", dpi=110))
 
     fig = figure(4.5, 4.5)
     ax = fig.add_subplot()
-    for k, label, s in _curves(numbers, table):
-        p, r, _ = pr_curve(y, s)
-        ax.step(np.r_[0, r], np.r_[p[:1], p], where="pre", label=f"{label}: AP {pooled(k)['pr_auc']:.3f}",
+    for k, c in curves["scores"].items():
+        p, r = c["pr"]
+        ax.step(np.r_[0, r], np.r_[p[:1], p], where="pre", label=f"{label(k)}: AP {pooled(k)['pr_auc']:.3f}",
                 lw=2 if k == "model" else 1)
     m = pooled("model")
     ax.plot([m["recall"]], [m["precision"]], "o", color="k", label=f"model at threshold {numbers['threshold']:.2f}")
-    ax.axhline(y.mean(), color="0.7", lw=0.8, ls="--", label=f"accept all: precision {y.mean():.2f}")
+    frac_all = curves["cell_fraction"]
+    ax.axhline(frac_all, color="0.7", lw=0.8, ls="--", label=f"accept all: precision {frac_all:.2f}")
     ax.set(xlabel="recall", ylabel="precision", title="precision-recall (pooled)", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower left", fontsize=7)
     paths.append(save(fig, out / "pr.png", dpi=110))
 
     fig = figure(4.5, 4.5)
     ax = fig.add_subplot()
-    n, conf, frac = reliability(y, table["model"], ECE_BINS)
+    n, conf, frac = curves["reliability"]
+    bins = curves["bins"]
     ok = n > 0
-    edges = np.linspace(0, 1, ECE_BINS + 1)
-    ax.bar(edges[:-1][ok], frac[ok], width=1 / ECE_BINS, align="edge", alpha=0.6, edgecolor="k", lw=0.5,
+    edges = np.linspace(0, 1, bins + 1)
+    ax.bar(edges[:-1][ok], frac[ok], width=1 / bins, align="edge", alpha=0.6, edgecolor="k", lw=0.5,
            label="fraction of cells")
     ax.plot(conf[ok], frac[ok], "o-", color="C1", ms=3, label="mean score vs fraction")
     ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--", label="perfect calibration")

@@ -28,22 +28,27 @@ def check_image(image, where, shape=None):
 
 
 def read_image_file(path):
-    """The array in a ``.npy`` file or the one page of a TIFF/PNG (read with Pillow, which matplotlib brings)."""
+    """The array in a ``.npy`` file or the one page of a TIFF (read with tifffile, as Suite2p and CaImAn do: any
+    sample type, float32 included, and BigTIFF) or a PNG (read with Pillow, which matplotlib brings)."""
     path = Path(path)
     if not path.is_file():
         raise RoicurateError(f"{path}: image file is missing")
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+            with tifffile.TiffFile(path) as tif:
+                if len(tif.pages) > 1:
+                    raise RoicurateError(f"{path}: a TIFF stack of {len(tif.pages)} pages; give one summary image "
+                                         f"(e.g. the mean projection), not a movie")
+                return tif.pages[0].asarray()
         from PIL import Image
         with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                raise RoicurateError(f"{path}: a TIFF stack of {im.n_frames} pages; give one summary image "
-                                     f"(e.g. the mean projection), not a movie")
             return np.asarray(im)
     except RoicurateError:
         raise
-    except Exception as e:  # numpy and Pillow raise many types for truncated or foreign files
+    except Exception as e:  # numpy, tifffile and Pillow raise many types for truncated or foreign files
         raise RoicurateError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 

@@ -1,6 +1,7 @@
 """Random hyperparameter search scored by validation F1: a coarse phase over the whole space, then a fine phase
 around the best coarse trial. Every trial trains from the same initial weights with the same seed, so trials
-differ only by their hyperparameters; every trial is kept in a table (``NAME.search.csv`` and the card)."""
+differ only by their hyperparameters; every trial is kept in a table (``NAME.search.csv`` and the card).
+Draws: scikit-learn's ``ParameterSampler`` with ``scipy.stats.loguniform`` ranges, from one seeded RandomState."""
 import csv
 import math
 from pathlib import Path
@@ -21,23 +22,29 @@ COLUMNS = ("trial", "phase", "lr", "weight_decay", "batch_size", "lr_decay", "va
            "best_epoch", "epochs_run", "seconds")
 
 
-def sample(rng, around=None):
-    """One draw from SPACE; with ``around`` (a previous draw) from the neighbourhood of it."""
-    hp = {}
+def space(around=None):
+    """SPACE as scikit-learn's ``ParameterSampler`` takes it (``scipy.stats.loguniform`` for ranges, lists of
+    choices); with ``around`` (a previous draw) its neighbourhood: ranges narrowed to within x/÷ FINE_SPAN of the
+    value, choices to the value and its neighbours in the list."""
+    from scipy.stats import loguniform
+    out = {}
     for name, dom in SPACE.items():
         if isinstance(dom, list):
-            if around is None:
-                hp[name] = int(rng.choice(dom))
-            else:
-                i = dom.index(around[name])
-                hp[name] = int(dom[int(rng.integers(max(i - 1, 0), min(i + 1, len(dom) - 1) + 1))])
+            i = None if around is None else dom.index(around[name])
+            out[name] = dom if i is None else dom[max(i - 1, 0):i + 2]
         else:
-            lo, hi = math.log(dom[0]), math.log(dom[1])
+            lo, hi = dom
             if around is not None:
-                c = math.log(around[name])
-                lo, hi = max(lo, c - math.log(FINE_SPAN)), min(hi, c + math.log(FINE_SPAN))
-            hp[name] = float(math.exp(rng.uniform(lo, hi)))
-    return hp
+                lo, hi = max(lo, around[name] / FINE_SPAN), min(hi, around[name] * FINE_SPAN)
+            out[name] = loguniform(lo, hi)
+    return out
+
+
+def sample(random_state, around=None):
+    """One draw (a dict in SPACE's order) from :func:`space`; ``random_state``: a ``numpy.random.RandomState``."""
+    from sklearn.model_selection import ParameterSampler
+    hp = next(iter(ParameterSampler(space(around), n_iter=1, random_state=random_state)))
+    return {name: (int(hp[name]) if isinstance(dom, list) else float(hp[name])) for name, dom in SPACE.items()}
 
 
 def random_search(n_trials, run_trial, seed=0, log=print, table_path=None):
@@ -47,12 +54,12 @@ def random_search(n_trials, run_trial, seed=0, log=print, table_path=None):
     The first ceil(n/2) trials sample the whole space; the rest sample around the best so far."""
     if n_trials < 1:
         raise RoicurateError("--search needs at least 1 trial")
-    rng = np.random.default_rng(seed)
+    random_state = np.random.RandomState(seed)
     n_coarse = math.ceil(n_trials / 2)
     rows, best = [], None
     for t in range(n_trials):
         phase = "coarse" if t < n_coarse else "fine"
-        hp = sample(rng, None if phase == "coarse" else best[0])
+        hp = sample(random_state, None if phase == "coarse" else best[0])
         log(f"trial {t + 1}/{n_trials} ({phase}): " + ", ".join(f"{k} {v:.3g}" for k, v in hp.items()))
         f1, auc, history, module, seconds = run_trial(hp)
         best_epoch = 1 + int(np.nanargmax([h["val_f1"] for h in history])) if history else 0

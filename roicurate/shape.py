@@ -47,11 +47,12 @@ def shape_features(roiset, binarize=0.0, relative=False):
 
 
 def fit_prior(X, y, binarize=0.0, C=1.0, relative=False):
-    """A card's ``shape_prior``: L2-regularised logistic regression on standardised features ``X`` (N, 5)."""
-    from roicurate.baselines import _tron_logistic
+    """A card's ``shape_prior``: L2-regularised logistic regression (liblinear, the intercept penalised too) on
+    standardised features ``X`` (N, 5)."""
+    from roicurate.baselines import liblinear_logistic
     mean, scale = X.mean(0), X.std(0)
     scale = np.where(scale > 0, scale, 1.0)
-    w = _tron_logistic((X - mean) / scale, np.asarray(y) > 0, C=C)
+    w = liblinear_logistic((X - mean) / scale, np.asarray(y) > 0, C=C)
     return {"features": list(RELATIVE if relative else FEATURES), "binarize": float(binarize), "mean": mean.tolist(), "scale": scale.tolist(),
             "coef": w[:-1].tolist(), "intercept": float(w[-1])}
 

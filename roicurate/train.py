@@ -4,8 +4,9 @@ Split by recording (never by ROI); fit (roicurate/fit.py) or a random search (ro
 the operating threshold fitted on validation only; a card with the validation (and held-out test) numbers, computed
 by the same code as ``roicurate evaluate``. Fine-tuning starts from any bundled or saved model and freezes the
 layers below a named one. Without a validation recording (``--val none``, e.g. the one labelled video of a new lab)
-every epoch runs and the threshold comes from out-of-fold scores: models trained on k-1 of k random folds of the
-training ROIs score the remaining fold, so the threshold is not chosen on scores of ROIs the model was fitted to.
+every epoch runs and the threshold comes from out-of-fold scores: models trained on k-1 of k folds of whole
+training recordings score the remaining fold, so the threshold is not chosen on scores of ROIs (or recordings) the
+model was fitted to.
 """
 import random
 import time
@@ -24,7 +25,7 @@ from roicurate.outoflab import check_labs, lab_of
 from roicurate.train_arch import fp16_round, resolve_architecture, transfer_weights  # noqa: F401 (transfer_weights: API)
 from roicurate.train_operating_point import calibrate, threshold, training_record
 
-OOF_FOLDS = 3     # no validation recording: folds of the training ROIs that give out-of-fold scores for the threshold
+OOF_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 SCALE_JITTER = (0.8, 0.9, 1.0, 1.12, 1.25)   # factors of the reference diameter drawn in training
 
 
@@ -142,13 +143,30 @@ def with_rehearsal(x, y, rehearsal, share):
     return np.concatenate([x, xr]), np.concatenate([y, yr]), draw
 
 
-def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, **fit_kw):
-    """Scores of the training ROIs by models that did not see them: OOF_FOLDS models, each trained (same settings,
-    no validation, the same rehearsal) on the other folds. Used for the threshold when there is no validation
-    recording."""
-    folds = np.random.default_rng(seed).permutation(len(y)) % OOF_FOLDS
+def oof_folds(groups, seed):
+    """(fold index per ROI, what the folds are): scikit-learn's GroupKFold on ``groups`` (each ROI's recording),
+    OOF_FOLDS folds or one per recording when there are fewer, so no recording is on both sides of a fold; a
+    single recording falls back to OOF_FOLDS random folds of its ROIs."""
+    from sklearn.model_selection import GroupKFold
+    n_recs = len(set(groups))
+    if n_recs < 2:
+        return (np.random.default_rng(seed).permutation(len(groups)) % OOF_FOLDS,
+                f"{OOF_FOLDS} folds of the ROIs of the one training recording")
+    folds = np.zeros(len(groups), np.int64)
+    for f, (_, held) in enumerate(GroupKFold(min(OOF_FOLDS, n_recs)).split(groups, groups=groups)):
+        folds[held] = f
+    return folds, f"{min(OOF_FOLDS, n_recs)} folds of whole training recordings"
+
+
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, groups=None,
+                       log=print, **fit_kw):
+    """(scores, what the folds are): scores of the training ROIs by models that did not see them or their recording
+    (``groups``: each ROI's recording, see :func:`oof_folds`), each trained (same settings, no validation, the same
+    rehearsal) on the other folds. Used for the threshold when there is no validation recording."""
+    folds, how = oof_folds(np.zeros(len(y)) if groups is None else np.asarray(groups), seed)
+    log(f"out-of-fold scores: {how}")
     scores = np.zeros(len(y))
-    for f in range(OOF_FOLDS):
+    for f in range(int(folds.max()) + 1):
         m, _ = new_module()
         xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
         fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
@@ -156,7 +174,7 @@ def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsa
         m.cpu()
         fp16_round(m)
         scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
-    return scores
+    return scores, how
 
 
 
@@ -335,8 +353,8 @@ def crop_data(run):
             + (f"; test (held out): {sum(len(r) for r in run.test_sets)} ROIs from {len(recordings(run.test_sets))} "
                f"recordings" if run.test_sets else ""))
     if not run.val_sets and not run.labs:
-        run.log(f"no validation recordings: training runs every epoch, the threshold is chosen on out-of-fold scores "
-                f"({OOF_FOLDS} folds of the training ROIs) and the probabilities are not calibrated")
+        run.log("no validation recordings: training runs every epoch, the threshold is chosen on out-of-fold scores "
+                "(folds of whole training recordings) and the probabilities are not calibrated")
     return SimpleNamespace(x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, rehearsal=rehearsal, x_fit=x_fit,
                            y_fit=y_fit, draw=draw)
 

@@ -155,7 +155,7 @@ def choose_threshold(y, s, target_precision):
 def threshold(run, oof_thr):
     """The operating threshold and the rule that chose it (out of lab, on validation, or on out-of-fold scores
     of the training ROIs when there is no validation recording); written into the card."""
-    from roicurate.train import OOF_FOLDS, out_of_fold_scores
+    from roicurate.train import out_of_fold_scores
     o, arch, d = run.o, run.arch, run.data
     if o.operating_point == "out-of-lab":
         thr, how = oof_thr, (f"highest threshold at which every lab's out-of-lab recall is >= "
@@ -164,11 +164,11 @@ def threshold(run, oof_thr):
         thr, how = choose_threshold(run.y_val, validation_scores(run), o.target_precision)
     else:
         fit_kw = {k: v for k, v in run.fit_kw.items() if k not in ("hp", "seed", "device", "positive")}
-        thr, how = choose_threshold(d.y_tr == arch.pos if arch.multi else d.y_tr,
-                                    out_of_fold_scores(arch.new_module, d.x_tr, d.y_tr, run.hp, o.seed, o.device,
-                                                       arch.pos, d.rehearsal, o.rehearse_share, **fit_kw),
-                                    o.target_precision)
-        how = how.replace("validation", f"out-of-fold ({OOF_FOLDS} folds of the training ROIs)")
+        groups = np.repeat([rs.recording for rs in run.train_sets], [len(rs) for rs in run.train_sets])
+        oof, folds = out_of_fold_scores(arch.new_module, d.x_tr, d.y_tr, run.hp, o.seed, o.device, arch.pos,
+                                        d.rehearsal, o.rehearse_share, groups, run.log, **fit_kw)
+        thr, how = choose_threshold(d.y_tr == arch.pos if arch.multi else d.y_tr, oof, o.target_precision)
+        how = how.replace("validation", f"out-of-fold ({folds})")
     run.card.update(threshold=thr, threshold_rule=how, target_precision=o.target_precision)
 
 

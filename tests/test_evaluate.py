@@ -1,4 +1,5 @@
-"""Metrics, calibration, baselines and `roicurate evaluate`, checked against independent recomputation."""
+"""Metrics, calibration, baselines and `roicurate evaluate`, checked against independent recomputation
+(the metric definitions themselves: tests/test_numbers.py)."""
 import csv
 import glob
 import json
@@ -6,38 +7,36 @@ import json
 import numpy as np
 import pytest
 from conftest import cli_run as run
+from sklearn import metrics as sklearn_metrics
 
 from roicurate import calibrate
-from roicurate.baselines import Suite2pClassifier, _tron_logistic, load_suite2p_training, suite2p_builtin
+from roicurate.baselines import suite2p_builtin
 from roicurate.evaluate import ece, metrics, roc_auc
 from roicurate.plugins import sources
 from roicurate.train import load_labelled
 
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
-
 
 def manual_ece(y, s, bins=15):
+    """Bins (lo, hi], the first [0, hi] (Guo et al. 2017; scikit-learn's calibration_curve)."""
     total = 0.0
     for b in range(bins):
         lo, hi = b / bins, (b + 1) / bins
-        m = (s >= lo) & ((s < hi) if b < bins - 1 else (s <= hi))
+        m = ((s > lo) if b else (s >= lo)) & (s <= hi)
         if m.any():
             total += m.sum() * abs(y[m].mean() - s[m].mean())
     return total / len(y)
 
 
-def test_metrics_match_scikit_learn():
+def test_metrics_on_tied_scores_recompute():
     rng = np.random.default_rng(0)
     y = rng.random(500) < 0.4
-    s = np.round(np.clip(0.3 * y + rng.random(500) * 0.8, 0, 1), 2)     # rounded: many ties
+    s = np.round(np.clip(0.3 * y + rng.random(500) * 0.8, 0, 1), 2)     # rounded: many ties, some on bin edges
     m = metrics(y, s, 0.5)
     a = s >= 0.5
     assert m["precision"] == pytest.approx(sklearn_metrics.precision_score(y, a))
     assert m["recall"] == pytest.approx(sklearn_metrics.recall_score(y, a))
     assert m["f1"] == pytest.approx(sklearn_metrics.f1_score(y, a))
-    assert m["roc_auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s))
-    assert m["pr_auc"] == pytest.approx(sklearn_metrics.average_precision_score(y, s))
-    assert m["confusion_matrix"] == sklearn_metrics.confusion_matrix(y, a).tolist()
+    assert m["confusion_matrix"] == [[int((~y & ~a).sum()), int((~y & a).sum())], [int((y & ~a).sum()), int((y & a).sum())]]
     assert m["ece"] == pytest.approx(manual_ece(y.astype(float), s))
     assert np.isnan(roc_auc(np.ones(5, bool), np.arange(5))) and np.isnan(ece(y, s * 10))
 
@@ -96,18 +95,6 @@ def test_suite2p_builtin_reproduces_suite2p(datasets):
         iscell = np.load(datasets / "sim" / plane / "iscell.npy")
         np.testing.assert_allclose(p, iscell[:, 1], rtol=0, atol=1e-9)
         assert np.array_equal(accepted, iscell[:, 0] > 0.5)
-
-
-def test_liblinear_solver_matches_scikit_learn():
-    linear_model = pytest.importorskip("sklearn.linear_model")
-    stats, keys, iscell, order = load_suite2p_training()
-    clf = Suite2pClassifier(stats, keys, iscell, order, use=("npix_norm", "compact"))
-    x = clf._logp(stats[:, [keys.index(k) for k in clf.keys]])
-    ref = linear_model.LogisticRegression(C=100.0, solver="liblinear").fit(x, iscell)
-    np.testing.assert_allclose(clf.w, np.r_[ref.coef_[0], ref.intercept_], rtol=1e-9)
-    w = _tron_logistic(x[:300], iscell[:300] > 0.5, C=1.0)
-    ref = linear_model.LogisticRegression(C=1.0, solver="liblinear").fit(x[:300], iscell[:300])
-    np.testing.assert_allclose(w, np.r_[ref.coef_[0], ref.intercept_], rtol=1e-9)
 
 
 def test_suite2p_builtin_on_real_sets_matches_dataset_readme(datasets):
