@@ -102,7 +102,7 @@ def label_from_truth(roiset, truth, is_cell=None, iou_threshold=0.5, binarize=No
 
 def write_own_labels(roiset, record, truth_path, classes_path=None, recording=None):
     """Write ``record`` as ``roicurate_labels.json`` beside the pipeline output (never into the pipeline's files)."""
-    from roicurate.sources import atomic_write
+    from roicurate.safeio import atomic_write
     out = own_labels_path(roiset)
     data = dict(record, roicurate_version=__version__, recording=recording,
                 truth={"file": str(Path(truth_path).resolve()), "classes": None if classes_path is None else

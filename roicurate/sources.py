@@ -6,11 +6,12 @@ Rules for writers: check everything for every unit before the first byte is writ
 through a temp file in the same folder + ``os.replace``, and record what was written.
 """
 import os
-import shutil
 from pathlib import Path
 
 from roicurate import RoicurateError
-from roicurate.safeio import NothingToRevert, atomic_write, create_new, temp_name  # noqa: F401
+from roicurate import safeio
+from roicurate.safeio import (atomic_replace, check_free_space, clean_stale_temps, clone_or_copy, create_new,
+                              free_name, fsync_dir, pause_after_check, sha256_file, temp_name)
 
 
 class Source:
@@ -124,19 +125,99 @@ def check_dir_writable(folder):
         raise RoicurateError(f"{folder}: folder is not writable ({e.strerror})") from None
 
 
+# ---- formats whose unit is one file with a whole-file backup beside it (CaImAn .hdf5, NWB) ----------------------
+def settle_without_record(path, backup, recorded, st, original="the pipeline's original"):
+    """The cases of a whole-file backup that need no verification; True when one applied. No backup: fine before
+    roicurate wrote (``recorded`` false), an error after. A backup but no record: ``st.adopt`` (byte-identical: an
+    interrupted first run) or ``st.stale`` (the pipeline saved a new file under this name)."""
+    if not backup.exists():
+        if recorded:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so {original} is "
+                                 f"not here; nothing changed")
+        return True
+    if not recorded:
+        sha = sha256_file(backup)
+        if sha == sha256_file(path):
+            st.adopt, st.backup_sha = True, sha
+        else:
+            st.stale = True
+        return True
+    return False
 
-def atomic_copy(src, dst):
-    """Byte-for-byte copy of ``src`` to ``dst`` through a temp file, streamed (CaImAn files can be GBs)."""
-    def write(out):
-        with open(src, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
-    atomic_write(dst, write)
+
+def set_aside_stale_backup(path, backup, tx):
+    """The backup belongs to an earlier save of ``path`` (the pipeline re-saved it): keep it under a free name
+    (undone if the unit fails). Returns the note for the user."""
+    aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
+    os.rename(backup, aside)
+    tx.undo.append(lambda: os.rename(aside, backup))
+    return f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}"
 
 
-def backup_once(original, backup):
-    """Copy ``original`` to ``backup`` unless a backup already exists (a second run keeps the first original);
-    created without replacing, so two runs cannot both make it."""
-    try:
-        create_new(backup, copy_from=original)
-    except FileExistsError:
-        pass
+def keep_beside(path, tx):
+    """An independent copy of ``path`` as it is now (hand edits, a re-saved file), beside it under a free name."""
+    kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
+    create_new(kept, copy_from=path)
+    tx.created(kept)
+    return kept
+
+
+def temp_copy(src, path, tx):
+    """An independent copy of ``src`` in a temp file beside ``path`` (removed if the unit fails)."""
+    tmp = temp_name(path)
+    tx.created(tmp)
+    clone_or_copy(src, tmp)
+    return tmp
+
+
+def restore_whole_file(path, backup, recorded, inspect, drift, force, original="the pipeline's original"):
+    """``revert`` of a whole-file backup. ``recorded(path)``: roicurate's verdict is in the file; ``inspect(path)``:
+    the verified state of file and backup (``adopt``: the file already is the backup; ``backup_sha``);
+    ``drift(path, st)``: what revert would drop (hand edits, a re-saved file), "" for nothing. Checked before and
+    again under the lock; with ``force`` the file is kept beside before the backup's copy (its sha256 checked) is
+    put in place atomically and the backup removed."""
+    path = Path(path)
+    if not path.exists():
+        raise RoicurateError(f"{path}: does not exist")
+
+    def check():
+        if not backup.exists():
+            if recorded(path):
+                raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so {original} "
+                                     f"is not here; nothing changed")
+            raise safeio.NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
+        st = inspect(path)
+        if not st.adopt and not recorded(path):
+            raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is "
+                                 f"{original}; nothing changed (move the backup away if {path.name} is the "
+                                 f"pipeline's own output)")
+        st.keep = "" if st.adopt else drift(path, st)
+        if st.keep and not force:
+            raise RoicurateError(f"{path}: changed since roicurate wrote it ({st.keep}); revert would drop that: use "
+                                 f"--force to keep it beside the file and restore {original}")
+        check_dir_writable(path.parent)
+        safeio.check_replaceable(path)
+        safeio.check_replaceable(backup)
+        return st
+
+    clean_stale_temps(path.parent)
+    check()
+    notes = []
+    with safeio.unit(path.parent, path) as tx:
+        st = check()
+        if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
+            os.unlink(backup)
+            fsync_dir(path.parent)
+            return f"already {original}; {backup.name} removed"
+        check_free_space(path.parent, backup.stat().st_size + (path.stat().st_size if st.keep else 0) + (8 << 20),
+                         f"restoring {path.name}")
+        pause_after_check()
+        if st.keep:
+            notes.append(f"edits kept in {keep_beside(path, tx).name}")
+        tmp = temp_copy(backup, path, tx)
+        if st.backup_sha and sha256_file(tmp) != st.backup_sha:
+            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
+        atomic_replace(tmp, path, mode_from=backup)
+        os.unlink(backup)
+        fsync_dir(path.parent)
+    return "; ".join([f"restored from {backup.name}"] + notes)

@@ -6,18 +6,16 @@ and never replaced. The verdict is written into a temp copy of the file (``caima
 the new file's attributes, so a later run can tell hand edits (``idx_components`` re-filtered) from a re-saved file
 (a stale backup). Files of GBs are hashed block by block, and verified once per process while unchanged.
 """
-import hashlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 
-from roicurate import RoicurateError
-from roicurate.safeio import (NothingToRevert, atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
-                              clone_or_copy, create_new, free_name, fsync_dir, pause_after_check, sha256_file,
-                              temp_name, unit)
-from roicurate.sources import check_dir_writable
+from roicurate import RoicurateError, hdf5_content
+from roicurate.safeio import (atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
+                              create_new, pause_after_check, sha256_file, unit)
+from roicurate.sources import (check_dir_writable, keep_beside, restore_whole_file, set_aside_stale_backup,
+                               settle_without_record, temp_copy)
 from roicurate_plugins.caiman_read import already_selected, import_h5py, is_selected, open_hdf5
 from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, SCALE_ATTRS, WRITTEN, edited_after_write,
                                               recorded, store_in_group, verdict)
@@ -76,19 +74,16 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
                          f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
         pause_after_check()
         if st.stale:                                # the old backup belongs to other data: set aside, kept
-            aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
-            os.rename(backup, aside)
-            tx.undo.append(lambda: os.rename(aside, backup))
-            notes.append(f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}")
+            notes.append(set_aside_stale_backup(path, backup, tx))
         if st.edited:
-            notes.append(f"{path}: hand edits kept in {_keep_edits(path, tx)}")
+            notes.append(f"{path}: hand edits kept in {keep_beside(path, tx)}")
         if new_backup:
             create_new(backup, copy_from=path)
             tx.created(backup)
             st.backup_sha, st.content = sha256_file(backup), None
         v.attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
         v.attrs["roicurate_content_sha256"] = st.content or content_sha256(backup)
-        tmp = _temp_copy(path, path, tx)
+        tmp = temp_copy(path, path, tx)
         with import_h5py().File(tmp, "r+") as f:
             store_in_group(f["estimates"], v)
         atomic_replace(tmp, path)
@@ -101,72 +96,11 @@ def read_recorded(path):
         return recorded(f.get("estimates"))
 
 
-def _keep_edits(path, tx):
-    """An independent copy of ``path`` as it is now (hand edits, or a re-saved file), beside it under a free name."""
-    kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
-    create_new(kept, copy_from=path)
-    tx.created(kept)
-    return kept
-
-
-def _temp_copy(src, path, tx):
-    """An independent copy of ``src`` in a temp file beside ``path`` (removed if the unit fails)."""
-    tmp = temp_name(path)
-    tx.created(tmp)
-    clone_or_copy(src, tmp)
-    return tmp
-
-
-def check_revert(path, force):
-    backup = backup_path(path)
-    if not backup.exists():
-        if read_recorded(path) is not None:
-            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's "
-                                 f"original is not here; nothing changed")
-        raise NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
-    st = inspect(path)
-    if not st.rec and not st.adopt:
-        raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is "
-                             f"CaImAn's original; nothing changed (move the backup away if {path.name} is "
-                             f"CaImAn's own output)")
-    if (st.edited or st.stale) and not force:
-        raise RoicurateError(f"{path}: changed since roicurate wrote it (" + ("idx_components re-filtered"
-                             if st.edited else "re-saved") + "); revert would drop that: use --force to keep it "
-                             "beside the file and restore CaImAn's original")
-    check_dir_writable(path.parent)
-    check_replaceable(path)
-    check_replaceable(backup)
-    return st
-
-
 def revert_file(path, force=False):
-    """Restore the verified backup byte for byte (through a temp copy whose sha256 is checked), then remove it."""
-    path = Path(path)
-    if not path.exists():
-        raise RoicurateError(f"{path}: does not exist")
-    backup = backup_path(path)
-    clean_stale_temps(path.parent)
-    check_revert(path, force)
-    notes = []
-    with unit(path.parent, path) as tx:
-        st = check_revert(path, force)
-        if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
-            os.unlink(backup)
-            fsync_dir(path.parent)
-            return f"already CaImAn's original; {backup.name} removed"
-        size = backup.stat().st_size
-        check_free_space(path.parent, size + (path.stat().st_size if st.edited or st.stale else 0) + (8 << 20),
-                         f"restoring {path.name}")
-        pause_after_check()
-        if st.edited or st.stale:
-            notes.append(f"edits kept in {_keep_edits(path, tx).name}")
-        tmp = _temp_copy(backup, path, tx)
-        if st.backup_sha and sha256_file(tmp) != st.backup_sha:
-            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
-        atomic_replace(tmp, path, mode_from=backup)
-        os.unlink(backup)
-        fsync_dir(path.parent)
-    return "; ".join([f"restored from {backup.name}"] + notes)
+    """Restore the verified backup byte for byte (``sources.restore_whole_file``), then remove it."""
+    drift = lambda path, st: "idx_components re-filtered" if st.edited else "re-saved" if st.stale else ""
+    return restore_whole_file(path, backup_path(Path(path)), lambda p: read_recorded(p) is not None, inspect, drift,
+                              force, "CaImAn's original")
 
 
 def inspect(path):
@@ -210,17 +144,7 @@ def _inspect_files(path, backup):
         get = lambda k: str(est.attrs[k]) if k in est.attrs else None
         st = SimpleNamespace(K=K, rec=rec, edited=rec and edited_after_write(est), stale=False, adopt=False,
                              backup_sha=get("roicurate_backup_sha256"), content=get("roicurate_content_sha256"))
-    if not backup.exists():
-        if rec:
-            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so CaImAn's original "
-                                 f"is not here; nothing written")
-        return st
-    if not rec:
-        sha = sha256_file(backup)
-        if sha == sha256_file(path):
-            st.adopt, st.backup_sha = True, sha
-        else:
-            st.stale = True                   # CaImAn saved a new file under this name
+    if settle_without_record(path, backup, rec, st, "CaImAn's original"):
         return st
     _check_backup(backup, K, st.backup_sha)
     st.stale = content_sha256(path) != (st.content or content_sha256(backup))
@@ -245,28 +169,8 @@ def _check_backup(backup, K, sha):
                              f"(changed or corrupt); nothing changed")
 
 
-def content_sha256(path, block=1 << 24):
-    """sha256 over everything in the file but what write() sets (names, attributes, dtypes, shapes, values),
-    each dataset read a block of rows at a time, so a file of GBs is hashed in little memory."""
-    h5py = import_h5py()
+def content_sha256(path):
+    """sha256 over everything in the file but what write() sets (roicurate/hdf5_content.py)."""
     skip = {f"estimates/{k}" for k in WRITTEN}
     ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS)
-    h = hashlib.sha256()
-    with h5py.File(path, "r") as f:
-        names = []
-        f.visit(names.append)
-        for name in [""] + sorted(n for n in names if n not in skip):
-            obj = f[name] if name else f
-            attrs = sorted((k, repr(v)) for k, v in obj.attrs.items() if not (name == "estimates" and k in ours))
-            h.update(repr((name, attrs)).encode())
-            if not isinstance(obj, h5py.Dataset):
-                continue
-            h.update(repr((str(obj.dtype), obj.shape)).encode())
-            if obj.shape is None or obj.ndim == 0 or obj.dtype.kind not in "biufc":
-                v = obj[()]
-                h.update(repr(v.tolist() if isinstance(v, np.ndarray) else v).encode())
-                continue
-            rows = max(1, block // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
-            for i in range(0, obj.shape[0], rows):
-                h.update(np.ascontiguousarray(obj[i:i + rows]).tobytes())
-    return h.hexdigest()
+    return hdf5_content.content_sha256(path, skip.__contains__, lambda name, k: name == "estimates" and k in ours)

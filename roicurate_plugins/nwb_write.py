@@ -19,17 +19,16 @@ with h5py, the new ones added with pynwb in append mode), fsynced and ``os.repla
 import datetime
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
-from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, clone_or_copy,
-                              create_new, free_name, fsync_dir, pause_after_check, sha256_file, temp_name, unit)
-from roicurate.sources import check_dir_writable
+from roicurate import RoicurateError, __version__, hdf5_content
+from roicurate.safeio import (atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
+                              create_new, pause_after_check, sha256_file, unit)
+from roicurate.sources import (check_dir_writable, keep_beside, restore_whole_file, set_aside_stale_backup,
+                               settle_without_record, temp_copy)
 from roicurate_plugins.nwb import MODULE, backup_of, has_hdf5_signature, pynwb
 
 CURATIONS = "curations"
@@ -136,17 +135,7 @@ def inspect(path):
         edited = [r["table"] for r in rows if group is None or _file_verdict_sha(group, r["table"]) != r["verdict_sha256"]]
     st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False,
                          backup_sha=rows[0]["backup_sha256"] if rows else None)
-    if not backup.exists():
-        if rows:
-            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so the pipeline's "
-                                 f"original is not here; nothing changed")
-        return st
-    if not rows:
-        sha = sha256_file(backup)
-        if sha == sha256_file(path):
-            st.adopt, st.backup_sha = True, sha
-        else:
-            st.stale = True
+    if settle_without_record(path, backup, bool(rows), st):
         return st
     with _open(backup, "roicurate's backup") as f:
         bcounts = _ps_counts(f)
@@ -222,30 +211,18 @@ def write(path, roiset, curation, force=False):
                          f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
         pause_after_check()
         if st.stale:
-            aside = free_name(path.parent, path.stem + ".roicurate-backup-stale", path.suffix)
-            os.rename(backup, aside)
-            tx.undo.append(lambda: os.rename(aside, backup))
-            notes.append(f"{backup.name} belonged to an earlier save of {path.name}: kept as {aside.name}")
+            notes.append(set_aside_stale_backup(path, backup, tx))
         if st.edited:
-            kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
-            create_new(kept, copy_from=path)
-            tx.created(kept)
-            notes.append(f"{path}: hand edits kept in {kept}")
+            notes.append(f"{path}: hand edits kept in {keep_beside(path, tx)}")
         if new_backup:
             create_new(backup, copy_from=path)
             tx.created(backup)
             st.backup_sha = sha256_file(backup)
         prov = _provenance(roiset, curation, sha, backup, st.backup_sha)
-        tmp = temp_name(path)
-        tx.created(tmp)
-        clone_or_copy(path, tmp)
+        tmp = temp_copy(path, path, tx)
         _rewrite(tmp, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
                  [] if new_backup else st.rows)
-        with open(tmp, "rb+") as out:
-            os.fsync(out.fileno())
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        atomic_replace(tmp, path)
     return "; ".join(notes) or None
 
 
@@ -305,93 +282,24 @@ def recorded(path, table=None):
             "intact": intact}
 
 
-def _content_sha256(path, block=1 << 24):
-    """sha256 over everything in the file but roicurate's module and the schema pynwb caches and names (names,
-    attributes, dtypes, shapes, values), a block of rows at a time: what the file holds besides roicurate's verdict.
-    (pynwb's append mode caches its own schema version and sets the root's ``nwb_version`` to it.)"""
-    h5py = _h5py()
+def _content_sha256(path):
+    """sha256 over everything in the file but roicurate's module and the schema pynwb caches and names
+    (roicurate/hdf5_content.py). (pynwb's append mode caches its own schema version and sets the root's
+    ``nwb_version`` to it.)"""
     skip = (f"processing/{MODULE}", "specifications")
-    h = hashlib.sha256()
-    with h5py.File(path, "r") as f:
-        names = []
-        f.visit(names.append)
-        for name in [""] + sorted(n for n in names if not n.startswith(skip)):
-            obj = f[name] if name else f
-            attrs = sorted((k, repr(v)) for k, v in obj.attrs.items() if name or k not in ROOT_ATTRS)
-            h.update(repr((name, attrs)).encode())
-            if not isinstance(obj, h5py.Dataset):
-                h.update(repr(sorted(k for k in obj if not (name == "processing" and k == MODULE))).encode())
-                continue
-            h.update(repr((str(obj.dtype), obj.shape)).encode())
-            if obj.shape is None or obj.ndim == 0 or obj.dtype.kind not in "biufc":
-                v = obj[()]
-                h.update(repr(v.tolist() if isinstance(v, np.ndarray) else v).encode())
-                continue
-            rows = max(1, block // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
-            for i in range(0, obj.shape[0], rows):
-                h.update(np.ascontiguousarray(obj[i:i + rows]).tobytes())
-    return h.hexdigest()
-
-
-def _check_revert(path, force):
-    backup = backup_of(path)
-    if not backup.exists():
-        if recorded_any(path):
-            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so the pipeline's "
-                                 f"original is not here; nothing changed")
-        raise NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
-    st = inspect(path)
-    if not st.rows and not st.adopt:
-        raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is the "
-                             f"pipeline's original; nothing changed (move the backup away if {path.name} is the "
-                             f"pipeline's own output)")
-    st.changed = bool(st.rows) and _content_sha256(path) != _content_sha256(backup)
-    if (st.edited or st.changed) and not force:
-        what = f"roicurate's verdict edited ({', '.join(st.edited)})" if st.edited else \
-            "changed outside roicurate's module"
-        raise RoicurateError(f"{path}: {what} since roicurate wrote it; revert would drop that: use --force to keep "
-                             f"the file beside it and restore the original")
-    check_dir_writable(path.parent)
-    check_replaceable(path)
-    check_replaceable(backup)
-    return st
-
-
-def recorded_any(path):
-    with _open(path) as f:
-        return bool(_curations(f))
+    return hdf5_content.content_sha256(path, lambda n: n.startswith(skip), lambda name, k: not name and k in ROOT_ATTRS,
+                                       lambda name, k: not (name == "processing" and k == MODULE))
 
 
 def revert(path, force=False):
-    """Restore the verified backup byte for byte (through a temp copy whose sha256 is checked), then remove it."""
-    path = Path(path)
-    if not path.exists():
-        raise RoicurateError(f"{path}: does not exist")
-    backup = backup_of(path)
-    clean_stale_temps(path.parent)
-    _check_revert(path, force)
-    notes = []
-    with unit(path.parent, path) as tx:
-        st = _check_revert(path, force)
-        if st.adopt:
-            os.unlink(backup)
-            fsync_dir(path.parent)
-            return f"already the pipeline's original; {backup.name} removed"
-        check_free_space(path.parent, backup.stat().st_size + path.stat().st_size + (8 << 20), f"restoring {path.name}")
-        pause_after_check()
-        if st.edited or st.changed:
-            kept = free_name(path.parent, path.stem + ".roicurate-edited", path.suffix)
-            create_new(kept, copy_from=path)
-            tx.created(kept)
-            notes.append(f"edits kept in {kept.name}")
-        tmp = temp_name(path)
-        tx.created(tmp)
-        clone_or_copy(backup, tmp)
-        if sha256_file(tmp) != st.backup_sha:
-            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
-        shutil.copymode(backup, tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        os.unlink(backup)
-        fsync_dir(path.parent)
-    return "; ".join([f"restored from {backup.name}"] + notes)
+    """Restore the verified backup byte for byte (``sources.restore_whole_file``), then remove it."""
+    def drift(path, st):
+        if st.edited:
+            return f"roicurate's verdict edited: {', '.join(st.edited)}"
+        changed = bool(st.rows) and _content_sha256(path) != _content_sha256(backup_of(path))
+        return "changed outside roicurate's module" if changed else ""
+
+    def recorded_any(path):
+        with _open(path) as f:
+            return bool(_curations(f))
+    return restore_whole_file(path, backup_of(Path(path)), recorded_any, inspect, drift, force)

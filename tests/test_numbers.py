@@ -168,7 +168,7 @@ def test_tiff_summary_images_are_read_with_their_sample_type(tmp_path, dtype, bi
         assert t.is_bigtiff == bigtiff
     back = read_image_file(tmp_path / "img.tif")
     assert back.dtype == dtype and np.array_equal(back, img)
-    rs = RoiSet.from_pixels(img.shape, [[3]], [[4]], origin={"path": str(tmp_path)})    # a plane folder's one ROI
+    rs = RoiSet.from_pixels(img.shape, [[3]], [[4]], path=str(tmp_path))    # a plane folder's one ROI
     assert np.array_equal(add_images(rs, [("red", "img.tif")]).images["red"], img.astype(np.float32))
 
 
