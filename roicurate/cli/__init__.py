@@ -103,8 +103,6 @@ def num(v, fmt=".3f"):
     return "-" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
 
 
-
-
 def class_rule(path, default, classes, required=True):
     """The class rule a K-class model trains or is evaluated with: ``path`` (--class-rule), else ``default``
     (the architecture's or the card's); None for a two-class model (and, unless ``required``, when there is none:

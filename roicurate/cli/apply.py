@@ -82,7 +82,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     roots, paths = paths, expand_paths(paths, recursive, as_json)
     units = read_and_check(paths, images, diameter, None if dry_run else (types, force, redcell))
     classifiers = load_classifiers(units, model_name, by_name, device, also_accept, any_pipeline)
-    written, reported, n_accepted = {}, [], 0
+    written, reported, n_accepted, n_written = {}, [], 0, 0
     bar = progress(sum(len(rs) for _, _, rs in units), "classifying")
     for src, unit, rs in units:
         if not len(rs):
@@ -96,12 +96,13 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         reported.append((unit, rs, cur, clf))
         n_accepted += cur.summary()["accepted"]
         bar.clear()
-        before = files_of(src, unit)
+        before = files_of(src, unit) if as_json else None
         if not dry_run:
             message = src.write_types(unit, rs, cur, force=force, redcell=redcell) if types else \
                 src.write(unit, rs, cur, force=force, **({"as_cnn_preds": True} if as_cnn_preds else {}))
             if message:
                 note(message)
+            n_written += 1
             if not types:
                 written.setdefault(src, []).append(unit)
         say(types_line(unit, cur, clf, redcell) if types else verdict_line(src, unit, rs, cur, clf))
@@ -119,12 +120,11 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         say(f"report: {write_report(report_dir, reported, n_explain=n_explain)}")
     n_rois = sum(len(rs) for _, _, rs in units)
     seconds = time.monotonic() - t0
-    (say if as_json else click.echo)(
-        f"done: {count_units(src for src, _, _ in units)}, {n_rois} ROIs, {n_accepted} "
-        f"{'typed' if types else 'accepted'}, {seconds:.1f} s" + ("  [dry run: nothing written]" if dry_run else ""))
+    note(f"done: {count_units(src for src, _, _ in units)}, {n_rois} ROIs, {n_accepted} "
+         f"{'typed' if types else 'accepted'}, {seconds:.1f} s" + ("  [dry run: nothing written]" if dry_run else ""))
     if as_json:
         emit({"type": "totals", "units": len(units), "rois": n_rois, "accepted": n_accepted,
-              "rejected": n_rois - n_accepted, "written_units": sum(map(len, written.values())),
+              "rejected": n_rois - n_accepted, "written_units": n_written,
               "seconds": round(seconds, 3), "dry_run": dry_run})
 
 
