@@ -145,6 +145,43 @@ def settle_without_record(path, backup, recorded, st, original="the pipeline's o
     return False
 
 
+def check_whole_file_writable(path, inspect, force, refusals):
+    """``check_writable`` of a whole-file backup format: the folder and the file can be written, then the file's
+    state ``inspect(path)``; ``refusals(st)`` gives the reasons (one line each, "" for none) that stop a write
+    without ``force`` (hand edits, a re-saved file). Returns the state."""
+    path = Path(path)
+    check_dir_writable(path.parent)
+    clean_stale_temps(path.parent)
+    safeio.check_replaceable(path)
+    st = inspect(path)
+    reason = next((r for r in refusals(st) if r), "")
+    if reason and not force:
+        raise RoicurateError(f"{path}: {reason}")
+    return st
+
+
+def prepare_whole_file(path, backup, st, tx, extra=0):
+    """Inside the unit's lock, after ``check_writable`` gave ``st``: check the free space (a temp copy, the backup
+    if it is new, kept edits, ``extra`` bytes), set a stale backup aside, keep hand edits beside (``st.edited``),
+    make the backup where there is none (``st.backup_sha``). Returns (a temp copy of the file for the caller to
+    change and ``atomic_replace``, whether the backup is new, notes for the user)."""
+    size = path.stat().st_size
+    new_backup = bool(st.stale or not backup.exists())
+    check_free_space(path.parent, size * (1 + new_backup + bool(st.edited)) + extra + (8 << 20),
+                     f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
+    pause_after_check()
+    notes = []
+    if st.stale:                                # the old backup belongs to other data: set aside, kept
+        notes.append(set_aside_stale_backup(path, backup, tx))
+    if st.edited:
+        notes.append(f"{path}: hand edits kept in {keep_beside(path, tx)}")
+    if new_backup:
+        create_new(backup, copy_from=path)
+        tx.created(backup)
+        st.backup_sha = sha256_file(backup)
+    return temp_copy(path, path, tx), new_backup, notes
+
+
 def set_aside_stale_backup(path, backup, tx):
     """The backup belongs to an earlier save of ``path`` (the pipeline re-saved it): keep it under a free name
     (undone if the unit fails). Returns the note for the user."""

@@ -12,10 +12,9 @@ from types import SimpleNamespace
 
 
 from roicurate import RoicurateError, hdf5_content
-from roicurate.safeio import (atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
-                              create_new, pause_after_check, sha256_file, unit)
-from roicurate.sources import (check_dir_writable, keep_beside, restore_whole_file, set_aside_stale_backup,
-                               settle_without_record, temp_copy)
+from roicurate.safeio import atomic_replace, sha256_file, unit
+from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
+                               settle_without_record)
 from roicurate_plugins.caiman_read import already_selected, import_h5py, is_selected, open_hdf5
 from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, SCALE_ATTRS, WRITTEN, edited_after_write,
                                               recorded, store_in_group, verdict)
@@ -39,19 +38,13 @@ def check_writable(path, force=False):
     """Everything ``write_file`` needs, checked before anything is written (and again under the lock); returns the
     file's verified state (``inspect``)."""
     path = Path(path)
-    check_dir_writable(path.parent)
-    clean_stale_temps(path.parent)
-    check_replaceable(path)
-    st = inspect(path)
-    if st.edited and not force:
-        raise RoicurateError(f"{path}: idx_components changed since roicurate wrote it (re-filtered in "
-                             f"CaImAn?); use --force to overwrite those edits (the file is kept beside it)")
-    if st.stale and not force:
-        raise RoicurateError(f"{path}: differs from its backup {backup_path(path).name} in more than roicurate's own "
-                             f"fields (re-saved since roicurate backed it up?); move the old backup away, or use "
-                             f"--force (the old backup is kept as {path.stem}.roicurate-backup-stale-<time>"
-                             f"{path.suffix} and the current file is backed up)")
-    return st
+    return check_whole_file_writable(path, inspect, force, lambda st: (
+        st.edited and "idx_components changed since roicurate wrote it (re-filtered in CaImAn?); use --force to "
+                      "overwrite those edits (the file is kept beside it)",
+        st.stale and f"differs from its backup {backup_path(path).name} in more than roicurate's own fields (re-saved "
+                     f"since roicurate backed it up?); move the old backup away, or use --force (the old backup is "
+                     f"kept as {path.stem}.roicurate-backup-stale-<time>{path.suffix} and the current file is "
+                     f"backed up)"))
 
 
 def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
@@ -62,28 +55,14 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
     backup = backup_path(path)
     K = len(curation.accepted)
     v = verdict(curation, as_cnn_preds)
-    notes = []
     with unit(path.parent, path) as tx:
         st = check_writable(path, force=force)          # again: another run may have written meanwhile
         if st.K != K or len(roiset) != K:
             raise RoicurateError(f"{path}: has {st.K} components but the curation has {K} (RoiSet: {len(roiset)})")
-        size = path.stat().st_size
-        new_backup = st.stale or not backup.exists()
         payload = sum(a.nbytes for a in v.fields.values())
-        check_free_space(path.parent, size * (1 + new_backup + st.edited) + 2 * payload + (8 << 20),
-                         f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
-        pause_after_check()
-        if st.stale:                                # the old backup belongs to other data: set aside, kept
-            notes.append(set_aside_stale_backup(path, backup, tx))
-        if st.edited:
-            notes.append(f"{path}: hand edits kept in {keep_beside(path, tx)}")
-        if new_backup:
-            create_new(backup, copy_from=path)
-            tx.created(backup)
-            st.backup_sha, st.content = sha256_file(backup), None
+        tmp, new_backup, notes = prepare_whole_file(path, backup, st, tx, extra=2 * payload)
         v.attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
-        v.attrs["roicurate_content_sha256"] = st.content or content_sha256(backup)
-        tmp = temp_copy(path, path, tx)
+        v.attrs["roicurate_content_sha256"] = (not new_backup and st.content) or content_sha256(backup)
         with import_h5py().File(tmp, "r+") as f:
             store_in_group(f["estimates"], v)
         atomic_replace(tmp, path)

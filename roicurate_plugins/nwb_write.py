@@ -25,10 +25,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
-from roicurate.safeio import (atomic_replace, check_free_space, check_replaceable, clean_stale_temps,
-                              create_new, pause_after_check, sha256_file, unit)
-from roicurate.sources import (check_dir_writable, keep_beside, restore_whole_file, set_aside_stale_backup,
-                               settle_without_record, temp_copy)
+from roicurate.safeio import atomic_replace, sha256_file, unit
+from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
+                               settle_without_record)
 from roicurate_plugins.nwb import MODULE, backup_of, has_hdf5_signature, pynwb
 
 CURATIONS = "curations"
@@ -156,20 +155,18 @@ def check_writable(path, force=False, unit_table=None):
     """``unit_table``: the unit's ROI table (``module/ImageSegmentation/PlaneSegmentation[/planeZ]``); only its own
     verdict table counts as edited (None: every table of the file)."""
     path = Path(path)
-    check_dir_writable(path.parent)
-    clean_stale_temps(path.parent)
-    check_replaceable(path)
-    st = inspect(path)
-    if unit_table is not None:
-        st.edited = [t for t in st.edited if t == table_name(unit_table)]
-    if st.edited and not force:
-        raise RoicurateError(f"{path}: roicurate's verdict ({', '.join(st.edited)}) changed since roicurate wrote it; "
-                             f"use --force to overwrite those edits (the edited file is kept beside it)")
-    if st.stale and not force:
-        raise RoicurateError(f"{path}: differs from {backup_of(path).name} and carries no roicurate record (re-saved "
-                             f"since roicurate backed it up?); move the old backup away, or use --force (it is kept "
-                             f"as {path.stem}.roicurate-backup-stale-<time>{path.suffix})")
-    return st
+
+    def state(path):
+        st = inspect(path)
+        if unit_table is not None:
+            st.edited = [t for t in st.edited if t == table_name(unit_table)]
+        return st
+    return check_whole_file_writable(path, state, force, lambda st: (
+        st.edited and f"roicurate's verdict ({', '.join(st.edited)}) changed since roicurate wrote it; use --force "
+                      f"to overwrite those edits (the edited file is kept beside it)",
+        st.stale and f"differs from {backup_of(path).name} and carries no roicurate record (re-saved since roicurate "
+                     f"backed it up?); move the old backup away, or use --force (it is kept as "
+                     f"{path.stem}.roicurate-backup-stale-<time>{path.suffix})"))
 
 
 def _provenance(roiset, curation, sha, backup, backup_sha):
@@ -198,28 +195,14 @@ def write(path, roiset, curation, force=False):
     accepted = np.asarray(curation.accepted, bool)
     cp = np.asarray(curation.probabilities, np.float64) if len(curation.classes) > 2 else None
     sha = verdict_sha256(rows, prob, accepted, cp)
-    notes = []
     with unit(path.parent, path) as tx:
         st = check_writable(path, force, roiset.origin["table"])     # again: another run may have written meanwhile
         ps_key = next((k for k in st.counts if k.endswith("/" + roiset.origin["plane_segmentation"])), None)
         if ps_key is None or st.counts[ps_key] != roiset.origin["ps_rows"]:
             raise RoicurateError(f"{path}: {roiset.origin['plane_segmentation']} changed while roicurate ran; "
                                  f"nothing written")
-        size = path.stat().st_size
-        new_backup = st.stale or not backup.exists()
-        check_free_space(path.parent, size * (2 + new_backup + bool(st.edited)) + (8 << 20),
-                         f"a temp copy of {path.name}" + (" and its backup" if new_backup else ""))
-        pause_after_check()
-        if st.stale:
-            notes.append(set_aside_stale_backup(path, backup, tx))
-        if st.edited:
-            notes.append(f"{path}: hand edits kept in {keep_beside(path, tx)}")
-        if new_backup:
-            create_new(backup, copy_from=path)
-            tx.created(backup)
-            st.backup_sha = sha256_file(backup)
+        tmp, new_backup, notes = prepare_whole_file(path, backup, st, tx, extra=path.stat().st_size)
         prov = _provenance(roiset, curation, sha, backup, st.backup_sha)
-        tmp = temp_copy(path, path, tx)
         _rewrite(tmp, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
                  [] if new_backup else st.rows)
         atomic_replace(tmp, path)
