@@ -11,6 +11,9 @@ from roicurate.cli import (add_image_option, cli, detail, emit, expand_paths, js
 from roicurate.progress import progress
 
 
+DRY_RUN = "  [dry run: nothing written]"
+
+
 def short(source):
     """'Suite2p diameter setting', '--diameter', 'ROI statistic' (the part before any parenthesis)."""
     return source.split(" (")[0]
@@ -105,7 +108,8 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
             n_written += 1
             if not types:
                 written.setdefault(src, []).append(unit)
-        say(types_line(unit, cur, clf, redcell) if types else verdict_line(src, unit, rs, cur, clf))
+        say(types_line(unit, cur, clf, redcell, dry_run) if types
+            else verdict_line(src, unit, rs, cur, clf, dry_run))
         if as_json:
             emit(unit_record(src, unit, rs, cur, clf, changed_files(before, files_of(src, unit)), dry_run))
     bar.close()
@@ -121,7 +125,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     n_rois = sum(len(rs) for _, _, rs in units)
     seconds = time.monotonic() - t0
     note(f"done: {count_units(src for src, _, _ in units)}, {n_rois} ROIs, {n_accepted} "
-         f"{'typed' if types else 'accepted'}, {seconds:.1f} s" + ("  [dry run: nothing written]" if dry_run else ""))
+         f"{'typed' if types else 'accepted'}, {seconds:.1f} s" + DRY_RUN * dry_run)
     if as_json:
         emit({"type": "totals", "units": len(units), "rois": n_rois, "accepted": n_accepted,
               "rejected": n_rois - n_accepted, "written_units": n_written,
@@ -166,7 +170,7 @@ def load_classifiers(units, model_name, by_name, device, also_accept, any_pipeli
     return classifiers
 
 
-def verdict_line(src, unit, rs, cur, clf):
+def verdict_line(src, unit, rs, cur, clf, dry_run):
     """'PLANE: N ROIs, A accepted, R rejected (pipeline accepted P); MODEL at threshold T; ...'"""
     from roicurate.scale import outside_range
     s = cur.summary()
@@ -181,10 +185,10 @@ def verdict_line(src, unit, rs, cur, clf):
     if warning:
         click.echo(f"{unit}: warning: {warning}", err=True)
     return (f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}{dry_run_tag()}")
+            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}{DRY_RUN * dry_run}")
 
 
-def types_line(unit, cur, clf, redcell):
+def types_line(unit, cur, clf, redcell, dry_run):
     s = cur.summary()
     if len(cur.classes) == 2:
         counts = f"{s['accepted']} {cur.classes[cur.positive]} at threshold {s['threshold']:.3f}"
@@ -192,11 +196,7 @@ def types_line(unit, cur, clf, redcell):
         best = cur.probabilities.argmax(1).tolist()
         counts = "most probable class: " + ", ".join(f"{c} {best.count(j)}" for j, c in enumerate(cur.classes))
     return (f"{unit}: {s['rois']} ROIs typed by {clf.name}: {counts}" + ("; written to redcell.npy too" if redcell
-                                                                          else "") + dry_run_tag())
-
-
-def dry_run_tag():
-    return "  [dry run: nothing written]" if click.get_current_context().params.get("dry_run") else ""
+                                                                          else "") + DRY_RUN * dry_run)
 
 
 def unit_record(src, unit, rs, cur, clf, written, dry_run):
@@ -217,10 +217,10 @@ def files_of(src, unit):
     where = src.location(unit)
     folder = where if where.is_dir() else where.parent
     try:
-        return {str(e.path): (e.inode(), e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)
-                if e.is_file(follow_symlinks=False)}
+        stats = {e.path: e.stat(follow_symlinks=False) for e in os.scandir(folder) if e.is_file(follow_symlinks=False)}
     except OSError:
         return {}
+    return {str(p): (st.st_ino, st.st_size, st.st_mtime_ns) for p, st in stats.items()}
 
 
 def changed_files(before, after):
