@@ -1,5 +1,5 @@
 """roicurate: curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class RoicurateError(Exception):
