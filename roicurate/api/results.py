@@ -7,7 +7,7 @@ class RoicurateWarning(UserWarning):
     """A note a library caller must see (e.g. where hand edits were kept before roicurate replaced them)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class UnitResult:
     """The verdict on one unit (a Suite2p plane folder, a CaImAn file, an NWB ROI table), as ``apply`` wrote it
     (or, with ``dry_run``, would have written it).
@@ -53,7 +53,13 @@ class UnitResult:
 
     @property
     def rois(self):
+        """The number of ROIs."""
         return len(self.accepted)
+
+    def __repr__(self):
+        return (f"UnitResult(path={self.path!r}, rois={self.rois}, accepted={int(self.accepted.sum())}, "
+                f"model={self.model!r}, threshold={self.threshold!r}, dry_run={self.dry_run}, "
+                f"written={len(self.written)} files)")
 
     def record(self):
         """The JSON object ``roicurate apply --json`` prints for this unit."""
