@@ -53,6 +53,8 @@ def test_dry_run_changes_no_byte_and_prints_what_the_command_prints(s2p, capsys)
     assert tree_hashes(s2p) == before
     assert capsys.readouterr() == ("", "")                         # a library call prints nothing
     assert [r.path for r in results] == [str(s2p / "plane0"), str(s2p / "plane1")]
+    listed = roicurate.apply([s2p / "plane0", s2p / "plane1"], dry_run=True)      # one list, e.g. a glob's
+    assert [r.line for r in listed] == [r.line for r in results]
     assert all(r.dry_run and r.written == () and r.backup is None for r in results)
     assert [r.rois for r in results] == [n_rois(s2p / "plane0"), n_rois(s2p / "plane1")]
     printed = cli_run("apply", s2p, "--dry-run").output.splitlines()
@@ -106,6 +108,8 @@ def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(s2p):
     one_line_error(lambda: roicurate.predict(s2p / "plane1"), str(stat))
     one_line_error(lambda: roicurate.predict(s2p / "plane7"), "plane7")
     one_line_error(lambda: roicurate.revert(s2p / "missing"), "missing", "does not exist")
+    one_line_error(lambda: roicurate.apply(), "no path given")
+    one_line_error(lambda: roicurate.status(42), "paths must be str or os.PathLike")
     one_line_error(lambda: roicurate.apply(s2p / "plane0", threshold=1.5), "threshold 1.5")
     one_line_error(lambda: roicurate.apply(s2p / "plane0", redcell=True), "--redcell")
     one_line_error(lambda: roicurate.apply(s2p / "plane0", model="no-such-model"), "no-such-model")

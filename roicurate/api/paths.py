@@ -5,7 +5,10 @@ from roicurate import RoicurateError
 
 
 def as_paths(paths):
-    """``paths`` (str or os.PathLike, at least one) as strings, the way the command line passes them."""
+    """``paths`` (str or os.PathLike, at least one; or one list of them, e.g. a glob's) as strings, the way the
+    command line passes them."""
+    if len(paths) == 1 and isinstance(paths[0], (list, tuple)):
+        paths = paths[0]
     if not paths:
         raise RoicurateError("no path given (a Suite2p plane or suite2p/ folder, a CaImAn .hdf5 or an NWB file)")
     try:
