@@ -29,7 +29,7 @@ copyright = "the roicurate authors"
 release = roicurate.__version__
 version = release
 
-extensions = ["myst_parser", "sphinx_click", "sphinx.ext.autodoc"]
+extensions = ["myst_parser", "sphinx_click", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "requirements.txt"]

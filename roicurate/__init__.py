@@ -1,6 +1,22 @@
-"""roicurate: curate Suite2p and CaImAn ROIs with a classifier made for each pipeline."""
+"""roicurate: curate Suite2p and CaImAn ROIs with a classifier made for each pipeline.
+
+The Python API (``roicurate.apply``, ``predict``, ``revert``, ``status`` and their result classes) lives in
+``roicurate.api`` and is loaded on first use, so ``import roicurate`` (and ``roicurate -h``) stays light."""
 __version__ = "0.2.0"
+
+_API = ("apply", "predict", "revert", "status", "UnitResult", "RevertResult", "StatusResult", "RoicurateWarning")
 
 
 class RoicurateError(Exception):
     """A problem with the user's input, reported as one line; nothing has been changed on disk."""
+
+
+def __getattr__(name):
+    if name in _API:
+        from roicurate import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'roicurate' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -261,6 +261,9 @@ class Classifier:
 
     @classmethod
     def load(cls, name_or_path, specs=None, **kw):
+        """The Classifier of a registered model name, a trained model's folder or its NAME.json (card validated,
+        weights checked against it; nothing unpickled). ``specs``: {name: ModelSpec} (default: every registered
+        one); ``kw``: ``device`` ("cpu", "cuda", "auto" ...), ``batch_size``, ``threads``. Raises RoicurateError."""
         if specs is None:
             from roicurate.plugins import model_specs
             specs = model_specs()
@@ -312,7 +315,8 @@ class Classifier:
     def predict_proba(self, roiset, progress=None):
         """(N, K) probabilities. Crops are built batch by batch (memory does not grow with N), and a batch holds
         ROIs of similar pixel counts: an ``inference`` network that skips the empty part of the crops (cnn2's)
-        then has little left to compute on a batch of small ROIs."""
+        then has little left to compute on a batch of small ROIs. Returns float64 (N, K), columns in the order of
+        ``classes`` (column ``positive`` is P(cell)); ``progress(k)`` is called as batches are done."""
         import torch
         n = len(roiset)
         out = np.zeros((n, len(self.classes)), np.float64)

@@ -2,7 +2,8 @@
 
 Read (pynwb, an optional extra: ``pip install 'roicurate[nwb]'``): the masks (``pixel_mask``, ``voxel_mask`` one
 unit per z plane, or ``image_mask``; weights kept), the frame size (``image_mask``'s shape, else the ``dimension``
-of the reference or acquired image series of the imaging plane, else the summary images'), the module's summary
+of the reference or acquired image series of the imaging plane, else the summary images', else the extent of the
+pixel / voxel masks, said in apply's summary line), the module's summary
 images (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj; CaImAn's correlation / mean images) and the
 pipeline's own verdict: Suite2p's ``iscell`` column, CaImAn's ``keep`` (idx_components) or ``accepted``. The
 pipeline is read from the file: ``iscell`` or ``Backgrounds_*`` is Suite2p's ``save_nwb``; ``image_mask`` with
@@ -12,7 +13,7 @@ A pixel / voxel mask is ``[row, column, weight]`` as Suite2p writes it; ``dimens
 CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)`` in C order though A is in Fortran order: the mask is put
 back in Fortran order, and its background components (``r`` and ``snr`` both NaN) are left out. Units: the file
 when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation`` (``.../planeZ`` per z of a
-voxel mask). Writing: nwb_write.py. ``detect`` works without pynwb."""
+voxel mask). Masks and frame: nwb_masks.py. Writing: nwb_write.py. ``detect`` works without pynwb."""
 import contextlib
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.sources import Source
+from roicurate_plugins.nwb_masks import array, coords, frame, masks, ragged, reason
 
 SEP = "::"
 MODULE = "roicurate"                  # our processing module (never read as ROIs)
@@ -32,7 +34,6 @@ IMAGE_NAMES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "Vcorr": "corr", 
                "meanImg_chan2": "mean_chan2", "local_correlations": "corr", "Cn": "corr", "correlation_image": "corr",
                "mean_image": "mean", "mean": "mean", "max": "max", "max_projection": "max"}
 CAIMAN_COLUMNS = {"r", "snr", "accepted", "rejected"}     # what CaImAn's save_NWB always adds
-MAX_PIXELS = 1 << 31
 
 
 def pynwb():
@@ -42,10 +43,6 @@ def pynwb():
     except ImportError:
         raise RoicurateError(f"reading NWB files needs pynwb: {INSTALL}") from None
     return module
-
-
-def _reason(e):
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}" if str(e).strip() else type(e).__name__
 
 
 def backup_of(path):
@@ -81,7 +78,7 @@ def _precheck(path):
             f.visititems(lambda name, obj: found.__setitem__(name, len(obj["id"]) if "id" in obj else 0) if
                          obj.attrs.get("neurodata_type") in ("PlaneSegmentation", b"PlaneSegmentation") else None)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({_reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({reason(e)})") from None
     empty = [k for k, n in found.items() if n == 0]
     if empty:
         raise RoicurateError(f"{path}: {empty[0]} has no ROIs (the PlaneSegmentation is empty); nothing to curate")
@@ -100,12 +97,12 @@ def open_nwb(path, mode="r"):
     try:
         io = mod.NWBHDF5IO(str(path), mode, load_namespaces=True)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({_reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({reason(e)})") from None
     try:
         try:
             nwb = io.read()
         except Exception as e:
-            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({_reason(e)})") \
+            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({reason(e)})") \
                 from None
         yield nwb
     finally:
@@ -125,63 +122,6 @@ def plane_segmentations(nwb):
             if isinstance(seg, ImageSegmentation):
                 out += [(f"{mname}/{iname}/{pname}", mod, ps) for pname, ps in seg.plane_segmentations.items()]
     return out
-
-
-def _array(where, col, what):
-    try:
-        return np.asarray(col.data[()] if hasattr(col.data, "shape") else col.data)
-    except Exception as e:
-        raise RoicurateError(f"{where}: {what} cannot be read ({_reason(e)})") from None
-
-
-def _ragged(where, ps, name):
-    """(flat structured or 2-D array of entries, end offsets) of a ragged mask column, checked."""
-    col = ps[name]
-    ends = _array(where, col, f"{name}_index") if hasattr(col, "target") else None
-    flat = _array(where, col.target if ends is not None else col, name)
-    if ends is None or ends.ndim != 1 or ends.dtype.kind not in "iu":
-        raise RoicurateError(f"{where}: {name} has no valid index (not a ragged NWB column)")
-    ends = ends.astype(np.int64)
-    if len(ends) and (ends[0] < 0 or np.any(np.diff(ends) < 0) or ends[-1] != len(flat)):
-        raise RoicurateError(f"{where}: {name}_index does not describe the {len(flat)} mask entries")
-    fields = [flat[n] for n in flat.dtype.names] if flat.dtype.names else list(flat.T) if flat.ndim == 2 else []
-    if len(fields) < (4 if name == "voxel_mask" else 3) or any(np.asarray(a).dtype.kind not in "fiu" for a in fields):
-        raise RoicurateError(f"{where}: {name} entries are not numeric (row, column, [z,] weight) tuples")
-    return [np.asarray(a) for a in fields], ends
-
-
-def _coords(where, a, what):
-    a = np.asarray(a)
-    if a.dtype.kind == "f" and (not np.isfinite(a).all() or np.any(a != np.round(a))):
-        raise RoicurateError(f"{where}: {what} holds non-integer pixel coordinates")
-    if len(a) and (a.min() < 0 or a.max() >= MAX_PIXELS):
-        raise RoicurateError(f"{where}: {what} holds pixel coordinates outside any frame ({a.min()}..{a.max()})")
-    return a.astype(np.int64)
-
-
-def _frame(where, ps, nwb, images):
-    """(rows, columns) of the imaging frame."""
-    if "image_mask" in ps.colnames:
-        shape = getattr(ps["image_mask"].data, "shape", None)
-        if shape is None or len(shape) != 3:
-            raise RoicurateError(f"{where}: image_mask is not an (ROIs, rows, columns) array")
-        return int(shape[1]), int(shape[2])
-    series = list(ps.reference_images.values()) if hasattr(ps.reference_images, "values") else \
-        list(ps.reference_images or [])
-    series += [s for s in nwb.acquisition.values() if getattr(s, "imaging_plane", None) is ps.imaging_plane]
-    for s in series:
-        dim = getattr(s, "dimension", None)
-        if dim is not None and len(dim) >= 2:
-            try:
-                shape = int(dim[0]), int(dim[1])
-            except (TypeError, ValueError):
-                continue
-            if shape[0] > 0 and shape[1] > 0:
-                return shape
-    shapes = {np.shape(img) for img in images.values()}
-    if len(shapes) == 1:
-        return next(iter(shapes))
-    raise RoicurateError(f"{where}: no frame size (no image_mask, no image series 'dimension', no summary image)")
 
 
 def _summary_images(mod, plane):
@@ -214,44 +154,13 @@ def pipeline_of(ps, mod):
     return ""
 
 
-def _masks(where, ps, shape, pipeline, rows):
-    """Per-ROI (ys, xs, ws) for ``rows`` of ``ps``; z of a voxel mask is returned separately."""
-    if "image_mask" in ps.colnames:
-        data, ys, xs, ws = ps["image_mask"].data, [], [], []
-        for i in rows:
-            try:
-                m = np.asarray(data[int(i)])
-            except Exception as e:
-                raise RoicurateError(f"{where}: image_mask of ROI {i} cannot be read ({_reason(e)})") from None
-            if m.dtype.kind not in "fiub":
-                raise RoicurateError(f"{where}: image_mask is not numeric ({m.dtype})")
-            r, c = np.nonzero(m)
-            w = m[r, c].astype(np.float32)
-            if pipeline == "caiman":            # CaImAn: a Fortran-order pixel vector reshaped in C order
-                p = r.astype(np.int64) * shape[1] + c
-                r, c = p % shape[0], p // shape[0]
-                o = np.lexsort((r, c))
-                r, c, w = r[o], c[o], w[o]
-            ys.append(r), xs.append(c), ws.append(w)
-        return ys, xs, ws
-    name = "pixel_mask" if "pixel_mask" in ps.colnames else "voxel_mask" if "voxel_mask" in ps.colnames else None
-    if name is None:
-        raise RoicurateError(f"{where}: has no pixel_mask, voxel_mask or image_mask column")
-    fields, ends = _ragged(where, ps, name)
-    starts = np.concatenate([[0], ends[:-1]])
-    y, x = _coords(where, fields[0], name), _coords(where, fields[1], name)
-    w = np.asarray(fields[-1], np.float64)
-    sel = [np.arange(starts[i], ends[i]) for i in rows]
-    return [y[s] for s in sel], [x[s] for s in sel], [w[s] for s in sel]
-
-
 def units_of(path, nwb):
     """[(unit table path, PlaneSegmentation path, z or None)] of a file."""
     out = []
     for ps_path, _, ps in plane_segmentations(nwb):
         if "voxel_mask" in ps.colnames and "pixel_mask" not in ps.colnames and "image_mask" not in ps.colnames:
-            fields, _ = _ragged(f"{path}{SEP}{ps_path}", ps, "voxel_mask")
-            zs = np.unique(_coords(f"{path}{SEP}{ps_path}", fields[2], "voxel_mask"))
+            fields, _ = ragged(f"{path}{SEP}{ps_path}", ps, "voxel_mask")
+            zs = np.unique(coords(f"{path}{SEP}{ps_path}", fields[2], "voxel_mask"))
             out += [(f"{ps_path}/plane{int(z)}", ps_path, int(z)) for z in zs]
         else:
             out.append((ps_path, ps_path, None))
@@ -288,8 +197,8 @@ def read_unit(unit):
         pipeline = pipeline_of(ps, mod)
         rows = np.arange(n_rows)
         if z is not None:
-            fields, ends = _ragged(where, ps, "voxel_mask")
-            zz = _coords(where, fields[2], "voxel_mask")
+            fields, ends = ragged(where, ps, "voxel_mask")
+            zz = coords(where, fields[2], "voxel_mask")
             first = np.concatenate([[0], ends[:-1]])
             rows = np.flatnonzero([len(zz[a:b]) and zz[a] == z for a, b in zip(first, ends)])
         feats = {k: v for k, col in (("r_values", "r"), ("SNR_comp", "snr"), ("cnn_preds", "cnn"))
@@ -299,14 +208,14 @@ def read_unit(unit):
         if not len(rows):
             raise RoicurateError(f"{where}: has no ROIs (the PlaneSegmentation is empty); nothing to curate")
         images = _summary_images(mod, 0 if z is None else z)
-        shape = _frame(where, ps, nwb, images)
+        shape, frame_source = frame(where, ps, nwb, images)
         images = {k: v for k, v in images.items() if v.shape == shape}
-        ys, xs, ws = _masks(where, ps, shape, pipeline, rows)
+        ys, xs, ws = masks(where, ps, shape, pipeline, rows)
         accepted, feats2 = _verdict(where, ps, n_rows, rows)
     feats = {k: v[rows] for k, v in feats.items()}
     feats.update(feats2)
     rs = RoiSet.from_pixels(shape, ys, xs, ws, images=images, pipeline_accepted=accepted, features=feats,
-                            source="nwb", pipeline=pipeline, path=where,
+                            source="nwb", pipeline=pipeline, path=where, frame_source=frame_source,
                             origin={"roi_file": str(path), "table": name, "plane_segmentation": ps_path, "z": z,
                                     "rows": rows.tolist(), "ps_rows": n_rows})
     rs.validate(where)                   # empty masks, bad weights, pixels outside the frame
@@ -314,14 +223,14 @@ def read_unit(unit):
 
 
 def _column_values(where, ps, name, n):
-    a = None if name not in ps.colnames else _array(where, ps[name], name)
+    a = None if name not in ps.colnames else array(where, ps[name], name)
     return a.astype(np.float64) if a is not None and a.ndim == 1 and len(a) == n and a.dtype.kind in "fiub" else None
 
 
 def _verdict(where, ps, n, rows):
     """(the pipeline's accepted (rows,) bool or None, features): Suite2p's iscell, CaImAn's keep / accepted."""
     if "iscell" in ps.colnames:
-        a = _array(where, ps["iscell"], "iscell")
+        a = array(where, ps["iscell"], "iscell")
         if a.shape != (n, 2) or a.dtype.kind not in "fiub" or not np.isfinite(a.astype(np.float64)).all():
             raise RoicurateError(f"{where}: iscell is not a finite ({n}, 2) [is_cell, probability] column "
                                  f"(shape {a.shape}, {a.dtype})")
@@ -385,7 +294,7 @@ class NwbSource(Source):
 
 
 def _writer():
-    from roicurate_plugins import nwb_write       # imports pynwb's helpers lazily, like everything here
+    from roicurate_plugins import nwb_write  # imports pynwb's helpers lazily, like everything here
     return nwb_write
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from roicurate import RoicurateError, __version__
+from roicurate.api.results import Events
 from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
 
 
@@ -139,29 +140,45 @@ def recursive_option(f):
                         ".hdf5 and other pipeline output found under them (never roicurate's own backups)")(f)
 
 
+class Printer(Events):
+    """The command line's ``roicurate.api.Events``: says what the API tells it as it goes (outputs found,
+    ``--verbose`` details, progress, closing lines); ``as_json`` also emits the ``found`` listing."""
+    show_progress = True
+
+    def __init__(self, as_json=False):
+        self.as_json = as_json
+
+    def found(self, roots, listing):
+        say_found(roots, listing, self.as_json)
+
+    def detail(self, message):
+        detail(message)
+
+    def line(self, text):
+        say(text)
+
+
+def say_found(roots, listing, as_json=False):
+    """``--recursive``: one line per pipeline output found (how many units), a totals line, and with ``as_json`` a
+    ``found`` object, before anything is read or written."""
+    from collections import Counter
+    kinds = Counter()
+    for path, src, units in listing:
+        kinds[src.display_name or src.name] += len(units)
+        say(f"found {path}: {src.display_name or src.name}, {len(units)} unit{'s' * (len(units) != 1)}")
+    say(f"found under {', '.join(map(str, roots))}: " + (", ".join(f"{k} {n} unit{'s' * (k != 1)}"
+                                                                   for n, k in sorted(kinds.items())) or "nothing"))
+    if as_json:
+        emit({"type": "found", "roots": [str(p) for p in roots],
+              "outputs": [{"path": path, "source": src.name, "units": [str(u) for u in units]}
+                          for path, src, units in listing]})
+
+
 def expand_paths(paths, recursive, as_json=False):
     """PATHS as given, or with --recursive every pipeline output under them, listed (how many units of each kind)
     before anything is read or written."""
-    if not recursive:
-        return list(paths)
-    from collections import Counter
-
-    from roicurate.discover import find_outputs
-    found = find_outputs(paths)
-    kinds = Counter()
-    listing = []
-    for src, path in found:
-        units = src.expand(path)
-        kinds[src.display_name or src.name] += len(units)
-        listing.append({"path": path, "source": src.name, "units": [str(u) for u in units]})
-        say(f"found {path}: {src.display_name or src.name}, {len(units)} unit{'s' * (len(units) != 1)}")
-    say(f"found under {', '.join(map(str, paths))}: " + (", ".join(f"{k} {n} unit{'s' * (k != 1)}"
-                                                                   for n, k in sorted(kinds.items())) or "nothing"))
-    if as_json:
-        emit({"type": "found", "roots": [str(p) for p in paths], "outputs": listing})
-    if not found:
-        raise RoicurateError(f"no pipeline output found under {', '.join(map(str, paths))}")
-    return [path for _, path in found]
+    from roicurate.api.paths import expand
+    return expand(list(paths), recursive, Printer(as_json))
 
 
 def pipeline_option(f):
