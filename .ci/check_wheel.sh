@@ -13,8 +13,9 @@ python3 -m venv "$work/build-env"
 "$work/build-env/bin/python" -m build -q --sdist --wheel --outdir "$work/dist" "$repo" >/dev/null
 sdist=("$work"/dist/roicurate-*.tar.gz); wheel=("$work"/dist/roicurate-*.whl)
 say "built $(basename "${sdist[0]}") and $(basename "${wheel[0]}")"
+tar -tzf "${sdist[0]}" > "$work/sdist.txt"
 for f in LICENSE MODEL_LICENSE pyproject.toml roicurate/cli/apply.py roicurate_plugins/weights/suite2p-resnet50.safetensors; do
-    tar -tzf "${sdist[0]}" | grep -q "^roicurate-[^/]*/$f\$" || { echo "sdist lacks $f" >&2; exit 1; }
+    grep -q "^roicurate-[^/]*/$f\$" "$work/sdist.txt" || { echo "sdist lacks $f" >&2; exit 1; }
 done
 
 python3 -m venv "$work/venv"
