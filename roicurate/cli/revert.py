@@ -6,6 +6,7 @@ import click
 
 from roicurate import RoicurateError
 from roicurate.cli import cli, emit, expand_paths, json_mode, recursive_option, say
+from roicurate.review_answers import review_note, reviewed_of
 
 
 @cli.command()
@@ -41,7 +42,7 @@ def unit_status(src, unit):
     """What roicurate did to ``unit``: {"path", "source", "state" (one of STATES), "model", "sha256", "threshold",
     "date", "backup", "detail"}."""
     row = {"path": str(unit), "source": src.name, "state": "not curated", "model": None, "sha256": None,
-           "threshold": None, "date": None, "backup": None, "detail": None}
+           "threshold": None, "date": None, "backup": None, "detail": None, "review": reviewed_of(src, unit)}
     try:
         rec = src.recorded(unit)
     except RoicurateError as e:
@@ -90,4 +91,4 @@ def status(paths, recursive=False, as_json=False):
         src = source_for(path)
         for unit in src.expand(path):
             row = unit_status(src, unit)
-            emit(dict(row, type="unit")) if as_json else say(status_line(row))
+            emit(dict(row, type="unit")) if as_json else say(status_line(row) + review_note(row))
