@@ -3,7 +3,7 @@
 Everything lives under ``/<token>/``, a random per-session token (``secrets.token_urlsafe``): a request without it
 gets 403 before any route runs, so another user of the machine can neither read the page nor write an answer. A
 request whose Host header is not this server's own address is refused too (a web page elsewhere cannot reach it
-through DNS rebinding). Files are never served by path: the page's three static files are a fixed list shipped
+through DNS rebinding). Files are never served by path: the page's static files are a fixed list shipped
 as package data, pictures are drawn from the unit in memory, and an ROI number outside the unit is a 404.
 """
 import secrets
@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from roicurate import RoicurateError
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "style.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "X-Frame-Options": "DENY",
            "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'"}

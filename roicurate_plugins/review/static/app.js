@@ -7,7 +7,7 @@ let S = null;            // the server's state: order, human answers, model verd
 let pos = 0;             // position in S.order
 let gridStart = 0;       // first position of the grid page
 const GRID = 48;
-let busy = false;
+let queue = Promise.resolve();   // keys and clicks run one after another, none is dropped
 
 async function call(url, body) {
   const init = body === undefined ? {} :
@@ -60,7 +60,6 @@ async function showRoi() {
   const roi = S.order[pos];
   const info = await call(`api/roi/${roi}`);
   $("roi").textContent = `ROI ${roi}`;
-  $("roi").dataset.roi = String(roi);
   $("rank").textContent = `${pos + 1} of ${S.order.length} in review order`;
   const cls = S.classes.join(" + ");
   $("probability").innerHTML = "";
@@ -75,6 +74,7 @@ async function showRoi() {
   $("why").src = `img/why/${roi}.png`;
   placeMarker(info.centroid);
   drawTrace(S.has_trace ? await call(`api/trace/${roi}`) : null);
+  $("roi").dataset.roi = String(roi);      // set last: the ROI is on the page
 }
 
 function placeMarker(c) {
@@ -86,11 +86,12 @@ function placeMarker(c) {
   if (img.complete && img.naturalWidth) place(); else img.addEventListener("load", place, { once: true });
 }
 
-async function act(fn) {
-  if (busy) return;
-  busy = true;
-  $("error").textContent = "";
-  try { await fn(); } catch (e) { fail(e); } finally { busy = false; }
+function act(fn) {
+  queue = queue.then(async () => {
+    $("error").textContent = "";
+    try { await fn(); } catch (e) { fail(e); }
+  });
+  return queue;
 }
 
 async function answer(label) {
