@@ -8,7 +8,7 @@ the first 0, 5, 10 and 20 % of its ROIs in a review order get the true label, an
 
 * expected error: P(the model's verdict is wrong) from the calibrated probability, largest first (the order of
   `roicurate review`: 1 - p for an accepted ROI, p for a rejected one);
-* |p - threshold|: closest to the threshold first;
+* closest to threshold: |p - threshold| smallest first;
 * index: the pipeline's ROI order (clicking through the Suite2p GUI);
 * random: a seeded shuffle (mean over 20 seeds).
 
@@ -64,7 +64,7 @@ def orders(q, accepted, thr, rng_seed):
     wrong = np.where(accepted, 1 - q, q)
     n = len(q)
     return {"expected error": np.argsort(-wrong, kind="stable"),
-            "|p - threshold|": np.argsort(np.abs(q - thr), kind="stable"),
+            "closest to threshold": np.argsort(np.abs(q - thr), kind="stable"),
             "index": np.arange(n),
             "random": np.random.default_rng(rng_seed).permutation(n)}
 
@@ -81,7 +81,7 @@ def table(oof):
     y = oof["y"].astype(bool)
     q, accepted, thr = nested(oof)
     labs, recs = oof["lab"], oof["recording"]
-    names = ("expected error", "|p - threshold|", "index", "random")
+    names = ("expected error", "closest to threshold", "index", "random")
     print("| held-out lab | ROIs | cell frac | order | " + " | ".join(f"{int(f * 100)} %" for f in FRACTIONS)
           + " | errors left at 10 % |\n|---|---|---|---|" + "---|" * (len(FRACTIONS) + 1))
     result = {}
