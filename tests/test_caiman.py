@@ -24,7 +24,7 @@ OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/r
         "estimates/cnn_preds"}
 OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version", "roicurate_time",
              "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs",
-             "roicurate_backup_sha256", "roicurate_content_sha256"}
+             "roicurate_backup_sha256", "roicurate_content_sha256", "roicurate_human"}
 
 # Every attribute of a CaImAn 1.12.1 Estimates after fit/refit/evaluate_components and a script that sets Cn:
 # the /estimates keys of cnm.save()'s file (asserted below against the real file) plus the three it never saves.
