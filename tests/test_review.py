@@ -112,7 +112,8 @@ def test_answer_is_written_at_once_with_the_rois_it_is_for(client, plane, sessio
     assert record["format"] == "roicurate-review" and record["version"] == 1 and record["rois"] == 34
     (_, _, rs), = read_units([plane])
     assert record["masks_sha256"] == mask_fingerprint(rs)
-    assert [(a["roi"], a["label"]) for a in record["answers"]] == [(first, wrong), (second, s["model_accepted"][second])]
+    expected = [(first, wrong), (second, s["model_accepted"][second])]
+    assert [(a["roi"], a["label"]) for a in record["answers"]] == expected
     assert s["progress"]["reviewed"] == 2 and s["progress"]["left"] == 32 and s["progress"]["errors_found"] == 1
     assert not list(plane.glob(".*.tmp"))                   # the temp file of the atomic write is gone
 
