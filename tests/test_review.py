@@ -138,6 +138,8 @@ def test_a_new_answer_replaces_the_old_and_undo_takes_back_the_last(client, plan
 def test_a_new_session_resumes_with_the_answers_and_the_same_order(plane, tiny_model, session):
     from roicurate_plugins.review import open_session
     order = session.state()["order"]
+    cur = session.curation                                   # the least sure first: closest to the threshold
+    assert order == np.argsort(np.abs(cur.accept_score - cur.threshold), kind="stable").tolist()
     for roi in order[:3]:
         session.answer(roi, 1)
     _, _, again = open_session(str(plane), str(tiny_model / "tiny.json"))

@@ -1,5 +1,5 @@
-"""Built-in plugin: ``roicurate review PATH``, a local page that shows the ROIs whose verdict is most likely wrong
-first and keeps every answer at once in a labels file beside the unit (roicurate/review_answers.py); every later
+"""Built-in plugin: ``roicurate review PATH``, a local page that shows the ROIs the model is least sure of (closest
+to its threshold) first and keeps every answer at once in a labels file beside the unit (roicurate/review_answers.py); every later
 ``apply``, ``train`` and ``evaluate`` honours it. The session (model, answers, pictures) is ``session.py``, the web
 server ``app.py``, the page ``static/`` (plain HTML + JS, no build step). docs/review.md is the manual."""
 import os
@@ -68,8 +68,8 @@ def open_browser(url, cache):
 @click.option("--no-browser", is_flag=True, help="print the URL, do not open a browser")
 @add_image_option
 def review(path, model_name, threshold, device, port, no_browser, add_image):
-    """Review the ROIs of one Suite2p plane, CaImAn file or NWB table on a local page, the likeliest errors of the
-    model's verdict first. Keys: y cell, n not a cell, s skip, u undo, arrows move, g grid.
+    """Review the ROIs of one Suite2p plane, CaImAn file or NWB table on a local page, those the model is least sure
+    of (closest to its threshold) first. Keys: y cell, n not a cell, s skip, u undo, arrows move, g grid.
 
     Each answer is written at once beside PATH (Suite2p: roicurate_review.json in the plane folder; CaImAn / NWB:
     NAME.roicurate-review.json); `roicurate apply` then writes the answers as the verdict, and `train` / `evaluate`

@@ -1,4 +1,4 @@
-// roicurate review: one ROI at a time in the order the server gives (likeliest errors first), or a grid of crops.
+// roicurate review: one ROI at a time in the order the server gives (closest to the threshold first), or a grid of crops.
 // Every answer is POSTed at once; the server writes it to the labels file before it replies.
 "use strict";
 
