@@ -18,6 +18,7 @@ class Curation:
     inputs: tuple = ("mask",)    # the crop channels the recording gave the model (a missing optional image is not)
     diameter: float | None = None   # the reference cell diameter the crops were scaled by (None: native pixels)
     diameter_source: str = ""
+    human: np.ndarray | None = None     # review answers (int8 (N,): 1 cell, 0 not, -1 none); they set ``accepted``
 
     @property
     def score(self):
@@ -40,9 +41,29 @@ class Curation:
         return self.probabilities[:, list(self.accept_columns)].sum(1)
 
     @property
+    def model_accepted(self):
+        """The model's own verdict (``accepted`` before the review answers)."""
+        return self.accept_score >= self.threshold
+
+    @property
+    def expected_error(self):
+        """P(the verdict written is wrong), per ROI, from the calibrated probabilities: 1 - p for an ROI the model
+        accepts, p for one it rejects, 0 where a person answered."""
+        p = self.accept_score
+        wrong = np.where(self.model_accepted, 1 - p, p)
+        return wrong if self.human is None else np.where(np.asarray(self.human) >= 0, 0.0, wrong)
+
+    @property
     def uncertain(self):
         """ROI indices, the ones closest to the threshold first."""
         return np.argsort(np.abs(self.accept_score - self.threshold), kind="stable")
+
+    @property
+    def review_order(self):
+        """ROI indices in the order ``roicurate review`` shows them: closest to the threshold first (``uncertain``).
+        benchmarks/review.py measured it against the order by P(verdict wrong) (``expected_error``), the pipeline's
+        index order and a random one: it lifted F1 the most on every lab (docs/review.md)."""
+        return self.uncertain
 
     def class_counts(self):
         """{class: number of ROIs for which it is the most probable class}."""
@@ -50,11 +71,20 @@ class Curation:
             else np.zeros(len(self.classes), np.int64)
         return {c: int(n) for c, n in zip(self.classes, top)}
 
+    def human_record(self):
+        """What writers record about the review answers: {"reviewed", "cell", "not_cell", "overruled" (answers that
+        differ from the model's verdict)}; all zero when nobody reviewed."""
+        from roicurate.review_answers import human_summary
+        return dict(human_summary(self.human), overruled=0 if self.human is None else
+                    int(((np.asarray(self.human) >= 0) & (self.accepted != self.model_accepted)).sum()))
+
     def summary(self):
         out = {"rois": int(len(self.accepted)), "accepted": int(self.accepted.sum()),
                "rejected": int((~self.accepted).sum()), "threshold": float(self.threshold),
                "inputs": list(self.inputs), "reference_diameter": self.diameter,
                "diameter_source": self.diameter_source or None}
+        if self.human is not None:
+            out["human"] = self.human_record()
         if len(self.classes) > 2:
             out["classes"] = self.class_counts()
         return out
@@ -81,7 +111,8 @@ def inputs_used(roiset, crop):
 
 
 def curate(roiset, classifier, threshold=None, progress=None, also_accept=()):
-    """Classify ``roiset``; accepted = P(positive class) + P(each ``also_accept`` class) >= threshold."""
+    """Classify ``roiset``; accepted = P(positive class) + P(each ``also_accept`` class) >= threshold, except where
+    a person answered in ``roicurate review`` (``roiset.human``): there the answer is the verdict, always."""
     from roicurate.scale import reference_diameter
     also = accept_columns(classifier.classes, classifier.positive, also_accept, f"model '{classifier.name}'")
     proba = classifier.predict_proba(roiset, progress=progress)
@@ -93,5 +124,8 @@ def curate(roiset, classifier, threshold=None, progress=None, also_accept=()):
                     "source": card.get("source", card["name"])}, also, inputs_used(roiset, classifier.crop))
     if classifier.crop.scale == "reference":
         cur.diameter, cur.diameter_source = reference_diameter(roiset), roiset.diameter_source
-    cur.accepted = cur.accept_score >= thr
+    cur.accepted = cur.model_accepted
+    if roiset.human is not None:
+        cur.human = np.asarray(roiset.human, np.int8).copy()
+        cur.accepted = np.where(cur.human >= 0, cur.human == 1, cur.accepted)
     return cur

@@ -4,7 +4,9 @@
    ground-truth masks),
 2. a dataset ``labels.json`` in a parent folder (the layout of ../shared/datasets: ``rois[<relative ROI file>].label``),
 3. the pipeline's own verdict — a human's after curation in the Suite2p GUI or a CaImAn script — unless that verdict
-   is still exactly what ``roicurate apply`` wrote (a model's output is not a label).
+   is still exactly what ``roicurate apply`` wrote (a model's output is not a label); a person's answers in
+   ``roicurate review`` (``RoiSet.human``, roicurate/review_answers.py) replace it ROI by ROI, and label the
+   reviewed ROIs of a unit that has no other labels.
 
 Matching ground truth (the protocol of the shared datasets, see datasets/README.md): binarise each ROI
 (Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
@@ -230,6 +232,9 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
             labels, source = roiset.pipeline_accepted.astype(np.int64), "pipeline verdict"
     if labels is not None and len(labels) != n:
         raise RoicurateError(f"{source}: has {len(labels)} labels for {n} ROIs in {where}")
+    roiset.origin.pop("review_answers", None)
+    if roiset.human is not None and source in (None, "pipeline verdict"):
+        labels, source = with_review_answers(roiset, labels, source)
     if found:
         add_dataset_images(roiset, Path(found[2]).parent / "summary_images.npz")
     roiset.origin.pop("label_classes", None)
@@ -241,6 +246,23 @@ def attach_labels(roiset, use_pipeline=True, log=None, class_rule=None):
     roiset.recording = str(recording)
     roiset.origin.update(label_source=source)
     return roiset
+
+
+def with_review_answers(roiset, labels, source):
+    """(labels, where they come from) once a person's review answers (``roiset.human``) replace the pipeline
+    verdict's labels: a human answer beats a pipeline verdict. ROIs nobody labelled get -1 (``train.load_labelled``
+    keeps only the labelled ones). Ground-truth labels (roicurate_labels.json, a dataset's labels.json) are not
+    replaced: the caller passes only a pipeline verdict or nothing."""
+    from roicurate.plugins import sources
+    human = np.asarray(roiset.human, np.int64)
+    base = np.full(len(human), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+    src = sources().get(roiset.source)
+    where = src.review_path(roiset.path) if src is not None else "roicurate review"
+    k = int((human >= 0).sum())
+    roiset.origin["review_answers"] = k
+    text = f"{where} ({k} answers of a person in roicurate review" + (
+        ", over the pipeline verdict)" if labels is not None else ", the other ROIs unlabelled)")
+    return np.where(human >= 0, human, base), text
 
 
 # ---- classes beyond cell / not cell ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "roicurate_plugins.report_commands",
     "roicurate_plugins.unet",
     "roicurate_plugins.celltypes",
+    "roicurate_plugins.review",
 )
 ENTRY_POINT_GROUP = "roicurate"
 

@@ -30,6 +30,7 @@ class RoiSet:
     diameter: float | None = None                   # reference cell diameter in px (roicurate/scale.py); None: not yet set
     diameter_source: str = ""                       # where it came from: the pipeline's setting, --diameter, the ROIs
     frame_source: str = ""                          # where ``shape`` came from when the file does not state it
+    human: np.ndarray | None = None                 # review answers (int8 (N,): 1 cell, 0 not, -1 not reviewed)
 
     def __post_init__(self):
         self.shape = (int(self.shape[0]), int(self.shape[1]))
@@ -115,7 +116,8 @@ class RoiSet:
                       pipeline_accepted=take(self.pipeline_accepted),
                       features={k: np.asarray(v)[index] for k, v in self.features.items()}, source=self.source,
                       pipeline=self.pipeline, path=self.path, recording=self.recording, origin=dict(self.origin),
-                      diameter=self.diameter, diameter_source=self.diameter_source, frame_source=self.frame_source)
+                      diameter=self.diameter, diameter_source=self.diameter_source, frame_source=self.frame_source,
+                      human=take(self.human))
 
 
 def iou_matrix(a, b, binarize_a=0.0, binarize_b=0.0):

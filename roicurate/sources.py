@@ -43,6 +43,17 @@ class Source:
         """Return a RoiSet, or raise RoicurateError with a one-line reason."""
         raise NotImplementedError
 
+    def review_path(self, unit):
+        """Where ``roicurate review`` keeps a person's answers for ``unit`` (roicurate/review_answers.py): in a
+        folder unit, ``roicurate_review.json``; beside a file unit, ``NAME.roicurate-review.json``; a unit that is
+        one table of a file (``FILE::table``) adds the table's name."""
+        where = self.location(unit)
+        if where.is_dir():
+            return where / "roicurate_review.json"
+        table = str(unit)[len(str(where)):].lstrip(":")
+        tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in table)
+        return where.with_name(where.stem + (f".{tag}" if tag else "") + ".roicurate-review.json")
+
     def check_writable(self, path, force=False):
         """Raise RoicurateError if ``write`` could not complete (read-only folder, edited since last run ...);
         ``force`` overrides the checks that protect hand edits, never the ones that protect the original."""
@@ -95,10 +106,12 @@ class Source:
 def read_units(paths, images=(), pipeline=None):
     """[(source, unit, RoiSet)] for every unit under ``paths``: the source whose ``detect`` claims a path expands it
     into its units (e.g. every planeN of a suite2p/ folder) and reads each one. ``images`` ([(name, file)], from
-    ``--add-image``) are added to every RoiSet; ``pipeline``: ROIs another pipeline found are a one-line error.
+    ``--add-image``) are added to every RoiSet, and a person's review answers (``RoiSet.human``,
+    roicurate/review_answers.py); ``pipeline``: ROIs another pipeline found are a one-line error.
     Everything is read before anything is returned, so a bad unit stops a batch before its first write."""
     from roicurate.images import add_images
     from roicurate.plugins import source_for
+    from roicurate.review_answers import attach as attach_answers
     out = []
     for path in map(str, paths):
         src = source_for(path)
@@ -110,6 +123,7 @@ def read_units(paths, images=(), pipeline=None):
             rs.source = src.name
             rs.path = rs.path or str(unit)
             rs.recording = rs.recording or str(src.recording(unit))
+            attach_answers(src, unit, rs)                  # a person's review answers beat the model's verdict
             out.append((src, unit, add_images(rs, images)))
     return out
 

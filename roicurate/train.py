@@ -31,11 +31,10 @@ SCALE_JITTER = (0.8, 0.9, 1.0, 1.12, 1.25)   # factors of the reference diameter
 
 def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None, types=None,
                   type_classes=None, images=()):
-    """Read every unit under ``paths`` with its source; keep those with labels. Returns [RoiSet].
-    ``class_rule``: class labels where the label records name object classes (``labels.attach_labels``).
-    ``types``: cell-type labels instead (``labels.attach_type_labels``: ``redcell`` or a CSV), over ``type_classes``
-    (default: every name found, sorted); only the ROIs with a type are kept. ``images``: [(name, file)] added to
-    each unit's images (roicurate/images.py)."""
+    """Read every unit under ``paths``; keep those with labels (review answers alone: the answered ROIs). Returns
+    [RoiSet]. ``class_rule``: class labels where label records name object classes (``labels.attach_labels``).
+    ``types``: cell-type labels instead (``labels.attach_type_labels``: ``redcell`` or a CSV) over ``type_classes``
+    (default: all names, sorted); only ROIs with a type are kept. ``images``: [(name, file)] added to each unit."""
     from roicurate.labels import attach_type_labels, read_type_labels
     from roicurate.sources import read_units
     sets = []
@@ -44,6 +43,7 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, clas
             continue
         if types is None:
             rs = attach_labels(rs, use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
+            rs = _typed_only(rs) if rs.origin.get("review_answers") and (rs.labels < 0).any() else rs
         if rs.labels is not None or types is not None:
             sets.append(rs)
     if types is not None:
@@ -57,7 +57,7 @@ def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, clas
 
 
 def _typed_only(rs):
-    """The ROIs of ``rs`` that have a type, remembering their numbers in the pipeline's order."""
+    """The ROIs of ``rs`` with a label (a type, a review answer), remembering their numbers in the pipeline's order."""
     index = np.flatnonzero(rs.labels >= 0)
     sub = rs.subset(index)
     sub.origin["roi_index"] = index.tolist()

@@ -25,6 +25,8 @@ CLASS_ATTRS = ("roicurate_classes", "roicurate_accept")
 # the scale and inputs the model was given: reference cell diameter (px, "none" for native-pixel crops), where it
 # came from, and the crop channels used (a JSON list)
 SCALE_ATTRS = ("roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs")
+# the review answers that set the verdict (roicurate review): JSON {"reviewed", "cell", "not_cell", "overruled"}
+HUMAN_ATTR = "roicurate_human"
 
 
 class Verdict(NamedTuple):
@@ -49,6 +51,7 @@ def verdict(curation, as_cnn_preds=False):
     attrs = dict(zip(ATTRS, (str(model), str(curation.model.get("sha256", "")),
                              repr(float(curation.threshold)), roicurate.__version__, now)))
     attrs.update(zip(SCALE_ATTRS, (diameter, curation.diameter_source or "", json.dumps(list(curation.inputs)))))
+    attrs[HUMAN_ATTR] = json.dumps(curation.human_record(), sort_keys=True)
     drop = ()
     if len(curation.classes) > 2:
         fields["roicurate_class_probability"] = np.asarray(curation.probabilities, np.float64)

@@ -16,7 +16,7 @@ from roicurate.safeio import atomic_replace, sha256_file, unit
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
 from roicurate_plugins.caiman_read import already_selected, import_h5py, is_selected, open_hdf5
-from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, SCALE_ATTRS, WRITTEN, edited_after_write,
+from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, SCALE_ATTRS, WRITTEN, edited_after_write,
                                               recorded, store_in_group, verdict)
 
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
@@ -151,5 +151,5 @@ def _check_backup(backup, K, sha):
 def content_sha256(path):
     """sha256 over everything in the file but what write() sets (roicurate/hdf5_content.py)."""
     skip = {f"estimates/{k}" for k in WRITTEN}
-    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS)
+    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS + (HUMAN_ATTR,))
     return hdf5_content.content_sha256(path, skip.__contains__, lambda name, k: name == "estimates" and k in ours)

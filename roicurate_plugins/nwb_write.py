@@ -234,6 +234,9 @@ def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
                 VectorData(name="probability", data=prob,
                            description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
                 VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
+        human = np.full(len(rows), -1, np.int8) if curation.human is None else np.asarray(curation.human, np.int8)
+        cols.append(VectorData(name="human", data=human, description="a person's answer in roicurate review (it "
+                               "set 'accepted'): 1 cell, 0 not a cell, -1 not reviewed"))
         if cp is not None:
             cols.append(VectorData(name="class_probability", data=cp,
                                    description=f"probability per class ({', '.join(curation.classes)})"))

@@ -95,6 +95,7 @@ def write_plane(path, roiset, curation, force=False):
             "class_probabilities": CLASSES if multi else None,
             "counts": {"rois": n, "accepted_before": int((original[:, 0] > 0.5).sum()),
                        "accepted_after": int(iscell[:, 0].sum())},
+            "human": curation.human_record(),      # review answers that set the verdict (roicurate review)
             "inputs": list(curation.inputs),
             "reference_diameter": None if curation.diameter is None else
                                   {"px": round(float(curation.diameter), 3), "source": curation.diameter_source},

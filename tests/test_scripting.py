@@ -11,7 +11,7 @@ import numpy as np
 UNIT_FIELDS = {"type", "path", "source", "pipeline", "model", "sha256", "threshold", "rois", "accepted", "rejected",
                "inputs", "reference_diameter", "diameter_source", "written", "backup", "dry_run"}
 TOTALS_FIELDS = {"type", "units", "rois", "accepted", "rejected", "written_units", "seconds", "dry_run"}
-STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "date", "backup", "detail"}
+STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "date", "backup", "detail", "review"}
 
 
 def run(*args, ok=True):

@@ -4,6 +4,7 @@ from roicurate import RoicurateError
 from roicurate.api.lines import status_line
 from roicurate.api.paths import as_paths, check_exist, expand
 from roicurate.api.results import Events, RevertResult, StatusResult
+from roicurate.review_answers import review_note, reviewed_of
 
 STATES = ("not curated", "curated", "edited since", "backup missing", "unreadable")
 
@@ -27,9 +28,9 @@ def iter_revert(*paths, force=False, recursive=False, events=None):
 
 def unit_status(src, unit):
     """What roicurate did to ``unit``: {"path", "source", "state" (one of STATES), "model", "sha256", "threshold",
-    "date", "backup", "detail"}."""
+    "date", "backup", "detail", "review" ('reviewed N of M', None without review answers)}."""
     row = {"path": str(unit), "source": src.name, "state": "not curated", "model": None, "sha256": None,
-           "threshold": None, "date": None, "backup": None, "detail": None}
+           "threshold": None, "date": None, "backup": None, "detail": None, "review": reviewed_of(src, unit)}
     try:
         rec = src.recorded(unit)
     except RoicurateError as e:
@@ -58,4 +59,4 @@ def iter_status(*paths, recursive=False, events=None):
         src = source_for(path)
         for unit in src.expand(path):
             row = unit_status(src, unit)
-            yield StatusResult(**row, line=status_line(row))
+            yield StatusResult(**row, line=status_line(row) + review_note(row))

@@ -120,6 +120,7 @@ class StatusResult:
             time of roicurate's write (None when not curated).
         backup: where the pipeline's original verdict is kept (None when not curated).
         detail: why the record is unreadable (None otherwise).
+        review: ``reviewed N of M`` where ``roicurate review`` answers exist for the unit, else None.
         line: the line the command line prints.
     """
     path: str
@@ -131,13 +132,14 @@ class StatusResult:
     date: str | None
     backup: str | None
     detail: str | None
+    review: str | None
     line: str
 
     def record(self):
         """The JSON object ``roicurate status --json`` prints."""
         return {"path": self.path, "source": self.source, "state": self.state, "model": self.model,
                 "sha256": self.sha256, "threshold": self.threshold, "date": self.date, "backup": self.backup,
-                "detail": self.detail, "type": "unit"}
+                "detail": self.detail, "review": self.review, "type": "unit"}
 
 
 class Events:
