@@ -186,7 +186,8 @@ def test_apply_writes_every_answer_and_revert_then_apply_keeps_them(plane, tiny_
     answers_bytes = (plane / "roicurate_review.json").read_bytes()
     original = (plane / "iscell.npy").read_bytes()
     for run in range(2):
-        cli_run("apply", plane, "--model", model)
+        line = cli_run("apply", plane, "--model", model).output
+        assert "; 4 set by your review answers (4 overruling the model)" in line, line
         out = iscell(plane)
         assert out.dtype == np.float64 and out.shape == (34, 2)
         for i in flip:

@@ -21,11 +21,14 @@ def verdict_line(src, unit, rs, cur, clf, dry_run):
         "; most probable class: " + ", ".join(f"{c} {k}" for c, k in s["classes"].items())
     scale = "" if cur.diameter is None else f"; cell diameter {cur.diameter:.1f} px ({short(cur.diameter_source)})"
     inputs = "" if list(cur.inputs) == ["mask"] else f"; inputs {'+'.join(cur.inputs)}"
+    review = "" if not s.get("human", {}).get("reviewed") else \
+        (f"; {s['human']['reviewed']} set by your review answers ({s['human']['overruled']} overruling the model)")
     frame = "" if not rs.frame_source else f"; frame {rs.shape[0]}×{rs.shape[1]} px taken from {rs.frame_source}"
     warning = outside_range(cur.diameter, clf.card.get("training", {}).get("reference_diameter_px"))
     warnings = [f"{unit}: warning: {warning}"] if warning else []
     return (f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{scale}{inputs}{frame}{DRY_RUN * dry_run}",
+            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{review}{scale}{inputs}{frame}"
+            f"{DRY_RUN * dry_run}",
             warnings)
 
 
