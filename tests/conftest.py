@@ -1,4 +1,9 @@
-"""Shared fixtures: where the shared datasets live, writable copies of them, and a whole-folder fingerprint."""
+"""Shared fixtures: the data the tests run on, writable copies of it, and a whole-folder fingerprint.
+
+Every unit and format test runs from a bare clone: on the bundled Suite2p example (``examples/s2p_sim2/suite2p``,
+a real Suite2p 1.1.0 run) and on CaImAn files built here in ``cnm.save()``'s layout (``caiman_files.py``).
+Only tests that need the real labelled sets of ``../shared/datasets`` carry the ``datasets`` marker; they skip
+when the sets are absent, and fail instead with ``ROICURATE_REQUIRE_DATASETS=1`` (CI)."""
 import hashlib
 import os
 import shutil
@@ -17,12 +22,37 @@ def shared_path():
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
 
 
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_SUITE2P = REPO / "examples" / "s2p_sim2" / "suite2p"     # plane0 (34 ROIs), plane1 (27), combined/
+
+
+def datasets_root():
+    return shared_path() / "datasets"
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the shared datasets must say so with the ``datasets`` marker (so ``-m "not datasets"``
+    is exactly what runs from a clone)."""
+    unmarked = [item.nodeid for item in items
+                if "datasets" in getattr(item, "fixturenames", ()) and item.get_closest_marker("datasets") is None]
+    if unmarked:
+        raise pytest.UsageError("uses the shared datasets without @pytest.mark.datasets: " + ", ".join(unmarked))
+
+
+def pytest_runtest_setup(item):
+    """Skip a ``datasets`` test when the shared datasets are absent; fail it with ROICURATE_REQUIRE_DATASETS=1."""
+    if item.get_closest_marker("datasets") is None or datasets_root().is_dir():
+        return
+    msg = f"shared datasets not found at {datasets_root()} (set ROICURATE_SHARED)"
+    if os.environ.get("ROICURATE_REQUIRE_DATASETS") == "1":
+        pytest.fail(msg + " (ROICURATE_REQUIRE_DATASETS=1)", pytrace=False)
+    pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def datasets():
-    root = shared_path() / "datasets"
-    if not root.is_dir():
-        pytest.skip(f"shared datasets not found at {root} (set ROICURATE_SHARED)")
-    return root
+    """The shared datasets folder (only for tests marked ``datasets``: the marker skips them when it is absent)."""
+    return datasets_root()
 
 
 def make_writable(folder):
@@ -35,11 +65,57 @@ def make_writable(folder):
 
 @pytest.fixture
 def copy_dataset(datasets, tmp_path):
-    """copy_dataset("sim/s2p_sim2/suite2p") -> a writable copy of that folder under tmp_path."""
+    """copy_dataset("sim/s2p_sim2/suite2p") -> a writable copy of that shared-datasets folder under tmp_path."""
     def copy(rel, name=None):
         dst = tmp_path / (name or Path(rel).name)
         shutil.copytree(datasets / rel, dst)
         make_writable(dst)
+        return dst
+    return copy
+
+
+@pytest.fixture(scope="session")
+def example_suite2p():
+    """The bundled Suite2p example (read only: copy it with ``copy_example`` before writing)."""
+    return EXAMPLE_SUITE2P
+
+
+@pytest.fixture
+def copy_example(tmp_path):
+    """copy_example() -> a writable copy of examples/s2p_sim2/suite2p; copy_example("plane0") -> of one plane
+    (``name`` renames the copy)."""
+    def copy(rel="", name=None):
+        src = EXAMPLE_SUITE2P / rel
+        dst = tmp_path / (name or src.name)
+        shutil.copytree(src, dst)
+        make_writable(dst)
+        return dst
+    return copy
+
+
+@pytest.fixture(scope="session")
+def caiman_files(tmp_path_factory):
+    """{"evaluated", "evaluated_seed1", "selected", "shape_only": path} of small CaImAn files in cnm.save()'s
+    layout (tests/caiman_files.py), built once and read only: copy them with ``copy_caiman`` before writing."""
+    import caiman_files as build
+    folder = tmp_path_factory.mktemp("caiman_files")
+    paths = {"evaluated": build.write_evaluated(folder / "cnmf_refit_evaluated.hdf5"),
+             "evaluated_seed1": build.write_evaluated(folder / "cnmf_refit_evaluated_seed1.hdf5", seed=1),
+             "selected": build.write_selected(folder / "cnmf_selected.hdf5"),
+             "shape_only": build.write_shape_only(folder / "estimates.hdf5")}
+    for path in paths.values():
+        os.chmod(path, 0o444)
+    return paths
+
+
+@pytest.fixture
+def copy_caiman(caiman_files, tmp_path):
+    """copy_caiman("evaluated") -> a writable copy under tmp_path (named like the original unless ``name``)."""
+    def copy(kind, name=None):
+        src = caiman_files[kind]
+        dst = tmp_path / (name or src.name)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o644)
         return dst
     return copy
 
