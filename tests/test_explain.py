@@ -21,8 +21,8 @@ def classifier(module, size, channels=("mask",), classes=("not_cell", "cell"), *
 
 
 @pytest.fixture(scope="module")
-def plane(datasets):
-    return sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
+def plane(example_suite2p):
+    return sources()["suite2p"].read(example_suite2p / "plane0")
 
 
 class _GuidedFn(torch.autograd.Function):
@@ -210,6 +210,7 @@ def _roi_masks(clf, rs, idx, grow=3):
     return m, np.array([ndimage.binary_dilation(k, iterations=grow) for k in m])
 
 
+@pytest.mark.datasets
 def test_occluding_the_roi_itself_lowers_its_score_more_than_occluding_background(trained):
     clf, rs, p = trained
     accepted = np.flatnonzero(p >= 0.5)
@@ -222,6 +223,7 @@ def test_occluding_the_roi_itself_lowers_its_score_more_than_occluding_backgroun
     assert np.median(inside) > 0.01
 
 
+@pytest.mark.datasets
 def test_saliency_concentrates_inside_the_dilated_mask(trained):
     clf, rs, p = trained
     idx = np.flatnonzero(p >= 0.5)
@@ -267,14 +269,13 @@ def test_explanations_for_a_plugin_model_loaded_by_name(tmp_path, plane):
 
 
 @pytest.mark.parametrize("name", ["suite2p-resnet50", "caiman-cnn2"])
-def test_bundled_models_explain(name, datasets):
+def test_bundled_models_explain(name, example_suite2p, caiman_files):
     specs = model_specs()
     if name not in specs:
         pytest.skip(f"bundled model {name} is not installed yet")
     clf = Classifier.load(name, specs)
-    rel = {"suite2p": "sim/s2p_sim1/suite2p/plane0",
-           "caiman": "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"}[specs[name].pipeline]
-    rs = sources()[specs[name].pipeline].read(datasets / rel)
+    path = {"suite2p": example_suite2p / "plane0", "caiman": caiman_files["evaluated"]}[specs[name].pipeline]
+    rs = sources()[specs[name].pipeline].read(path)
     ex = explain.explain(clf, rs, [0, 1], stride=4)
     S = clf.crop.size
     assert ex["saliency"].shape == ex["occlusion"].shape == (2, S, S) and np.isfinite(ex["occlusion"]).all()
