@@ -229,3 +229,33 @@ def write_shape_only(path, seed=0, dims=(100, 96)):
     estimates.update(A=sim["A"], dims=np.array(dims, np.int64), idx_components=np.arange(K, dtype=np.int64),
                      idx_components_bad=np.zeros(0, np.int64), g=np.float64(0.0), shifts=np.zeros(0))
     return _write(path, estimates, dims, gsig=(5, 5), root_dims=False, mmap=None)
+
+
+def truth_record(sim, seed=0):
+    """The simulation's truth in the layout of a dataset's ``labels.json`` record (shared datasets' protocol:
+    ``label`` 1 iff the component's ground-truth partner is a soma at IoU >= 0.5; ``assigned_gt``,
+    ``assigned_iou`` and ``assigned_class`` name the partner, -1 / 0 / None for none). Somata and processes are
+    their own partners at a seeded IoU (some somata below 0.5: doubtful), blobs have none (noise)."""
+    rng = np.random.default_rng(1000 + seed)
+    kinds = sim["kind"]
+    iou = np.where(kinds == "soma", rng.uniform(0.3, 0.95, len(kinds)),
+                   np.where(kinds == "process", rng.uniform(0.05, 0.6, len(kinds)), 0.0)).round(5)
+    has = kinds != "blob"
+    return {"label": ((kinds == "soma") & (iou >= 0.5)).astype(int).tolist(),
+            "assigned_gt": np.where(has, np.arange(len(kinds)), -1).tolist(), "assigned_iou": iou.tolist(),
+            "assigned_class": [str(k) if h else None for k, h in zip(kinds, has)]}
+
+
+def write_labelled_session(folder, seed=0):
+    """``folder/caiman/cnmf_refit_evaluated.hdf5`` and ``folder/labels.json`` (recording = the folder's name) with
+    the simulation's truth as the datasets' labels: what a labelled CaImAn recording of the shared datasets
+    holds. Returns the HDF5 path."""
+    import json
+    from pathlib import Path
+    folder = Path(folder)
+    (folder / "caiman").mkdir(parents=True, exist_ok=True)
+    path = write_evaluated(folder / "caiman" / "cnmf_refit_evaluated.hdf5", seed)
+    record = truth_record(simulate(seed), seed)
+    (folder / "labels.json").write_text(json.dumps({"recording": folder.name,
+                                                    "rois": {"caiman/cnmf_refit_evaluated.hdf5": record}}))
+    return path

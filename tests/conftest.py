@@ -93,6 +93,23 @@ def copy_example(tmp_path):
     return copy
 
 
+def write_labels_json(session, planes=("plane0", "plane1"), every=5):
+    """A dataset ``labels.json`` (the layout of ../shared/datasets: ``rois[<ROI file>].label``) in the session folder
+    around ``suite2p/``: Suite2p's own verdict with every ``every``-th ROI flipped, as a person's curation would
+    differ from it. Returns {plane: labels}."""
+    import json
+
+    import numpy as np
+    labels = {}
+    for plane in planes:
+        lab = (np.load(session / "suite2p" / plane / "iscell.npy")[:, 0] > 0.5).astype(int)
+        lab[::every] = 1 - lab[::every]
+        labels[plane] = lab
+    rois = {f"suite2p/{plane}/stat.npy": {"label": lab.tolist()} for plane, lab in labels.items()}
+    (session / "labels.json").write_text(json.dumps({"recording": session.name, "rois": rois}))
+    return labels
+
+
 @pytest.fixture(scope="session")
 def caiman_files(tmp_path_factory):
     """{"evaluated", "evaluated_seed1", "selected", "shape_only": path} of small CaImAn files in cnm.save()'s
@@ -106,6 +123,19 @@ def caiman_files(tmp_path_factory):
     for path in paths.values():
         os.chmod(path, 0o444)
     return paths
+
+
+@pytest.fixture(scope="session")
+def caiman_sessions(tmp_path_factory):
+    """{1, 2, 3: folder} of labelled CaImAn recordings (``caiman_sim<i>/caiman/cnmf_refit_evaluated.hdf5`` +
+    ``labels.json`` holding the simulation's truth, seeds 0, 1, 2), laid out like the shared datasets'; read only."""
+    import caiman_files as build
+    root = tmp_path_factory.mktemp("caiman_sessions")
+    sessions = {}
+    for i in (1, 2, 3):
+        sessions[i] = root / f"caiman_sim{i}"
+        os.chmod(build.write_labelled_session(sessions[i], seed=i - 1), 0o444)
+    return sessions
 
 
 @pytest.fixture
