@@ -126,6 +126,24 @@ def caiman_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def suite2p_sessions(tmp_path_factory):
+    """{1, 2, 3: suite2p/ folder} of three labelled recordings made from the bundled example, laid out like the
+    shared datasets (``s2p_sim<i>/suite2p`` + ``s2p_sim<i>/labels.json``): s2p_sim1 holds plane0, s2p_sim2 both
+    planes + combined/, s2p_sim3 plane1; labels are Suite2p's verdict with every 3rd, 5th, 4th ROI flipped
+    (write_labels_json). Read only."""
+    root = tmp_path_factory.mktemp("suite2p_sessions")
+    layout = {1: (("plane1", "combined"), ("plane0",), 3), 2: ((), ("plane0", "plane1"), 5),
+              3: (("plane0", "combined"), ("plane1",), 4)}
+    sessions = {}
+    for i, (drop, planes, every) in layout.items():
+        s2p = root / f"s2p_sim{i}" / "suite2p"
+        shutil.copytree(EXAMPLE_SUITE2P, s2p, ignore=shutil.ignore_patterns(*drop))
+        write_labels_json(s2p.parent, planes, every)
+        sessions[i] = s2p
+    return sessions
+
+
+@pytest.fixture(scope="session")
 def caiman_sessions(tmp_path_factory):
     """{1, 2, 3: folder} of labelled CaImAn recordings (``caiman_sim<i>/caiman/cnmf_refit_evaluated.hdf5`` +
     ``labels.json`` holding the simulation's truth, seeds 0, 1, 2), laid out like the shared datasets'; read only."""
