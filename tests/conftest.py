@@ -128,18 +128,18 @@ def caiman_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def suite2p_sessions(tmp_path_factory):
     """{1, 2, 3: suite2p/ folder} of three labelled recordings made from the bundled example, laid out like the
-    shared datasets (``s2p_sim<i>/suite2p`` + ``s2p_sim<i>/labels.json``): s2p_sim1 holds plane0, s2p_sim2 both
-    planes + combined/, s2p_sim3 plane1; labels are Suite2p's verdict with every 3rd, 5th, 4th ROI flipped
-    (write_labels_json). Read only."""
+    shared datasets (``s2p_sim<i>/suite2p`` + ``s2p_sim<i>/labels.json``): s2p_sim1 holds the example's plane0,
+    s2p_sim2 both planes + combined/, s2p_sim3 the example's plane1 as its plane0; labels are Suite2p's verdict
+    with every 3rd, 5th, 4th ROI flipped (write_labels_json). Read only."""
     root = tmp_path_factory.mktemp("suite2p_sessions")
-    layout = {1: (("plane1", "combined"), ("plane0",), 3), 2: ((), ("plane0", "plane1"), 5),
-              3: (("plane0", "combined"), ("plane1",), 4)}
-    sessions = {}
-    for i, (drop, planes, every) in layout.items():
-        s2p = root / f"s2p_sim{i}" / "suite2p"
-        shutil.copytree(EXAMPLE_SUITE2P, s2p, ignore=shutil.ignore_patterns(*drop))
-        write_labels_json(s2p.parent, planes, every)
-        sessions[i] = s2p
+    sessions = {i: root / f"s2p_sim{i}" / "suite2p" for i in (1, 2, 3)}
+    shutil.copytree(EXAMPLE_SUITE2P, sessions[2])
+    for i, plane in ((1, "plane0"), (3, "plane1")):
+        shutil.copytree(EXAMPLE_SUITE2P / plane, sessions[i] / "plane0")
+        for name in ("db.npy", "settings.npy"):
+            shutil.copyfile(EXAMPLE_SUITE2P / name, sessions[i] / name)
+    for i, every in ((1, 3), (2, 5), (3, 4)):
+        write_labels_json(sessions[i].parent, ("plane0", "plane1") if i == 2 else ("plane0",), every)
     return sessions
 
 
