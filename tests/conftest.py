@@ -126,6 +126,23 @@ def caiman_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def geometry_only_plane(tmp_path_factory):
+    """A plane as the labelled real sets keep Suite2p's masks: stat.npy with binary lam, ops.npy with the frame
+    geometry only, every ROI a cell in iscell.npy, no traces (built from the example's plane0)."""
+    import numpy as np
+    plane = tmp_path_factory.mktemp("geometry_only") / "plane0"
+    plane.mkdir()
+    stat = np.load(EXAMPLE_SUITE2P / "plane0" / "stat.npy", allow_pickle=True)
+    keep = ("ypix", "xpix", "lam", "med", "npix", "soma_crop", "npix_soma", "compact", "radius", "aspect_ratio",
+            "footprint", "npix_norm", "overlap")
+    geometry = np.array([dict({k: s[k] for k in keep}, lam=np.ones(len(s["ypix"]), np.float32)) for s in stat])
+    np.save(plane / "stat.npy", geometry)
+    np.save(plane / "ops.npy", {"Ly": 128, "Lx": 128, "yrange": [0, 128], "xrange": [0, 128], "diameter": [12.0, 12.0]})
+    np.save(plane / "iscell.npy", np.ones((len(stat), 2)))
+    return plane
+
+
+@pytest.fixture(scope="session")
 def suite2p_sessions(tmp_path_factory):
     """{1, 2, 3: suite2p/ folder} of three labelled recordings made from the bundled example, laid out like the
     shared datasets (``s2p_sim<i>/suite2p`` + ``s2p_sim<i>/labels.json``): s2p_sim1 holds the example's plane0,

@@ -146,22 +146,6 @@ def test_read_suite2p_014_flat_ops(datasets):
 
 
 @pytest.fixture(scope="session")
-def geometry_only_plane(tmp_path_factory):
-    """A plane as the labelled real sets keep Suite2p's masks: stat.npy with binary lam, ops.npy with the frame
-    geometry only, every ROI a cell in iscell.npy, no traces (built from the example's plane0)."""
-    plane = tmp_path_factory.mktemp("geometry_only") / "plane0"
-    plane.mkdir()
-    stat = load(EXAMPLE_SUITE2P / "plane0" / "stat.npy", True)
-    keep = ("ypix", "xpix", "lam", "med", "npix", "soma_crop", "npix_soma", "compact", "radius", "aspect_ratio",
-            "footprint", "npix_norm", "overlap")
-    geometry = np.array([dict({k: s[k] for k in keep}, lam=np.ones(len(s["ypix"]), np.float32)) for s in stat])
-    np.save(plane / "stat.npy", geometry)
-    np.save(plane / "ops.npy", {"Ly": 128, "Lx": 128, "yrange": [0, 128], "xrange": [0, 128], "diameter": [12.0, 12.0]})
-    np.save(plane / "iscell.npy", np.ones((len(stat), 2)))
-    return plane
-
-
-@pytest.fixture(scope="session")
 def single_plane_folder(tmp_path_factory):
     """A one-plane Suite2p output folder (suite2p/plane0, no combined/), from the example's plane0."""
     s2p = tmp_path_factory.mktemp("single") / "suite2p"
