@@ -103,7 +103,8 @@ def simulate(seed=0, dims=DIMS, frames=FRAMES, n_soma=24, n_process=6, n_blob=6)
     q = PARAMS["quality"][1]
     accepted = ((r_values >= q["rval_thr"]) | (snr > q["min_SNR"])) & \
         ~((r_values <= q["rval_lowest"]) | (snr <= q["SNR_lowest"]))
-    spikes = (rng.random((K, frames)) < 0.02) * rng.uniform(0.5, 2.0, (K, frames)) * snr[:, None]
+    # traces in the units of the movie (A's columns have norm 1): a soma adds about half the background at its centre
+    spikes = (rng.random((K, frames)) < 0.02) * rng.uniform(0.5, 2.0, (K, frames)) * (10 + 10 * snr[:, None])
     g = rng.uniform(0.85, 0.95, K)
     C = np.zeros((K, frames))
     for t in range(frames):
@@ -111,7 +112,7 @@ def simulate(seed=0, dims=DIMS, frames=FRAMES, n_soma=24, n_process=6, n_blob=6)
     noise_sd = rng.uniform(0.5, 1.5, K)
     YrA = rng.normal(0, 1, (K, frames)) * noise_sd[:, None]
     yy, xx = np.mgrid[:dims[0], :dims[1]]
-    b = np.stack([(50 + 20 * yy / dims[0] + 10 * xx / dims[1]).ravel(order="F"),
+    b = np.stack([(8 + 3 * yy / dims[0] + 2 * xx / dims[1]).ravel(order="F"),
                   (5 + 5 * np.exp(-((yy - dims[0] / 2) ** 2 + (xx - dims[1] / 2) ** 2) / 800)).ravel(order="F")], 1)
     f = np.stack([1 + 0.05 * np.sin(np.arange(frames) / 40), 1 + 0.1 * rng.random(frames)])
     weight = np.clip(r_values, 0, 1)
