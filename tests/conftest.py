@@ -160,6 +160,29 @@ def suite2p_sessions(tmp_path_factory):
     return sessions
 
 
+def simulation_folder(s2p, out):
+    """``out`` laid out as a simulation that make_two_channel reads, from the one-plane Suite2p folder ``s2p``:
+    ``truth/regions.json`` whose objects are the ROIs' own masks (lam > 0), ``truth/classes.json`` calling the ROIs
+    Suite2p accepted somata and the rest processes, and ``labels.json`` matching each ROI to its own object (label 1
+    for the somata)."""
+    import json
+
+    import numpy as np
+    shutil.copytree(s2p, out / "suite2p")
+    make_writable(out)
+    stat = np.load(out / "suite2p/plane0/stat.npy", allow_pickle=True)
+    soma = np.load(out / "suite2p/plane0/iscell.npy")[:, 0] > 0.5
+    regions = [{"id": str(i), "coordinates": [[int(y), int(x)] for y, x, w in zip(s["ypix"], s["xpix"], s["lam"]) if w > 0]}
+               for i, s in enumerate(stat)]
+    (out / "truth").mkdir()
+    (out / "truth/regions.json").write_text(json.dumps(regions))
+    (out / "truth/classes.json").write_text(json.dumps(
+        {"classes": {str(i): "soma" if c else "process" for i, c in enumerate(soma)}, "cell_classes": ["soma"]}))
+    record = {"label": soma.astype(int).tolist(), "matched_gt": [i if c else -1 for i, c in enumerate(soma)]}
+    (out / "labels.json").write_text(json.dumps({"recording": out.name, "rois": {"suite2p/plane0/stat.npy": record}}))
+    return out
+
+
 @pytest.fixture(scope="session")
 def caiman_sessions(tmp_path_factory):
     """{1, 2, 3: folder} of labelled CaImAn recordings (``caiman_sim<i>/caiman/cnmf_refit_evaluated.hdf5`` +

@@ -19,33 +19,12 @@ from roicurate.train import load_labelled, transfer_weights
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chan2_sim import make_two_channel  # noqa: E402
-from conftest import cli_run  # noqa: E402
+from conftest import cli_run, simulation_folder  # noqa: E402
 
 
 def run(*args):
     r = cli_run(*args, ok=False)
     return r.exit_code, r.output
-
-
-def simulation_folder(s2p, out):
-    """``out`` laid out as a simulation that make_two_channel reads, from the one-plane Suite2p folder ``s2p``:
-    ``truth/regions.json`` whose objects are the ROIs' own masks (lam > 0), ``truth/classes.json`` calling the ROIs
-    Suite2p accepted somata and the rest processes, and ``labels.json`` matching each ROI to its own object (label 1
-    for the somata)."""
-    from conftest import make_writable
-    shutil.copytree(s2p, out / "suite2p")
-    make_writable(out)
-    stat = np.load(out / "suite2p/plane0/stat.npy", allow_pickle=True)
-    soma = np.load(out / "suite2p/plane0/iscell.npy")[:, 0] > 0.5
-    regions = [{"id": str(i), "coordinates": [[int(y), int(x)] for y, x, w in zip(s["ypix"], s["xpix"], s["lam"]) if w > 0]}
-               for i, s in enumerate(stat)]
-    (out / "truth").mkdir()
-    (out / "truth/regions.json").write_text(json.dumps(regions))
-    (out / "truth/classes.json").write_text(json.dumps(
-        {"classes": {str(i): "soma" if c else "process" for i, c in enumerate(soma)}, "cell_classes": ["soma"]}))
-    record = {"label": soma.astype(int).tolist(), "matched_gt": [i if c else -1 for i, c in enumerate(soma)]}
-    (out / "labels.json").write_text(json.dumps({"recording": out.name, "rois": {"suite2p/plane0/stat.npy": record}}))
-    return out
 
 
 @pytest.fixture(scope="module")
