@@ -1,5 +1,5 @@
 """Metrics, calibration, baselines and `roicurate evaluate`, checked against independent recomputation
-(the metric definitions themselves: tests/test_numbers.py)."""
+(the metric definitions themselves: tests/test_metric_and_fit_numbers.py)."""
 import csv
 import glob
 import json
