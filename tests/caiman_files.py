@@ -21,28 +21,73 @@ NONE = "NoneType"      # cnm.save() stores None as this scalar variable-length s
 # every dataset and attribute of /params in a real cnm.save() file (CaImAn 1.12.1, the demo's quality settings);
 # /params/data/dims is set to the file's own dims
 PARAMS = {
-    'data': ({'caiman_version': '1.12.1', 'last_commit': 'FILE-1795225907', 'var_name_hdf5': 'mov'},
-        {'decay_time': 0.4, 'dims': None, 'dxy': np.array([1.0, 1.0], float), 'fnames': np.array([b'/data/movie.tif'], '|S34'), 'fr': 30}),
-    'init': ({'SC_kernel': 'heat', 'greedyroi_nmf_init_method': 'nndsvdar', 'method_init': 'greedy_roi', 'seed_method': 'auto'},
-        {'K': 4, 'SC_nnn': 20, 'SC_normalize': True, 'SC_sigma': 1, 'SC_thr': 0, 'SC_use_NN': False, 'alpha_snmf': 0.5, 'center_psf': False, 'gSig': np.array([4, 4]), 'gSiz': np.array([9, 9]), 'greedyroi_nmf_max_iter': 200, 'init_iter': 2, 'kernel': None, 'lambda_gnmf': 1, 'maxIter': 5, 'max_iter_snmf': 500, 'min_corr': 0.85, 'min_pnr': 20, 'nIter': 5, 'nb': 2, 'normalize_init': True, 'options_local_NMF': None, 'perc_baseline_snmf': 20, 'ring_size_factor': 1.5, 'rolling_length': 100, 'rolling_sum': True, 'sigma_smooth_snmf': np.array([0.5, 0.5, 0.5], float), 'snmf_l1_ratio': 0.0, 'ssub': 2, 'ssub_B': 2, 'tsub': 2}),
-    'merging': ({},
+    'data': (
+        {'caiman_version': '1.12.1', 'last_commit': 'FILE-1795225907', 'var_name_hdf5': 'mov'},
+        {'decay_time': 0.4, 'dims': None, 'dxy': np.array([1.0, 1.0], float),
+         'fnames': np.array([b'/data/movie.tif'], '|S34'), 'fr': 30}),
+    'init': (
+        {'SC_kernel': 'heat', 'greedyroi_nmf_init_method': 'nndsvdar', 'method_init': 'greedy_roi', 'seed_method': 'auto'},
+        {'K': 4, 'SC_nnn': 20, 'SC_normalize': True, 'SC_sigma': 1, 'SC_thr': 0, 'SC_use_NN': False,
+         'alpha_snmf': 0.5, 'center_psf': False, 'gSig': np.array([4, 4]), 'gSiz': np.array([9, 9]),
+         'greedyroi_nmf_max_iter': 200, 'init_iter': 2, 'kernel': None, 'lambda_gnmf': 1, 'maxIter': 5,
+         'max_iter_snmf': 500, 'min_corr': 0.85, 'min_pnr': 20, 'nIter': 5, 'nb': 2, 'normalize_init': True,
+         'options_local_NMF': None, 'perc_baseline_snmf': 20, 'ring_size_factor': 1.5, 'rolling_length': 100,
+         'rolling_sum': True, 'sigma_smooth_snmf': np.array([0.5, 0.5, 0.5], float), 'snmf_l1_ratio': 0.0,
+         'ssub': 2, 'ssub_B': 2, 'tsub': 2}),
+    'merging': (
+        {},
         {'do_merge': True, 'merge_parallel': False, 'merge_thr': 0.85}),
-    'motion': ({'border_nan': 'copy'},
-        {'gSig_filt': None, 'indices': np.array([b'slice(None, None, None)', b'slice(None, None, None)'], '|S32'), 'is3D': False, 'max_deviation_rigid': 3, 'max_shifts': np.array([6, 6]), 'min_mov': None, 'niter_rig': 1, 'nonneg_movie': True, 'num_frames_split': 80, 'num_splits_to_process_els': None, 'num_splits_to_process_rig': None, 'overlaps': np.array([32, 32]), 'pw_rigid': False, 'shifts_interpolate': False, 'shifts_opencv': True, 'splits_els': 25, 'splits_rig': 25, 'strides': np.array([96, 96]), 'upsample_factor_grid': 4, 'use_cuda': False}),
-    'online': ({'init_method': 'bare', 'movie_name_online': '/data/online_movie.mp4', 'opencv_codec': 'H264', 'path_to_model': '/data/cnn_model_online.h5'},
-        {'N_samples_exceptionality': 12, 'W_update_factor': 1, 'batch_update_suff_stat': False, 'dist_shape_update': False, 'ds_factor': 1, 'epochs': 1, 'expected_comps': 500, 'full_XXt': False, 'init_batch': 2000, 'iters_shape': 5, 'max_comp_update_shape': np.inf, 'max_num_added': 5, 'max_shifts_online': 10, 'min_SNR': 2.5, 'min_num_trial': 5, 'minibatch_shape': 100, 'minibatch_suff_stat': 5, 'motion_correct': True, 'n_refit': 0, 'normalize': False, 'num_times_comp_updated': np.inf, 'ring_CNN': False, 'rval_thr': 0.8, 'save_online_movie': False, 'show_movie': False, 'simultaneously': False, 'sniper_mode': False, 'stop_detection': False, 'test_both': False, 'thresh_CNN_noisy': 0.5, 'thresh_fitness_delta': -50, 'thresh_fitness_raw': -60.97977932734429, 'thresh_overlap': 0.5, 'update_freq': 200, 'update_num_comps': True, 'use_corr_img': False, 'use_dense': True, 'use_peak_max': True}),
-    'patch': ({},
-        {'border_pix': 0, 'del_duplicates': False, 'in_memory': True, 'low_rank_background': True, 'memory_fact': 1, 'n_processes': 2, 'nb_patch': 1, 'only_init': False, 'p_patch': 0, 'p_ssub': 2, 'p_tsub': 2, 'remove_very_bad_comps': False, 'rf': None, 'skip_refinement': False, 'stride': 6}),
-    'preprocess': ({'noise_method': 'mean'},
-        {'check_nan': True, 'compute_g': False, 'include_noise': False, 'lags': 5, 'max_num_samples_fft': 3072, 'n_pixels_per_process': 32768, 'noise_range': np.array([0.25, 0.5], float), 'p': 1, 'pixels': None, 'sn': None}),
-    'quality': ({},
-        {'SNR_lowest': 0.5, 'cnn_lowest': 0.1, 'gSig_range': None, 'max_ecc': 3, 'min_SNR': 2, 'min_cnn_thr': 0.99, 'rval_lowest': -1, 'rval_thr': 0.85, 'use_cnn': False, 'use_ecc': False}),
-    'ring_CNN': ({'loss_fn': 'pct'},
-        {'lr': 0.001, 'lr_scheduler': None, 'max_epochs': 100, 'n_channels': 2, 'path_to_model': None, 'patience': 3, 'pct': 0.01, 'remove_activity': False, 'reuse_model': False, 'use_add': False, 'use_bias': False, 'width': 5}),
-    'spatial': ({'method_exp': 'dilate', 'method_ls': 'lasso_lars', 'thr_method': 'nrg'},
-        {'dist': 3, 'expandCore': np.array([[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]), 'extract_cc': True, 'maxthr': 0.1, 'medw': None, 'n_pixels_per_process': 32768, 'nb': 2, 'normalize_yyt_one': True, 'nrgthr': 0.9999, 'num_blocks_per_run_spat': 20, 'se': None, 'ss': None, 'update_background_components': True}),
-    'temporal': ({'method_deconvolution': 'oasis', 'noise_method': 'mean'},
-        {'ITER': 2, 'bas_nonneg': False, 'block_size_temp': 5000, 'fudge_factor': 0.96, 'lags': 5, 'nb': 2, 'noise_range': np.array([0.25, 0.5], float), 'num_blocks_per_run_temp': 20, 'optimize_g': False, 'p': 1, 's_min': None, 'solvers': np.array([b'ECOS', b'SCS'], '|S4'), 'verbosity': False}),
+    'motion': (
+        {'border_nan': 'copy'},
+        {'gSig_filt': None, 'indices': np.array([b'slice(None, None, None)', b'slice(None, None, None)'], '|S32'),
+         'is3D': False, 'max_deviation_rigid': 3, 'max_shifts': np.array([6, 6]), 'min_mov': None, 'niter_rig': 1,
+         'nonneg_movie': True, 'num_frames_split': 80, 'num_splits_to_process_els': None,
+         'num_splits_to_process_rig': None, 'overlaps': np.array([32, 32]), 'pw_rigid': False,
+         'shifts_interpolate': False, 'shifts_opencv': True, 'splits_els': 25, 'splits_rig': 25,
+         'strides': np.array([96, 96]), 'upsample_factor_grid': 4, 'use_cuda': False}),
+    'online': (
+        {'init_method': 'bare', 'movie_name_online': '/data/online_movie.mp4', 'opencv_codec': 'H264', 'path_to_model': '/data/cnn_model_online.h5'},
+        {'N_samples_exceptionality': 12, 'W_update_factor': 1, 'batch_update_suff_stat': False,
+         'dist_shape_update': False, 'ds_factor': 1, 'epochs': 1, 'expected_comps': 500, 'full_XXt': False,
+         'init_batch': 2000, 'iters_shape': 5, 'max_comp_update_shape': np.inf, 'max_num_added': 5,
+         'max_shifts_online': 10, 'min_SNR': 2.5, 'min_num_trial': 5, 'minibatch_shape': 100,
+         'minibatch_suff_stat': 5, 'motion_correct': True, 'n_refit': 0, 'normalize': False,
+         'num_times_comp_updated': np.inf, 'ring_CNN': False, 'rval_thr': 0.8, 'save_online_movie': False,
+         'show_movie': False, 'simultaneously': False, 'sniper_mode': False, 'stop_detection': False,
+         'test_both': False, 'thresh_CNN_noisy': 0.5, 'thresh_fitness_delta': -50,
+         'thresh_fitness_raw': -60.97977932734429, 'thresh_overlap': 0.5, 'update_freq': 200,
+         'update_num_comps': True, 'use_corr_img': False, 'use_dense': True, 'use_peak_max': True}),
+    'patch': (
+        {},
+        {'border_pix': 0, 'del_duplicates': False, 'in_memory': True, 'low_rank_background': True,
+         'memory_fact': 1, 'n_processes': 2, 'nb_patch': 1, 'only_init': False, 'p_patch': 0, 'p_ssub': 2,
+         'p_tsub': 2, 'remove_very_bad_comps': False, 'rf': None, 'skip_refinement': False, 'stride': 6}),
+    'preprocess': (
+        {'noise_method': 'mean'},
+        {'check_nan': True, 'compute_g': False, 'include_noise': False, 'lags': 5, 'max_num_samples_fft': 3072,
+         'n_pixels_per_process': 32768, 'noise_range': np.array([0.25, 0.5], float), 'p': 1, 'pixels': None,
+         'sn': None}),
+    'quality': (
+        {},
+        {'SNR_lowest': 0.5, 'cnn_lowest': 0.1, 'gSig_range': None, 'max_ecc': 3, 'min_SNR': 2, 'min_cnn_thr': 0.99,
+         'rval_lowest': -1, 'rval_thr': 0.85, 'use_cnn': False, 'use_ecc': False}),
+    'ring_CNN': (
+        {'loss_fn': 'pct'},
+        {'lr': 0.001, 'lr_scheduler': None, 'max_epochs': 100, 'n_channels': 2, 'path_to_model': None,
+         'patience': 3, 'pct': 0.01, 'remove_activity': False, 'reuse_model': False, 'use_add': False,
+         'use_bias': False, 'width': 5}),
+    'spatial': (
+        {'method_exp': 'dilate', 'method_ls': 'lasso_lars', 'thr_method': 'nrg'},
+        {'dist': 3,
+         'expandCore': np.array([[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]),
+         'extract_cc': True, 'maxthr': 0.1, 'medw': None, 'n_pixels_per_process': 32768, 'nb': 2,
+         'normalize_yyt_one': True, 'nrgthr': 0.9999, 'num_blocks_per_run_spat': 20, 'se': None, 'ss': None,
+         'update_background_components': True}),
+    'temporal': (
+        {'method_deconvolution': 'oasis', 'noise_method': 'mean'},
+        {'ITER': 2, 'bas_nonneg': False, 'block_size_temp': 5000, 'fudge_factor': 0.96, 'lags': 5, 'nb': 2,
+         'noise_range': np.array([0.25, 0.5], float), 'num_blocks_per_run_temp': 20, 'optimize_g': False, 'p': 1,
+         's_min': None, 'solvers': np.array([b'ECOS', b'SCS'], '|S4'), 'verbosity': False}),
 }
 
 ESTIMATES_KEYS = (
@@ -87,7 +132,10 @@ def simulate(seed=0, dims=DIMS, frames=FRAMES, n_soma=24, n_process=6, n_blob=6)
     for i, kind in enumerate(kinds):
         if kind == "soma":
             # the first soma sits on the frame's corner: a patch window that has to be clipped
-            cy, cx = (2.0, 3.0) if i == kinds.index("soma") else (rng.uniform(6, dims[0] - 6), rng.uniform(6, dims[1] - 6))
+            if i == kinds.index("soma"):
+                cy, cx = 2.0, 3.0
+            else:
+                cy, cx = rng.uniform(6, dims[0] - 6), rng.uniform(6, dims[1] - 6)
             images.append(_disc(dims, cy, cx, rng.uniform(2.3, 3.0), rng))
         elif kind == "process":
             images.append(_process(dims, rng))
