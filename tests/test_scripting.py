@@ -97,15 +97,27 @@ def test_status_of_a_caiman_file(copy_caiman, tmp_path):
     assert row["date"].startswith("20") and row["threshold"] > 0
 
 
-@pytest.mark.datasets
-def test_recursive_finds_every_output_of_the_shared_datasets(datasets):
-    """Every Suite2p plane (a folder with stat.npy) and every CaImAn .hdf5 under the datasets, nothing else."""
+def test_recursive_finds_every_output_of_a_tree_of_datasets(suite2p_sessions, caiman_sessions, caiman_files,
+                                                            geometry_only_plane, tmp_path):
+    """Every Suite2p plane (a folder with stat.npy) and every CaImAn .hdf5 under a tree laid out like the shared
+    datasets (sessions with suite2p/ and combined/, caiman/ folders, truth/, labels.json, summary images), nothing
+    else: not roicurate's own backups."""
+    import shutil
     from roicurate.discover import find_outputs
+    datasets = tmp_path / "datasets"
+    shutil.copytree(suite2p_sessions[1].parent.parent, datasets / "sim")
+    for folder in caiman_sessions.values():
+        shutil.copytree(folder, datasets / "sim" / folder.name)
+    shutil.copytree(caiman_files["evaluated"].parent, datasets / "real" / "caiman")
+    shutil.copytree(geometry_only_plane, datasets / "real" / "shape_only" / "suite2p" / "plane0")
+    (datasets / "sim/s2p_sim1/summary_images.npz").write_bytes(b"")
+    shutil.copyfile(caiman_files["evaluated"], datasets / "real/caiman/cnmf_refit_evaluated.roicurate-backup.hdf5")
     found = find_outputs([datasets])
     units = sorted(str(u) for src, path in found for u in src.expand(path))
     planes = sorted(str(p.parent) for p in datasets.rglob("stat.npy") if p.parent.name != "combined")
     hdf5 = sorted(str(p) for p in datasets.rglob("*.hdf5") if ".roicurate-" not in p.name)
     assert planes and hdf5 and units == sorted(planes + hdf5)
+    assert (len(planes), len(hdf5)) == (1 + 2 + 1 + 1, 3 + 4)
     assert {src.name for src, _ in found} == {"suite2p", "caiman"}
 
 

@@ -59,13 +59,6 @@ def test_detect(example_suite2p, geometry_only_plane, single_plane_folder, tmp_p
     assert not src.detect(tmp_path / "missing")
 
 
-@pytest.mark.datasets
-def test_detect_legacy_and_geometry_only_layouts_of_the_shared_datasets(datasets):
-    for rel in (FISSA, "real/abo275/501484643/suite2p/plane0"):
-        assert src.detect(datasets / rel), rel
-    assert not src.detect(datasets / "real/fissa_example/LICENSE")
-
-
 def test_registered_as_plugin(example_suite2p):
     from roicurate import plugins
     assert isinstance(plugins.sources()["suite2p"], Suite2pSource)
@@ -136,6 +129,8 @@ def test_read_1x_without_ops_npy(copy_example, example_suite2p):
 @pytest.mark.datasets
 def test_read_suite2p_014_flat_ops(datasets):
     plane = datasets / FISSA
+    assert src.detect(plane) and src.detect(datasets / "real/abo275/501484643/suite2p/plane0")
+    assert not src.detect(datasets / "real/fissa_example/LICENSE")
     ops = ops_of(plane)
     r = src.read(plane)
     assert len(r) == len(load(plane / "stat.npy", True)) == 23 and r.shape == (176, 156)
