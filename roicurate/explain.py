@@ -185,7 +185,7 @@ def occlusion(clf, roiset, index=None, window=5, stride=1, fill=0.0, score="prob
     mask-only crop) are not evaluated (``skip_unchanged``): the occluded crop *is* the crop, so their drop is
     exactly 0. ``fast``: run the architecture's ``inference`` form (e.g. batch norm folded into the convolutions:
     the same scores to float rounding, as ``predict_proba`` runs it); both are the naive method's answer, for less
-    work (tests/test_explain_speed.py). ``occlude``: the names of the crop channels a patch hides (default: all);
+    work (tests/test_fast_occlusion.py). ``occlude``: the names of the crop channels a patch hides (default: all);
     hiding only ``mask`` asks what the outline contributes, and for a model with an image channel it keeps the
     skipping above (an image is nowhere equal to the fill). ``progress(k)`` is called as ROIs are done."""
     torch = _torch()

@@ -1,4 +1,5 @@
-"""CaImAn source and live API on real files written by CaImAn 1.12.1's cnm.save(), copied to tmp_path."""
+"""CaImAn source and live API on files in the layout of CaImAn 1.12.1's cnm.save() (built by caiman_files.py),
+copied to tmp_path."""
 import hashlib
 import os
 import shutil
@@ -17,9 +18,14 @@ from roicurate.curation import Curation
 from roicurate.rois import RoiSet
 from roicurate_plugins.caiman import CaimanSource, load_estimates
 
-EVALUATED = "sim/caiman_sim1/caiman/cnmf_refit_evaluated.hdf5"   # 205 components, idx_components set
-SELECTED = "sim/caiman_sim1/caiman/cnmf_selected.hdf5"           # after select_components: 146 + discarded
-REAL = "real/abo275/501484643/caiman/estimates.hdf5"             # shape-only: A, dims, idx_components
+import caiman_files
+
+EVALUATED = "evaluated"            # N components, idx_components set (caiman_files.write_evaluated)
+SELECTED = "selected"              # after select_components: the N_ACCEPTED accepted + discarded_components
+REAL = "shape_only"                # shape-only, as the labelled real sets: A, dims, idx_components
+SIM = caiman_files.simulate(0)     # what the evaluated and selected files hold
+N, N_ACCEPTED = SIM["A"].shape[1], len(SIM["idx_components"])
+DIMS = caiman_files.DIMS
 OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/roicurate_probability",
         "estimates/cnn_preds"}
 OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version", "roicurate_time",
@@ -40,13 +46,8 @@ src = CaimanSource()
 
 # ---- fixtures and helpers ----------------------------------------------------------------------------
 @pytest.fixture
-def copy_file(datasets, tmp_path):
-    def copy(rel, name=None):
-        dst = tmp_path / (name or Path(rel).name)
-        shutil.copyfile(datasets / rel, dst)
-        os.chmod(dst, 0o644)
-        return dst
-    return copy
+def copy_file(copy_caiman):
+    return copy_caiman
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +131,15 @@ def estimates_from_file(path):
 
 
 # ---- layout and reading --------------------------------------------------------------------------------
+def test_stand_in_has_the_estimates_keys_of_saved_files(caiman_files):
+    for kind in (EVALUATED, SELECTED):
+        with h5py.File(caiman_files[kind], "r") as f:
+            assert sorted(f["estimates"]) == sorted(ESTIMATES_SAVED)
+
+
+@pytest.mark.datasets
 def test_stand_in_has_the_real_estimates_keys(datasets):
-    for rel in (EVALUATED, SELECTED):
+    for rel in ("sim/caiman_sim1/caiman/cnmf_refit_evaluated.hdf5", "sim/caiman_sim1/caiman/cnmf_selected.hdf5"):
         with h5py.File(datasets / rel, "r") as f:
             assert sorted(f["estimates"]) == sorted(ESTIMATES_SAVED)
 
@@ -148,12 +156,12 @@ def test_detect(copy_file, tmp_path):
     assert src.expand(p) == [p]
 
 
-def test_read_evaluated_file(copy_file, datasets):
+def test_read_evaluated_file(copy_file):
     p = copy_file(EVALUATED)
     rs = src.read(p)
     A, dims = read_A(p)
-    assert len(rs) == 205 and rs.shape == dims == (256, 256)
-    for k in (0, 17, 204):                      # pixel (y, x) = unravel_index(row, dims, order='F')
+    assert len(rs) == N and rs.shape == dims == DIMS
+    for k in (0, 17, N - 1):                      # pixel (y, x) = unravel_index(row, dims, order='F')
         dense = np.zeros(dims, np.float32)
         sl = slice(rs.indptr[k], rs.indptr[k + 1])
         dense[rs.y[sl], rs.x[sl]] = rs.weight[sl]
@@ -165,20 +173,31 @@ def test_read_evaluated_file(copy_file, datasets):
         np.testing.assert_array_equal(rs.features["r_values"], f["estimates/r_values"][()])
     assert "cnn_preds" not in rs.features          # use_cnn=False: cnn_preds is [] in the file
     np.testing.assert_array_equal(np.flatnonzero(rs.pipeline_accepted), idx)
-    assert rs.pipeline_accepted.sum() == 146
+    assert rs.pipeline_accepted.sum() == N_ACCEPTED
     assert (rs.source, rs.pipeline, rs.path) == ("caiman", "caiman", str(p))
-    assert rs.origin == {"roi_file": str(p), "n": 205, "gSig": [4, 4]}
-    # mean image = temporal mean of CaImAn's model A C + b f: matches the movie's real mean image
+    assert rs.origin == {"roi_file": str(p), "n": N, "gSig": [4, 4]}
+    # mean image = temporal mean of CaImAn's model A C + b f, pixels in Fortran order
+    mean = (A @ SIM["C"].mean(1) + SIM["b"] @ SIM["f"].mean(1)).reshape(dims, order="F")
+    np.testing.assert_allclose(rs.images["mean"], mean.astype(np.float32), rtol=1e-5)
+
+
+@pytest.mark.datasets
+def test_mean_image_matches_the_movie_of_a_real_caiman_run(datasets):
+    """On CaImAn's own output the model's mean image is the movie's real mean image."""
+    rs = src.read(datasets / "sim/caiman_sim1/caiman/cnmf_refit_evaluated.hdf5")
     mean = np.load(datasets / "sim/caiman_sim1/summary_images.npz")["mean"]
+    assert len(rs) == 205 and rs.pipeline_accepted.sum() == 146
     assert np.corrcoef(rs.images["mean"].ravel(), mean.ravel())[0, 1] > 0.9999
 
 
 def test_read_selected_and_shape_only_files(copy_file):
     rs = src.read(copy_file(SELECTED))
-    assert len(rs) == 146 and rs.pipeline_accepted.all()
+    assert len(rs) == N_ACCEPTED and rs.pipeline_accepted.all()
     real = copy_file(REAL)
     rs = src.read(real)                            # /dims, b, C, Cn are all None here
-    assert len(rs) == 192 and rs.shape == (487, 487) and rs.images == {} and rs.features == {}
+    with h5py.File(real, "r") as f:
+        n_real, dims_real = f["estimates/A/shape"][1], tuple(f["estimates/dims"][()])
+    assert len(rs) == n_real > 0 and rs.shape == dims_real and rs.images == {} and rs.features == {}
     assert rs.pipeline_accepted.all() and rs.origin["gSig"] == [5, 5]
 
 
@@ -203,9 +222,9 @@ def _no_A(f):
     del f["estimates/A"]
 
 
-def _bad_dims(f):
+def _bad_dims(f):                      # the shape-only file is 100 x 96 pixels
     del f["estimates/dims"]
-    f["estimates/dims"] = np.array([480, 487])
+    f["estimates/dims"] = np.array([90, 96])
 
 
 def _bad_indices(f):
@@ -213,13 +232,13 @@ def _bad_indices(f):
 
 
 def _zero_components(f):
-    _set_A(f, sp.csc_matrix((487 * 487, 0)))
+    _set_A(f, sp.csc_matrix((100 * 96, 0)))
 
 
 @pytest.mark.parametrize("edit, message", [
     (None, "not an HDF5 file"),
     (_no_A, "no estimates/A"),
-    (_bad_dims, "has 237169 rows but dims 480x487"),
+    (_bad_dims, "has 9600 rows but dims 90x96"),
     (_zero_components, "has no components"),
     (_nan, "NaN"),
     (_bad_indices, "estimates.A is not a valid matrix"),
@@ -321,7 +340,7 @@ def test_caiman_patches_match_caiman_on_a_real_file(copy_file):
     p = copy_file(EVALUATED)
     rs = src.read(p)
     A, dims = read_A(p)
-    ks = np.array([0, 50, 100, 204])
+    ks = np.array([caiman_files.corner_soma(SIM), 10, 20, N - 1])
     ours = make_crops(rs, CropSpec(50, style="caiman"), ks)[:, 0]
     np.testing.assert_allclose(ours, _caiman_reference(A[:, ks], dims, (4, 4)), atol=1e-6)
     try:
@@ -370,7 +389,7 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
         good, bad = est["idx_components"][()], est["idx_components_bad"][()]
         assert good.dtype == bad.dtype == np.int64
         np.testing.assert_array_equal(good, np.flatnonzero(cur.accepted))
-        np.testing.assert_array_equal(np.sort(np.concatenate([good, bad])), np.arange(205))
+        np.testing.assert_array_equal(np.sort(np.concatenate([good, bad])), np.arange(N))
         np.testing.assert_array_equal(est["roicurate_probability"][()], cur.score)
         assert est["roicurate_probability"].dtype == np.float64
         assert dict(est.attrs) == {"roicurate_model": "t", "roicurate_sha256": "0", "roicurate_threshold": "0.5",
@@ -387,7 +406,7 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
     src.check_writable(p)
     src.write(p, rs, curation_for(len(rs), seed=1), as_cnn_preds=True)
     with h5py.File(p, "r") as f:
-        np.testing.assert_array_equal(f["estimates/cnn_preds"][()], curation_for(205, seed=1).score)
+        np.testing.assert_array_equal(f["estimates/cnn_preds"][()], curation_for(N, seed=1).score)
     assert sha(backup) == original
     assert "restored" in src.revert(p)
     assert sha(p) == original and not backup.exists()
@@ -400,10 +419,11 @@ def test_written_file_loads_like_load_cnmf(copy_file, tiny_model):
     rs = src.read(p)
     src.write(p, rs, curation_for(len(rs)), as_cnn_preds=True)
     est = load_estimates(p)
-    assert est.roicurate_threshold == "0.5" and est.cnn_preds.shape == (205,)
-    assert est.idx_components.dtype == np.int64 and est.A.shape == (65536, 205) and est.discarded_components is None
+    assert est.roicurate_threshold == "0.5" and est.cnn_preds.shape == (N,)
+    assert est.idx_components.dtype == np.int64 and est.A.shape == (DIMS[0] * DIMS[1], N)
+    assert est.discarded_components is None
     cur = live.curate(est, model=tiny_model)                 # a reloaded file can be curated again in memory
-    assert len(cur.accepted) == 205
+    assert len(cur.accepted) == N
 
 
 def test_selected_file_is_refused_before_anything_is_written(copy_file):
@@ -416,7 +436,7 @@ def test_selected_file_is_refused_before_anything_is_written(copy_file):
     assert sha(p) == before and os.listdir(p.parent) == [p.name]
 
 
-def test_hand_edits_and_stale_backups_need_force(copy_file, datasets):
+def test_hand_edits_and_stale_backups_need_force(copy_file, caiman_files):
     p = copy_file(EVALUATED)
     rs = src.read(p)
     src.write(p, rs, curation_for(len(rs)))
@@ -429,7 +449,7 @@ def test_hand_edits_and_stale_backups_need_force(copy_file, datasets):
     src.write(p, rs, curation_for(len(rs)), force=True)
     # CaImAn re-run and saved under the same name: the old backup belongs to other data
     backup = p.with_name("cnmf_refit_evaluated.roicurate-backup.hdf5")
-    shutil.copyfile(datasets / "sim/caiman_sim2/caiman/cnmf_refit_evaluated.hdf5", p)
+    shutil.copyfile(caiman_files["evaluated_seed1"], p)
     old_backup = sha(backup)
     with pytest.raises(RoicurateError, match="differs from its backup"):
         src.check_writable(p)
@@ -459,7 +479,7 @@ def test_write_failure_leaves_the_file_untouched(copy_file, monkeypatch):
 def test_wrong_component_count_is_refused(copy_file):
     p = copy_file(REAL)
     rs = src.read(p)
-    with pytest.raises(RoicurateError, match="192 components but the curation has 5"):
+    with pytest.raises(RoicurateError, match=f"{len(rs)} components but the curation has 5"):
         src.write(p, rs, curation_for(5))
 
 
@@ -479,14 +499,14 @@ def test_read_only_file_and_folder(copy_file):
 
 
 # ---- live objects --------------------------------------------------------------------------------------
-def test_live_curate_on_stand_in_objects(datasets, tiny_model, copy_file):
-    est = estimates_from_file(datasets / EVALUATED)
+def test_live_curate_on_stand_in_objects(caiman_files, tiny_model, copy_file):
+    est = estimates_from_file(caiman_files[EVALUATED])
     A_before = est.A.copy()
     cur = live.curate(CNMF(est), model=tiny_model)
-    assert len(cur.accepted) == 205
+    assert len(cur.accepted) == N
     assert est.idx_components.dtype == est.idx_components_bad.dtype == np.int64
     np.testing.assert_array_equal(est.idx_components, np.flatnonzero(cur.accepted))
-    np.testing.assert_array_equal(np.sort(np.concatenate([est.idx_components, est.idx_components_bad])), np.arange(205))
+    np.testing.assert_array_equal(np.sort(np.concatenate([est.idx_components, est.idx_components_bad])), np.arange(N))
     assert est.cnn_preds.shape == (0,)                   # untouched without as_cnn_preds
     assert (est.A != A_before).nnz == 0
     # recorded as what finds the model again (its card's path when given by path), as the file writer does
@@ -497,7 +517,7 @@ def test_live_curate_on_stand_in_objects(datasets, tiny_model, copy_file):
     from roicurate.models import Classifier
     np.testing.assert_allclose(run(src.read(p), Classifier.load(tiny_model)).probabilities, cur.probabilities)
     # Estimates directly, dense A, as_cnn_preds and a threshold
-    dense = Estimates(A=A_before.toarray(), dims=(256, 256))
+    dense = Estimates(A=A_before.toarray(), dims=DIMS)
     cur2 = live.curate(dense, model=tiny_model, threshold=0.0, as_cnn_preds=True)
     np.testing.assert_allclose(cur2.probabilities, cur.probabilities, rtol=1e-5)
     assert cur2.accepted.all() and len(dense.idx_components_bad) == 0
@@ -520,9 +540,9 @@ def save_like_cnm(est, path):
                 g.create_dataset(key, data=value)
 
 
-def test_live_curate_with_a_model_by_path_saves_a_model_report_can_load(datasets, tiny_model, copy_file):
+def test_live_curate_with_a_model_by_path_saves_a_model_report_can_load(caiman_files, tiny_model, copy_file):
     from roicurate.models import Classifier
-    est = estimates_from_file(datasets / EVALUATED)
+    est = estimates_from_file(caiman_files[EVALUATED])
     cur = live.curate(CNMF(est), model=tiny_model, as_cnn_preds=True)
     p = copy_file(EVALUATED, "saved.hdf5")
     save_like_cnm(est, p)
@@ -536,14 +556,17 @@ def test_live_curate_with_a_model_by_path_saves_a_model_report_can_load(datasets
     with h5py.File(p, "r") as fp, h5py.File(q, "r") as fq:
         a, b = fp["estimates"], fq["estimates"]
         backup_attrs = {"roicurate_backup_sha256", "roicurate_content_sha256"}
-        assert dict(a.attrs) == {k: v for k, v in b.attrs.items() if k not in backup_attrs}
+        # the same attributes and values, but the time of writing (the two writes may fall in different seconds)
+        assert {k: v for k, v in a.attrs.items() if k != "roicurate_time"} == \
+            {k: v for k, v in b.attrs.items() if k not in backup_attrs | {"roicurate_time"}}
+        assert a.attrs["roicurate_time"].startswith("20") and b.attrs["roicurate_time"].startswith("20")
         for key in ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds"):
             assert a[key].dtype == b[key].dtype
             np.testing.assert_array_equal(a[key][()], b[key][()])
 
 
-def test_live_curate_refuses_selected_and_foreign_objects(datasets, tiny_model):
-    est = estimates_from_file(datasets / SELECTED)
+def test_live_curate_refuses_selected_and_foreign_objects(caiman_files, tiny_model):
+    est = estimates_from_file(caiman_files[SELECTED])
     assert est.idx_components is None and est.discarded_components is not None
     with pytest.raises(RoicurateError, match="before cnm.estimates.select_components"):
         live.curate(CNMF(est), model=tiny_model)
@@ -565,10 +588,10 @@ def test_cli_apply_and_revert(copy_file, tiny_model):
     assert r.exit_code != 0 and "select_components" in r.output and sha(p) == original   # nothing written
     r = CliRunner().invoke(cli, ["apply", str(p), "--model", tiny_model, "--as-cnn-preds"])
     assert r.exit_code == 0, r.output
-    assert "205 ROIs" in r.output and "pipeline accepted 146" in r.output
-    assert load_estimates(p).cnn_preds.shape == (205,)
+    assert f"{N} ROIs" in r.output and f"pipeline accepted {N_ACCEPTED}" in r.output
+    assert load_estimates(p).cnn_preds.shape == (N,)
     r = CliRunner().invoke(cli, ["apply", str(p), "--model", tiny_model, "--threshold", "0.99"])
-    assert r.exit_code == 0 and "pipeline accepted 146" in r.output      # CaImAn's own, from the backup
+    assert r.exit_code == 0 and f"pipeline accepted {N_ACCEPTED}" in r.output      # CaImAn's own, from the backup
     r = CliRunner().invoke(cli, ["revert", str(p)])
     assert r.exit_code == 0 and sha(p) == original
 
@@ -582,7 +605,7 @@ def test_example_script_demo(copy_file, tiny_model):
     r = subprocess.run([sys.executable, str(script), "--demo", str(p), "--model", tiny_model],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "205 components" in r.stdout and "CaImAn's own evaluation accepted 146" in r.stdout
+    assert f"{N} components" in r.stdout and f"CaImAn's own evaluation accepted {N_ACCEPTED}" in r.stdout
     assert sha(p) == before
     r = subprocess.run([sys.executable, str(script), "--demo", str(copy_file(SELECTED)), "--model", tiny_model],
                        capture_output=True, text=True, timeout=120)

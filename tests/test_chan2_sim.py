@@ -1,4 +1,5 @@
-"""benchmarks/chan2_sim.py: a simulated structural channel on a shared Suite2p sim, checked against real Suite2p.
+"""benchmarks/chan2_sim.py: a simulated structural channel on a Suite2p simulation (the bundled example's plane0, its
+ROIs' own masks as the ground truth: conftest.simulation_folder), checked against real Suite2p.
 
 The Suite2p comparison runs the real 1.1.0 chan2detect in the suite2p venv (``ROICURATE_SUITE2P_ENV``, default
 .suite2p-env); it is skipped when that venv is missing unless ROICURATE_REQUIRE_SUITE2P=1.
@@ -60,8 +61,16 @@ def _types(plane_dir):
 
 
 @pytest.fixture(scope="module")
-def sim1(datasets, tmp_path_factory):
-    src = datasets / "sim" / "s2p_sim1"
+def sim_folder(suite2p_sessions, tmp_path_factory):
+    """A one-plane simulation folder (suite2p/, truth/, labels.json) from the example's plane0: 34 ROIs, the 20
+    Suite2p accepted are the somata."""
+    from conftest import simulation_folder
+    return simulation_folder(suite2p_sessions[1], tmp_path_factory.mktemp("sim") / "s2p_sim1")
+
+
+@pytest.fixture(scope="module")
+def sim1(sim_folder, tmp_path_factory):
+    src = sim_folder
     before = _hashes(src)
     out = tmp_path_factory.mktemp("chan2") / "sim1"
     res = chan2_sim.make_two_channel(src, out, fraction=0.3, seed=0)
@@ -77,7 +86,7 @@ def test_roicurate_reads_two_channel_folder(sim1):
     from roicurate.plugins import sources
     _, out, res, _ = sim1
     rs = sources()["suite2p"].read(out / "suite2p" / "plane0")
-    assert rs.images["mean_chan2"].shape == rs.shape == (256, 256)
+    assert rs.images["mean_chan2"].shape == rs.shape == (128, 128)
     plane = out / "suite2p" / "plane0"
     db, reg = (np.load(plane / f, allow_pickle=True).item() for f in ("db.npy", "reg_outputs.npy"))
     top = np.load(out / "suite2p" / "db.npy", allow_pickle=True).item()
@@ -88,25 +97,25 @@ def test_roicurate_reads_two_channel_folder(sim1):
     assert red.shape == (n, 2) and red.dtype == np.float32
     assert np.array_equal(red[:, 0], (red[:, 1] > 0.25).astype(np.float32))
     info = json.loads((out / "chan2_sim.json").read_text())
-    assert info["planes"]["plane0"]["n_red_somata"] == 45 and info["seed"] == 0
+    assert info["planes"]["plane0"]["n_red_somata"] == 6 and info["seed"] == 0       # round(0.3 x 20 somata)
 
 
-def test_cell_types_are_exactly_the_matched_somata(sim1, datasets):
+def test_cell_types_are_exactly_the_matched_somata(sim1, sim_folder):
     _, out, res, _ = sim1
-    lab = json.loads((datasets / "sim/s2p_sim1/labels.json").read_text())["rois"]["suite2p/plane0/stat.npy"]
+    lab = json.loads((sim_folder / "labels.json").read_text())["rois"]["suite2p/plane0/stat.npy"]
     idx, y = _types(out / "suite2p" / "plane0")
     assert idx.tolist() == [i for i, v in enumerate(lab["label"]) if v == 1]
-    regions = json.loads((datasets / "sim/s2p_sim1/truth/regions.json").read_text())
+    regions = json.loads((sim_folder / "truth/regions.json").read_text())
     red_ids = set(res["planes"]["plane0"]["red_somata"])
     assert y.tolist() == [regions[lab["matched_gt"][i]]["id"] in red_ids for i in idx]
     assert 0.15 < y.mean() < 0.5
 
 
-def test_red_rois_are_brighter(datasets, tmp_path):
+def test_red_rois_are_brighter(sim_folder, tmp_path):
     """Without bleed-through/background modulation the red somata must stand out in the structural image;
     with the defaults Suite2p's own ratio must separate them well but not perfectly (a realistic baseline)."""
     out = tmp_path / "clean"
-    chan2_sim.make_two_channel(datasets / "sim" / "s2p_sim1", out, bleed=0.0, autofluo_mod=0.0)
+    chan2_sim.make_two_channel(sim_folder, out, bleed=0.0, autofluo_mod=0.0)
     plane = out / "suite2p" / "plane0"
     ops = np.load(plane / "ops.npy", allow_pickle=True).item()
     stat = np.load(plane / "stat.npy", allow_pickle=True)
@@ -122,16 +131,16 @@ def test_suite2p_prob_baseline_is_realistic(sim1):
     assert 0.8 < auc < 0.99, auc
 
 
-def test_deterministic(datasets, sim1, tmp_path):
+def test_deterministic(sim_folder, sim1, tmp_path):
     _, out, res, _ = sim1
-    again = chan2_sim.make_two_channel(datasets / "sim" / "s2p_sim1", tmp_path / "again", fraction=0.3, seed=0)
-    other = chan2_sim.make_two_channel(datasets / "sim" / "s2p_sim1", tmp_path / "other", fraction=0.3, seed=1)
+    again = chan2_sim.make_two_channel(sim_folder, tmp_path / "again", fraction=0.3, seed=0)
+    other = chan2_sim.make_two_channel(sim_folder, tmp_path / "other", fraction=0.3, seed=1)
     img = lambda o: np.load(o / "suite2p/plane0/reg_outputs.npy", allow_pickle=True).item()["meanImg_chan2"]
     assert np.array_equal(img(out), img(tmp_path / "again"))
     assert again["planes"]["plane0"]["red_somata"] == res["planes"]["plane0"]["red_somata"]
     assert other["planes"]["plane0"]["red_somata"] != res["planes"]["plane0"]["red_somata"]
     with pytest.raises(FileExistsError):
-        chan2_sim.make_two_channel(datasets / "sim" / "s2p_sim1", tmp_path / "again")
+        chan2_sim.make_two_channel(sim_folder, tmp_path / "again")
 
 
 def test_matches_real_suite2p(sim1):

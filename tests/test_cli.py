@@ -1,4 +1,4 @@
-"""The roicurate command end to end, on copies of real Suite2p output, through the installed console script."""
+"""The roicurate command end to end, on copies of real Suite2p output (the bundled example), through the installed console script."""
 import json
 import subprocess
 import sys
@@ -14,8 +14,8 @@ def run(*args, ok=True):
     return p
 
 
-def test_apply_suite2p_folder_all_planes_and_combined(copy_dataset, tiny_model, hash_tree):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
+def test_apply_suite2p_folder_all_planes_and_combined(copy_example, tiny_model, hash_tree):
+    s2p = copy_example()
     originals = {p: (s2p / p / "iscell.npy").read_bytes() for p in ("plane0", "plane1", "combined")}
     p = run("apply", s2p, "--model", tiny_model)
     lines = [l for l in p.stdout.splitlines() if l.strip()]
@@ -46,16 +46,16 @@ def test_apply_suite2p_folder_all_planes_and_combined(copy_dataset, tiny_model, 
         assert not (s2p / plane / "iscell_suite2p.npy").exists()
 
 
-def test_dry_run_writes_nothing(copy_dataset, tiny_model, hash_tree):
-    plane = copy_dataset("sim/s2p_sim1/suite2p/plane0")
+def test_dry_run_writes_nothing(copy_example, tiny_model, hash_tree):
+    plane = copy_example("plane1")
     before = hash_tree(plane)
     p = run("apply", plane, "--model", tiny_model, "--dry-run")
     assert "dry run" in p.stdout and hash_tree(plane) == before
 
 
-def test_one_bad_input_stops_everything_before_writing(copy_dataset, tiny_model, hash_tree, tmp_path):
-    good = copy_dataset("sim/s2p_sim1/suite2p/plane0", "good")
-    bad = copy_dataset("sim/s2p_sim2/suite2p/plane0", "bad")
+def test_one_bad_input_stops_everything_before_writing(copy_example, tiny_model, hash_tree, tmp_path):
+    good = copy_example("plane1", "good")
+    bad = copy_example("plane0", "bad")
     np.save(bad / "iscell.npy", np.load(bad / "iscell.npy")[:-1])
     before = {d: hash_tree(d) for d in (good, bad)}
     p = run("apply", good, bad, "--model", tiny_model, ok=False)
@@ -70,8 +70,8 @@ def test_one_bad_input_stops_everything_before_writing(copy_dataset, tiny_model,
     (("apply", "{tmp}/nothing-here"), "not a pipeline output"),
     (("revert", "{tmp}/nothing-here"), "does not exist"),
 ])
-def test_user_errors_are_one_line(copy_dataset, tmp_path, hash_tree, args, message):
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+def test_user_errors_are_one_line(copy_example, tmp_path, hash_tree, args, message):
+    plane = copy_example("plane0")
     before = hash_tree(plane)
     p = run(*[a.format(plane=plane, tmp=tmp_path) for a in args], ok=False)
     assert p.returncode != 0 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1

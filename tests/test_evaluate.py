@@ -1,5 +1,5 @@
 """Metrics, calibration, baselines and `roicurate evaluate`, checked against independent recomputation
-(the metric definitions themselves: tests/test_numbers.py)."""
+(the metric definitions themselves: tests/test_metric_and_fit_numbers.py)."""
 import csv
 import glob
 import json
@@ -87,16 +87,17 @@ def test_calibration_folds_exactly_into_the_network(calibration):
     np.testing.assert_allclose(q, calibrate.apply(calibration, p), atol=1e-6)
 
 
-def test_suite2p_builtin_reproduces_suite2p(datasets):
-    """Suite2p 1.1.0's own iscell[:, 1] of the simulated runs (skew, npix_norm, compact), without Suite2p."""
-    for plane in ("s2p_sim1/suite2p/plane0", "s2p_sim2/suite2p/plane0", "s2p_sim2/suite2p/plane1", "s2p_sim3/suite2p/plane0"):
-        rs = sources()["suite2p"].read(datasets / "sim" / plane)
+def test_suite2p_builtin_reproduces_suite2p(example_suite2p):
+    """Suite2p 1.1.0's own iscell[:, 1] of the bundled run (skew, npix_norm, compact), without Suite2p."""
+    for plane in ("plane0", "plane1"):
+        rs = sources()["suite2p"].read(example_suite2p / plane)
         p, accepted = suite2p_builtin(rs)
-        iscell = np.load(datasets / "sim" / plane / "iscell.npy")
+        iscell = np.load(example_suite2p / plane / "iscell.npy")
         np.testing.assert_allclose(p, iscell[:, 1], rtol=0, atol=1e-9)
         assert np.array_equal(accepted, iscell[:, 0] > 0.5)
 
 
+@pytest.mark.datasets
 def test_suite2p_builtin_on_real_sets_matches_dataset_readme(datasets):
     """The README's baseline table: ABO 275 Suite2p ROIs, keys npix_norm + compact: ROC AUC 0.655, F1 0.870."""
     sets = load_labelled(sorted(glob.glob(str(datasets / "real/abo275/*/suite2p"))), use_pipeline_labels=False)
@@ -105,8 +106,8 @@ def test_suite2p_builtin_on_real_sets_matches_dataset_readme(datasets):
     assert round(roc_auc(y, p), 3) == 0.655 and round(metrics(y, p, 0.5, a)["f1"], 3) == 0.870
 
 
-def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, tiny_model):
-    paths = (datasets / "sim/s2p_sim2/suite2p", datasets / "sim/s2p_sim1/suite2p")
+def test_evaluate_writes_numbers_and_figures_that_recompute(suite2p_sessions, tmp_path, tiny_model):
+    paths = (suite2p_sessions[2], suite2p_sessions[1])
     run("evaluate", *paths, "--model", tiny_model, "--out", tmp_path / "first")
     with open(tmp_path / "first/scores.csv") as f:
         thr = float(np.median([float(r["model"]) for r in csv.DictReader(f)]))   # an untrained model: pick a threshold
@@ -122,7 +123,7 @@ def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, 
     assert set(numbers["per_recording"]) == {"s2p_sim1", "s2p_sim2"}          # s2p_sim2's two planes: one recording
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 155 + 34 + 27 == numbers["n_rois"]
+    assert len(rows) == 34 + 34 + 27 == numbers["n_rois"]
     y = np.array([int(r["label"]) for r in rows], bool)
     s = np.array([float(r["model"]) for r in rows])
     rec = np.array([r["recording"] for r in rows])
@@ -137,8 +138,8 @@ def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, 
         assert m["ece"] == pytest.approx(manual_ece(yy.astype(float), ss))
     per = numbers["per_recording"]
     assert numbers["macro"]["f1"] == pytest.approx(np.mean([per[k]["f1"] for k in per]))
-    iscell = np.concatenate([np.load(datasets / "sim" / p / "iscell.npy") for p in
-                             ("s2p_sim2/suite2p/plane0", "s2p_sim2/suite2p/plane1", "s2p_sim1/suite2p/plane0")])
+    iscell = np.concatenate([np.load(suite2p_sessions[i] / p / "iscell.npy") for i, p in
+                             ((2, "plane0"), (2, "plane1"), (1, "plane0"))])
     assert numbers["baselines"]["pipeline"]["pooled"]["f1"] == pytest.approx(sklearn_metrics.f1_score(y, iscell[:, 0] > 0))
     assert numbers["baselines"]["accept_all"]["pooled"]["recall"] == 1.0
     # the threshold of best pooled F1 on these ROIs (what a lab may take into `apply --threshold`)
@@ -148,8 +149,10 @@ def test_evaluate_writes_numbers_and_figures_that_recompute(datasets, tmp_path, 
     assert best["f1"] > numbers["pooled"]["f1"] and f"best threshold is {best['threshold']:.3f}" in r.output
 
 
-def test_pipeline_baseline_is_the_original_verdict_after_apply(copy_dataset, tiny_model, tmp_path):
-    s2p = copy_dataset("sim/s2p_sim2")
+def test_pipeline_baseline_is_the_original_verdict_after_apply(copy_example, tiny_model, tmp_path):
+    from conftest import write_labels_json
+    s2p = copy_example("", "s2p_sim2/suite2p").parent
+    write_labels_json(s2p)                               # labels of the recording, as a dataset keeps them
     original = np.load(s2p / "suite2p/plane0/iscell.npy")
     run("apply", s2p / "suite2p", "--model", tiny_model, "--threshold", "0.9")
     run("evaluate", s2p / "suite2p/plane0", "--model", tiny_model, "--out", tmp_path / "e")

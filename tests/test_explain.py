@@ -8,7 +8,6 @@ from torch import nn
 from roicurate import RoicurateError, explain
 from roicurate.crops import CropSpec, make_crops
 from roicurate.hookspecs import hookimpl
-from roicurate.labels import attach_labels
 from roicurate.models import Classifier, ModelSpec, save_model
 from roicurate.plugins import model_specs, pm, sources
 from roicurate_plugins.nets import cnn2, resnet50
@@ -21,8 +20,8 @@ def classifier(module, size, channels=("mask",), classes=("not_cell", "cell"), *
 
 
 @pytest.fixture(scope="module")
-def plane(datasets):
-    return sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
+def plane(example_suite2p):
+    return sources()["suite2p"].read(example_suite2p / "plane0")
 
 
 class _GuidedFn(torch.autograd.Function):
@@ -178,12 +177,17 @@ def test_rois_are_checked(plane):
 
 # ---- a trained model ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(datasets):
-    """A small cnn2 trained for a few seconds on Suite2p sims 1 and 2 (mask crops, dataset labels), judged on
-    sim 3, which it never saw."""
-    src = sources()["suite2p"]
-    sets = [attach_labels(src.read(datasets / p), use_pipeline=False) for p in
-            ("sim/s2p_sim1/suite2p/plane0", "sim/s2p_sim2/suite2p/plane0", "sim/s2p_sim2/suite2p/plane1")]
+def trained(caiman_sessions):
+    """A small cnn2 trained for a few seconds on the simulated CaImAn recordings 1 and 2 (weighted mask crops; label:
+    the component is a simulated soma, not a process or a blob), judged on recording 3, which it never saw."""
+    import caiman_files
+    src = sources()["caiman"]
+
+    def labelled(i):
+        rs = src.read(caiman_sessions[i] / "caiman/cnmf_refit_evaluated.hdf5")
+        rs.labels = (caiman_files.simulate(i - 1)["kind"] == "soma").astype(np.int64)       # seeds 0, 1, 2
+        return rs
+    sets = [labelled(1), labelled(2)]
     crop = CropSpec(64, ("mask",), binarize=0.0)
     x = torch.from_numpy(np.concatenate([make_crops(rs, crop) for rs in sets]))
     y = torch.from_numpy(np.concatenate([rs.labels for rs in sets]).astype(np.float32))
@@ -199,7 +203,7 @@ def trained(datasets):
             loss = nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], y[b])
             opt.zero_grad(), loss.backward(), opt.step()
     clf = classifier(net.eval(), 64)
-    test = attach_labels(src.read(datasets / "sim/s2p_sim3/suite2p/plane0"), use_pipeline=False)
+    test = labelled(3)
     p = clf.predict_proba(test)[:, 1]
     assert ((p >= 0.5) == (test.labels > 0)).mean() > 0.85, "the fixture model did not learn"
     return clf, test, p
@@ -267,14 +271,13 @@ def test_explanations_for_a_plugin_model_loaded_by_name(tmp_path, plane):
 
 
 @pytest.mark.parametrize("name", ["suite2p-resnet50", "caiman-cnn2"])
-def test_bundled_models_explain(name, datasets):
+def test_bundled_models_explain(name, example_suite2p, caiman_files):
     specs = model_specs()
     if name not in specs:
         pytest.skip(f"bundled model {name} is not installed yet")
     clf = Classifier.load(name, specs)
-    rel = {"suite2p": "sim/s2p_sim1/suite2p/plane0",
-           "caiman": "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"}[specs[name].pipeline]
-    rs = sources()[specs[name].pipeline].read(datasets / rel)
+    path = {"suite2p": example_suite2p / "plane0", "caiman": caiman_files["evaluated"]}[specs[name].pipeline]
+    rs = sources()[specs[name].pipeline].read(path)
     ex = explain.explain(clf, rs, [0, 1], stride=4)
     S = clf.crop.size
     assert ex["saliency"].shape == ex["occlusion"].shape == (2, S, S) and np.isfinite(ex["occlusion"]).all()

@@ -1,7 +1,9 @@
 """Four-class models (roicurate_plugins/fourclass.py) and the core's K-class support: class rules, training with
 cross-entropy, per-class evaluation, class probabilities written beside the pipeline's verdict (Suite2p
 roicurate_classes.npy, CaImAn estimates/roicurate_class_probability), --also-accept, revert
-byte for byte, and the report's per-class section. Real files on disk; the shared datasets are only read."""
+byte for byte, and the report's per-class section. Real files on disk: the bundled Suite2p example and labelled
+CaImAn recordings built by the tests (conftest.caiman_sessions); the checks on the real datasets' labels are
+marked ``datasets``."""
 import json
 import shutil
 
@@ -40,10 +42,10 @@ def expected_classes(record):
 
 
 @pytest.fixture(scope="module")
-def trained(datasets, tmp_path_factory):
+def trained(caiman_sessions, tmp_path_factory):
     """A tiny vgg13-4c trained end to end by `roicurate train` (1 epoch) on caiman_sim1, validated on caiman_sim2."""
     out = tmp_path_factory.mktemp("fourclass") / "m"
-    r = run("train", *[datasets / f"sim/caiman_sim{i}" / REFIT for i in (1, 2)], *TINY,
+    r = run("train", *[caiman_sessions[i] / REFIT for i in (1, 2)], *TINY,
             "--val", "caiman_sim2", "--out", out, "--name", "tiny4")
     return out, r.output
 
@@ -74,6 +76,19 @@ def test_registered_with_class_names_and_default_models_stay_binary():
         assert specs[arch].build(size=64)(torch.zeros(1, 1, 64, 64)).shape == (1, 4)
 
 
+def test_class_rule_reproduces_the_built_simulation_labels(caiman_sessions):
+    for i in (1, 3):
+        rec = json.loads((caiman_sessions[i] / "labels.json").read_text())["rois"][REFIT]
+        got = apply_class_rule(check_class_rule(SIM_CLASS_RULE), rec)
+        assert np.array_equal(got, expected_classes(rec)) and len(set(got.tolist())) == 4
+        assert np.array_equal(got == 0, np.asarray(rec["label"]) == 1)
+    (rs,) = load_labelled([caiman_sessions[3] / REFIT], class_rule=SIM_CLASS_RULE)
+    assert rs.origin["label_classes"] == list(CLASSES) and rs.origin["label_positive"] == "neuron"
+    with pytest.raises(Exception, match="'positive' must be one of"):
+        check_class_rule(dict(SIM_CLASS_RULE, positive="cell"))
+
+
+@pytest.mark.datasets
 def test_class_rule_reproduces_the_simulation_labels(datasets):
     for sim in ("caiman_sim1", "caiman_sim3", "s2p_sim3"):
         d = json.loads((datasets / "sim" / sim / "labels.json").read_text())
@@ -91,25 +106,27 @@ def test_class_rule_reproduces_the_simulation_labels(datasets):
         check_class_rule(dict(SIM_CLASS_RULE, positive="cell"))
 
 
-def test_training_end_to_end(trained, datasets):
+def test_training_end_to_end(trained, caiman_sessions):
     out, output = trained
     card = json.loads((out / "tiny4.json").read_text())
     assert card["classes"] == list(CLASSES) and card["positive_class"] == "neuron"
     assert card["class_rule"] == SIM_CLASS_RULE
     assert card["calibration"]["classes"] and card["calibration"]["folded"]
     assert card["training"]["class_balance"].startswith("cross-entropy")
-    d = json.loads((datasets / "sim/caiman_sim1/labels.json").read_text())
+    d = json.loads((caiman_sessions[1] / "labels.json").read_text())
     counts = np.bincount(expected_classes(d["rois"][REFIT]), minlength=4)
+    val = json.loads((caiman_sessions[2] / "labels.json").read_text())["rois"][REFIT]
     assert card["training"]["class_counts"]["train"] == dict(zip(CLASSES, counts.tolist()))
     assert card["training"]["history"][0]["val_accuracy"] is not None
     cm = np.array(card["validation"]["classes"]["pooled"]["confusion_matrix"])
-    assert cm.shape == (4, 4) and cm.sum() == 252 and card["training"]["class_counts"]["validation"]["neuron"] == 158
+    assert cm.shape == (4, 4) and cm.sum() == len(val["label"])
+    assert card["training"]["class_counts"]["validation"]["neuron"] == sum(val["label"])
     assert "macro-F1" in output and "validation precision" in output
 
 
-def test_evaluate_confusion_matrix_matches_scikit_learn(trained, datasets, tmp_path):
+def test_evaluate_confusion_matrix_matches_scikit_learn(trained, caiman_sessions, caiman_files, tmp_path):
     out, _ = trained
-    r = run("evaluate", datasets / "sim/caiman_sim3" / REFIT, "--model", out, "--out", tmp_path / "e")
+    r = run("evaluate", caiman_sessions[3] / REFIT, "--model", out, "--out", tmp_path / "e")
     assert "macro-F1" in r.output and "predicted as:" in r.output and (tmp_path / "e/confusion.png").exists()
     m = json.loads((tmp_path / "e/metrics.json").read_text())
     import csv
@@ -126,13 +143,13 @@ def test_evaluate_confusion_matrix_matches_scikit_learn(trained, datasets, tmp_p
         assert (pooled["per_class"][c]["f1"] or 0) == pytest.approx(f1[k])
     # binary metrics stay neuron vs the rest: the label column is exactly "class == neuron"
     assert [int(r["label"]) for r in rows] == (y == 0).astype(int).tolist()
-    # real recordings have cell / not cell only: binary numbers, no class numbers
-    r = run("evaluate", datasets / "real/abo275/527048992/caiman/estimates.hdf5", "--model", out)
+    # recordings labelled cell / not cell only (here by CaImAn's own verdict): binary numbers, no class numbers
+    r = run("evaluate", caiman_files["shape_only"], "--model", out)
     assert "macro-F1" not in r.output and "roc_auc" in r.output
 
 
-def test_suite2p_class_probabilities_keep_processes_and_revert(copy_dataset, hash_tree, untrained_s2p, tiny_model):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
+def test_suite2p_class_probabilities_keep_processes_and_revert(copy_example, hash_tree, untrained_s2p, tiny_model):
+    s2p = copy_example()
     original = hash_tree(s2p)
     run("apply", s2p, "--model", untrained_s2p)
     accepted = {}
@@ -171,17 +188,19 @@ def test_suite2p_class_probabilities_keep_processes_and_revert(copy_dataset, has
     assert hash_tree(s2p) == original
 
 
-def test_caiman_class_dataset_attribute_and_revert(trained, datasets, tmp_path):
+def test_caiman_class_dataset_attribute_and_revert(trained, caiman_sessions, tmp_path):
     out, _ = trained
     f = tmp_path / "cnmf_refit_evaluated.hdf5"
-    shutil.copyfile(datasets / "sim/caiman_sim3" / REFIT, f)
+    shutil.copyfile(caiman_sessions[3] / REFIT, f)
+    f.chmod(0o644)
+    n = len(sources()["caiman"].read(f))
     original = f.read_bytes()
     run("apply", f, "--model", out)
     clf = Classifier.load(str(out))
     with h5py.File(f, "r") as h:
         est = h["estimates"]
         proba = est["roicurate_class_probability"][()]
-        assert proba.shape == (260, 4) and np.allclose(proba.sum(1), 1)
+        assert proba.shape == (n, 4) and np.allclose(proba.sum(1), 1)
         assert json.loads(est.attrs["roicurate_classes"]) == list(CLASSES)
         assert np.array_equal(est["roicurate_probability"][()], proba[:, 0])
         assert np.array_equal(est["idx_components"][()], np.flatnonzero(proba[:, 0] >= clf.threshold))
@@ -198,6 +217,7 @@ def test_caiman_class_dataset_attribute_and_revert(trained, datasets, tmp_path):
     assert f.read_bytes() == original
 
 
+@pytest.mark.datasets
 def test_bundled_model_beats_the_majority_class_on_a_held_out_simulation(datasets):
     clf = Classifier.load("caiman-vgg16-4c")
     assert "caiman_sim3" not in " ".join(clf.card["training"]["recordings"] + clf.card["training"]["validation_recordings"])
@@ -208,11 +228,11 @@ def test_bundled_model_beats_the_majority_class_on_a_held_out_simulation(dataset
     assert (pred == y).mean() > majority + 0.1
 
 
-def test_report_counts_and_gallery_per_class(trained, datasets, tmp_path):
+def test_report_counts_and_gallery_per_class(trained, caiman_sessions, tmp_path):
     from roicurate.report import write_report
     out, _ = trained
     src = sources()["caiman"]
-    rs = src.read(datasets / "sim/caiman_sim3" / REFIT)
+    rs = src.read(caiman_sessions[3] / REFIT)
     clf = Classifier.load(str(out))
     cur = curate(rs, clf, also_accept=["process"])
     counts = cur.class_counts()
@@ -224,19 +244,20 @@ def test_report_counts_and_gallery_per_class(trained, datasets, tmp_path):
         assert (tmp_path / "r/caiman_sim3" / f"class{k}.png").exists() == (counts[c] > 0)
 
 
-def test_user_errors(datasets, tmp_path):
-    sim = datasets / "sim/caiman_sim1" / REFIT
+def test_user_errors(caiman_sessions, caiman_files, tmp_path):
+    sim = caiman_sessions[1] / REFIT
     bad = tmp_path / "rule.json"
     bad.write_text(json.dumps({"classes": ["a"]}))
     for args, msg in ((("--arch", "vgg13-4c", "--class-rule", bad), "expected"),
                       (("--arch", "cnn2", "--class-rule", bad), "only the classes not_cell, cell")):
         r = run("train", sim, "--epochs", "1", "--val", "none", "--out", tmp_path / "x", *args, ok=False)
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
-    real = datasets / "real/abo275/527048992/caiman/estimates.hdf5"
+    real = caiman_files["shape_only"]                     # no labels.json: CaImAn's verdict, cell / not cell
     r = run("train", real, sim, *TINY, "--val", "none", "--out", tmp_path / "y", ok=False)
     assert r.exit_code == 1 and "cell / not cell only" in r.output
 
 
+@pytest.mark.datasets
 def test_class_rule_on_labels_written_by_roicurate_label(copy_dataset, datasets):
     """A lab's own path: `roicurate label` with a classes.json records each ROI's partner class; the rule turns
     that into the four classes exactly as it does for the dataset's labels.json."""

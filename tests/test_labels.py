@@ -1,4 +1,5 @@
-"""`roicurate label` and where training labels come from, on copies of the shared datasets."""
+"""`roicurate label` and where training labels come from: the label protocol on copies of the shared datasets' real
+masks and truth (marked ``datasets``), and a model's own verdict on the bundled example."""
 import json
 import shutil
 
@@ -26,6 +27,7 @@ def copy_files(datasets, tmp_path, rel, files):
     ("sim/caiman_sim3", "caiman/cnmf_refit_evaluated.hdf5", "truth/regions.json", "caiman/cnmf_refit_evaluated.hdf5"),
     ("real/abo275/501484643", "caiman/estimates.hdf5", "truth/regions.json", "caiman/estimates.hdf5"),
 ])
+@pytest.mark.datasets
 def test_label_reproduces_dataset_labels(datasets, tmp_path, rel, unit, truth, key):
     """The label protocol of the datasets (Suite2p lam > 0, CaImAn 0.2 x max, Hungarian, IoU 0.5, somata only)."""
     files = [f"{unit}/{f}" for f in ("stat.npy", "iscell.npy", "ops.npy")] if "suite2p" in unit else [unit]
@@ -43,6 +45,7 @@ def test_label_reproduces_dataset_labels(datasets, tmp_path, rel, unit, truth, k
     assert {f: (rec / f).read_bytes() for f in files} == before     # the pipeline's files are untouched
 
 
+@pytest.mark.datasets
 def test_label_multiplane_folder_one_truth_per_plane(datasets, tmp_path):
     rec = copy_files(datasets, tmp_path, "sim/s2p_sim2",
                      [f"suite2p/plane{i}/{f}" for i in (0, 1) for f in ("stat.npy", "iscell.npy", "ops.npy")]
@@ -56,6 +59,7 @@ def test_label_multiplane_folder_one_truth_per_plane(datasets, tmp_path):
         assert mine["label"] == ref[f"suite2p/plane{i}/stat.npy"]["label"]
 
 
+@pytest.mark.datasets
 def test_own_labels_come_first_and_stale_labels_are_refused(datasets, tmp_path):
     """Labels at IoU 0.7 written by `label` win over the dataset's labels.json (IoU 0.5) in train/evaluate."""
     rec = copy_files(datasets, tmp_path, "sim/s2p_sim1",
@@ -80,9 +84,9 @@ def test_own_labels_come_first_and_stale_labels_are_refused(datasets, tmp_path):
         load_labelled([plane])
 
 
-def test_roicurate_own_verdict_is_not_a_label(copy_dataset, tiny_model):
+def test_roicurate_own_verdict_is_not_a_label(copy_example, tiny_model):
     """After `apply`, iscell.npy is a model's output: not a label, until a human edits it (Suite2p GUI)."""
-    plane = copy_dataset("real/fissa_example/suite2p/plane0")
+    plane = copy_example("plane0")
     run("apply", plane, "--model", tiny_model)
     with pytest.raises(RoicurateError, match="no labelled ROIs"):
         load_labelled([plane])

@@ -28,13 +28,13 @@ def test_full_resnet50_has_the_published_size():
     assert 23.4e6 < n < 23.6e6    # torchvision's ResNet50 minus the 1000-class head and 3-channel stem
 
 
-def test_saved_model_roundtrip_without_pickle(tiny_model, datasets):
+def test_saved_model_roundtrip_without_pickle(tiny_model, suite2p_sessions):
     card = json.loads((tiny_model / "tiny.json").read_text())
     assert card["sha256"] == sha256(tiny_model / "tiny.safetensors")
     raw = (tiny_model / "tiny.safetensors").read_bytes()
     assert b"pickle" not in raw[:2000] and raw[8:9] == b"{"      # safetensors: length + JSON header
     clf = Classifier.load(str(tiny_model))
-    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim2/suite2p/plane0")
+    rs = sources()["suite2p"].read(suite2p_sessions[2] / "plane0")
     p = clf.predict_proba(rs)
     assert p.shape == (len(rs), 2) and np.allclose(p.sum(1), 1)
     # batching does not change the answer

@@ -83,8 +83,10 @@ def check_page(page):
     return text, p.imgs
 
 
-def test_apply_report_on_a_plane_with_labels(copy_dataset, small_model):
-    rec = copy_dataset("sim/s2p_sim2")
+def test_apply_report_on_a_plane_with_labels(copy_example, small_model):
+    from conftest import write_labels_json
+    rec = copy_example("", "s2p_sim2/suite2p").parent
+    write_labels_json(rec)
     plane = rec / "suite2p" / "plane0"
     before = np.load(plane / "iscell.npy")[:, 0] > 0.5
     p = run("apply", plane, "--model", small_model, "--report", rec / "report")
@@ -100,9 +102,9 @@ def test_apply_report_on_a_plane_with_labels(copy_dataset, small_model):
     assert "labels.json" in text and "precision" in text
 
 
-def test_report_on_curated_folder_has_one_section_per_plane_and_writes_nothing(copy_dataset, small_model, hash_tree,
+def test_report_on_curated_folder_has_one_section_per_plane_and_writes_nothing(copy_example, small_model, hash_tree,
                                                                                tmp_path):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
+    s2p = copy_example()
     originals = {pl: np.load(s2p / pl / "iscell.npy")[:, 0] > 0.5 for pl in ("plane0", "plane1")}
     run("apply", s2p, "--model", small_model, "--threshold", "0.45")
     tree = hash_tree(s2p)
@@ -123,8 +125,8 @@ def test_report_on_curated_folder_has_one_section_per_plane_and_writes_nothing(c
     assert check_page(tmp_path / "r2" / "index.html")[0].count("small (cnn2") == 2
 
 
-def test_report_on_a_caiman_file(datasets, small_caiman_model, tmp_path):
-    f = datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
+def test_report_on_a_caiman_file(caiman_sessions, small_caiman_model, tmp_path):
+    f = caiman_sessions[3] / "caiman/cnmf_refit_evaluated.hdf5"          # labels.json beside: curves
     run("report", f, "--out", tmp_path / "r", "--model", small_caiman_model, "--explain", 2, "--examples", 1)
     text, imgs = check_page(tmp_path / "r" / "index.html")
     assert "accepted by CaImAn (before)" in text and "cnmf_refit_evaluated/curves.png" in imgs
@@ -132,9 +134,9 @@ def test_report_on_a_caiman_file(datasets, small_caiman_model, tmp_path):
     assert "mean image" in text or "corr image" in text
 
 
-def test_report_on_a_curated_caiman_file_uses_the_backup_as_before(copy_dataset, small_caiman_model, tmp_path):
+def test_report_on_a_curated_caiman_file_uses_the_backup_as_before(copy_caiman, small_caiman_model, tmp_path):
     import h5py
-    f = copy_dataset("sim/caiman_sim3/caiman") / "cnmf_refit_evaluated.hdf5"
+    f = copy_caiman("evaluated")
     with h5py.File(f, "r") as h:
         before = len(h["estimates/idx_components"][()])
     run("apply", f, "--model", small_caiman_model, "--threshold", "0.6")
@@ -144,6 +146,7 @@ def test_report_on_a_curated_caiman_file_uses_the_backup_as_before(copy_dataset,
     assert "threshold</th><td>0.600" in text
 
 
+@pytest.mark.datasets
 def test_truth_masks_give_the_datasets_own_labels(datasets):
     """--truth regions.json (+ classes.json) reproduces labels.json's protocol exactly."""
     rs = sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
@@ -153,6 +156,7 @@ def test_truth_masks_give_the_datasets_own_labels(datasets):
     assert "IoU >= 0.5" in source
 
 
+@pytest.mark.datasets
 def test_truth_option_and_a_shape_only_dataset(datasets, small_model, tmp_path):
     rec = datasets / "real/abo275/501484643"
     run("report", rec / "suite2p/plane0", "--truth", rec / "truth/regions.json", "--out", tmp_path / "r",
@@ -166,8 +170,8 @@ def test_truth_option_and_a_shape_only_dataset(datasets, small_model, tmp_path):
     assert p.returncode == 1 and "one file per plane" in p.stderr
 
 
-def test_outlines_are_the_boundary_of_every_mask(datasets):
-    rs = sources()["caiman"].read(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5")  # overlapping ROIs
+def test_outlines_are_the_boundary_of_every_mask(caiman_files):
+    rs = sources()["caiman"].read(caiman_files["evaluated"])  # overlapping ROIs
     roi, y, x = report_figures.outline_pixels(rs, 0.2)
     keep = rs.binary(0.2)
     for i in range(0, len(rs), 17):
@@ -180,8 +184,8 @@ def test_outlines_are_the_boundary_of_every_mask(datasets):
         np.testing.assert_array_equal(got, edge)
 
 
-def test_write_report_from_python_with_gallery_order(datasets, small_model, tmp_path):
-    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
+def test_write_report_from_python_with_gallery_order(example_suite2p, small_model, tmp_path):
+    rs = sources()["suite2p"].read(example_suite2p / "plane0")
     clf = Classifier.load(str(small_model))
     cur = curate(rs, clf, threshold=float(np.median(clf.predict_proba(rs)[:, 1])))
     page = report.write_report(tmp_path / "r", [("my plane", rs, cur, clf)], n_explain=4, n_examples=2,
@@ -194,8 +198,8 @@ def test_write_report_from_python_with_gallery_order(datasets, small_model, tmp_
     assert "How to read this report" in text and "my plane" in text
 
 
-def test_explain_command(datasets, small_model, tmp_path):
-    plane = datasets / "sim/s2p_sim2/suite2p/plane1"
+def test_explain_command(example_suite2p, small_model, tmp_path):
+    plane = example_suite2p / "plane1"
     run("explain", plane, "--rois", "3,5-6", "--out", tmp_path / "why", "--model", small_model)
     text, imgs = check_page(tmp_path / "why" / "index.html")
     assert imgs == ["plane1/roi3.png", "plane1/roi5.png", "plane1/roi6.png"]
@@ -222,11 +226,11 @@ def _listed(text):
     return n, [tuple(map(int, r)) for r in rows], sec
 
 
-def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_dataset, small_model, tmp_path):
+def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_example, small_model, tmp_path):
     """A real Suite2p plane rewritten without some soma ROIs (stat.npy, iscell.npy and the traces): the U-Net objects
     under the removed ROIs are listed; objects any remaining ROI touches are not."""
     from roicurate_plugins.unet import bundled_unet
-    plane = copy_dataset("sim/s2p_sim3/suite2p/plane0")
+    plane = copy_example("plane0")
     rs = sources()["suite2p"].read(plane)
     seg = bundled_unet()
     objects = ev_regions(seg.objects(seg.probability(rs.images["mean"])))
@@ -265,7 +269,7 @@ def ev_regions(labels):
     return regions_from_labels(labels)
 
 
-def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(datasets, small_model, tmp_path):
+def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(example_suite2p, small_model, tmp_path):
     from roicurate.hookspecs import hookimpl
     from roicurate.plugins import pm
 
@@ -296,7 +300,7 @@ def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(datasets, smal
     plugin = Sections()
     pm.register(plugin, "test-sections")
     try:
-        rs = sources()["suite2p"].read(datasets / "sim/s2p_sim1/suite2p/plane0")
+        rs = sources()["suite2p"].read(example_suite2p / "plane0")
         clf = Classifier.load(str(small_model))
         page = report.write_report(tmp_path / "r", [("p", rs, curate(rs, clf), clf)], n_explain=2, n_examples=1,
                                    progress=False)

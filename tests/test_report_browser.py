@@ -137,16 +137,17 @@ def test_the_harness_sees_a_broken_image_and_a_console_error(chromium, tmp_path)
     assert len(errors) >= 2          # the script's console.error and the failed image load
 
 
-def test_report_opens_without_console_errors_and_every_image_loads(chromium, datasets, tmp_path):
+def test_report_opens_without_console_errors_and_every_image_loads(chromium, example_suite2p, geometry_only_plane,
+                                                                   tmp_path):
     torch.manual_seed(0)
     kw = {"size": 64, "channels": [8, 16], "hidden": 32}
     card = {"arch": "cnn2", "build_kwargs": kw, "crop": CropSpec(64, binarize=0.0).to_dict(),
             "classes": ["not_cell", "cell"], "threshold": 0.5}
     clf = Classifier.load(save_model(tmp_path / "model", "small", cnn2(**kw), card))
     units = []
-    for rel in ("sim/s2p_sim2/suite2p/plane0", "real/abo275/501484643/suite2p/plane0"):   # images / shape only
-        rs = sources()["suite2p"].read(datasets / rel)
-        units.append((str(datasets / rel), rs, curate(rs, clf, float(np.median(clf.predict_proba(rs)[:, 1]))), clf))
+    for plane in (example_suite2p / "plane0", geometry_only_plane):                  # images / shape only
+        rs = sources()["suite2p"].read(plane)
+        units.append((str(plane), rs, curate(rs, clf, float(np.median(clf.predict_proba(rs)[:, 1]))), clf))
     page = report.write_report(tmp_path / "report", units, n_explain=4, n_examples=2, progress=False)
     errors, images = open_in_browser(page, tmp_path / "profile", screenshot=tmp_path / "report.png")
     assert errors == []

@@ -1,4 +1,4 @@
-"""Issue #16 on real Suite2p output: corrupt, stale and unrecorded backups, hand edits, hostile pickles, wrapping
+"""Issue #16 on real Suite2p output (the bundled example): corrupt, stale and unrecorded backups, hand edits, hostile pickles, wrapping
 pixel coordinates, immutable files, "nothing to revert", session folders. Each bad case ends in one line naming
 the file, with every file byte-identical."""
 import json
@@ -15,16 +15,16 @@ from roicurate.safeio import NothingToRevert
 from roicurate_plugins.suite2p import Suite2pSource
 from test_suite2p import curate, curation_for
 
-PLANE = "sim/s2p_sim2/suite2p/plane0"            # 34 ROIs
-OTHER = "sim/s2p_sim2/suite2p/plane1"            # 27 ROIs: another recording's valid iscell.npy
+PLANE = "plane0"            # of the bundled example: 34 ROIs
+OTHER = "plane1"            # 27 ROIs: another recording's valid iscell.npy
 src = Suite2pSource()
 
 
 
 @pytest.fixture
-def curated(copy_dataset):
+def curated(copy_example):
     """A plane after one apply, with the bytes of Suite2p's own iscell.npy."""
-    plane = copy_dataset(PLANE)
+    plane = copy_example(PLANE)
     original = (plane / "iscell.npy").read_bytes()
     curate(plane, seed=1)
     return plane, original
@@ -42,9 +42,9 @@ BAD_BACKUPS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BACKUPS))
-def test_bad_backup_is_refused_and_nothing_changes(case, curated, datasets):
+def test_bad_backup_is_refused_and_nothing_changes(case, curated, example_suite2p):
     plane, _ = curated
-    BAD_BACKUPS[case](plane, datasets)
+    BAD_BACKUPS[case](plane, example_suite2p)
     before = tree_hashes(plane)
     one_line_error(lambda: src.revert(plane), "iscell_suite2p.npy")
     one_line_error(lambda: src.check_writable(plane, force=True), "iscell_suite2p.npy")
@@ -142,8 +142,8 @@ def test_apply_force_over_hand_edits_keeps_them_beside(curated):
     assert (plane / "iscell.npy").read_bytes() == original
 
 
-def test_second_revert_says_nothing_to_revert_and_exits_0(copy_dataset, hash_tree):
-    session = copy_dataset("sim/s2p_sim2")
+def test_second_revert_says_nothing_to_revert_and_exits_0(copy_example, hash_tree):
+    session = copy_example("", "s2p_sim2/suite2p").parent     # the session folder around suite2p/
     before = hash_tree(session)
     for plane in src.expand(session):                     # the session folder is searched for its suite2p/
         curate(plane)
@@ -180,8 +180,8 @@ class Payload:
 
 
 @pytest.mark.parametrize("target", ["stat.npy", "ops.npy"])
-def test_hostile_pickle_runs_no_code(target, copy_dataset, tmp_path, tiny_model):
-    plane = copy_dataset(PLANE)
+def test_hostile_pickle_runs_no_code(target, copy_example, tmp_path, tiny_model):
+    plane = copy_example(PLANE)
     marker = tmp_path / "pwned"
     if target == "stat.npy":
         stat = np.load(plane / "stat.npy", allow_pickle=True)
@@ -201,8 +201,8 @@ def test_hostile_pickle_runs_no_code(target, copy_dataset, tmp_path, tiny_model)
 
 
 @pytest.mark.parametrize("key, offset", [("ypix", 2 ** 32), ("xpix", 2 ** 32), ("ypix", -2 ** 32)])
-def test_wrapping_pixel_coordinates_are_refused(key, offset, copy_dataset):
-    plane = copy_dataset(PLANE)
+def test_wrapping_pixel_coordinates_are_refused(key, offset, copy_example):
+    plane = copy_example(PLANE)
     stat = np.load(plane / "stat.npy", allow_pickle=True)
     stat[2][key] = stat[2][key].astype(np.int64) + offset  # int32 would wrap this back into the frame
     np.save(plane / "stat.npy", stat)
@@ -219,8 +219,8 @@ def chattr(flag, path):
 
 
 @pytest.mark.parametrize("name", ["iscell.npy", "roicurate.json"])
-def test_immutable_file_is_refused_before_the_backup_is_written(name, copy_dataset, tmp_path):
-    plane = copy_dataset(PLANE)
+def test_immutable_file_is_refused_before_the_backup_is_written(name, copy_example, tmp_path):
+    plane = copy_example(PLANE)
     if name == "roicurate.json":
         curate(plane)
     if not chattr("+i", plane / name):
@@ -237,8 +237,8 @@ def test_immutable_file_is_refused_before_the_backup_is_written(name, copy_datas
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
-def test_read_only_iscell_is_refused(copy_dataset):
-    plane = copy_dataset(PLANE)
+def test_read_only_iscell_is_refused(copy_example):
+    plane = copy_example(PLANE)
     os.chmod(plane / "iscell.npy", 0o444)
     before = tree_hashes(plane)
     one_line_error(lambda: src.check_writable(plane), "iscell.npy", "read-only")

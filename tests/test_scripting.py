@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 UNIT_FIELDS = {"type", "path", "source", "pipeline", "model", "sha256", "threshold", "rois", "accepted", "rejected",
                "inputs", "reference_diameter", "diameter_source", "written", "backup", "dry_run"}
@@ -26,9 +27,9 @@ def json_lines(text):
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_apply_json_prints_one_object_per_unit_and_totals(copy_dataset, tiny_model):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
-    cnm = copy_dataset("sim/caiman_sim1/caiman") / "cnmf_refit_evaluated.hdf5"
+def test_apply_json_prints_one_object_per_unit_and_totals(copy_example, copy_caiman, tiny_model):
+    s2p = copy_example()
+    cnm = copy_caiman("evaluated")
     p = run("apply", s2p, "--model", tiny_model, "--json")
     *units, totals = json_lines(p.stdout)
     assert [u["path"] for u in units] == [str(s2p / "plane0"), str(s2p / "plane1")]
@@ -58,8 +59,8 @@ def test_apply_json_prints_one_object_per_unit_and_totals(copy_dataset, tiny_mod
     assert totals["written_units"] == 0 and cnm.read_bytes() == before
 
 
-def test_status_says_what_roicurate_did(copy_dataset, tiny_model):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
+def test_status_says_what_roicurate_did(copy_example, tiny_model):
+    s2p = copy_example()
     plane0, plane1 = s2p / "plane0", s2p / "plane1"
     status = lambda: {r["path"]: r for r in json_lines(run("status", s2p, "--json").stdout)}
     rows = status()
@@ -87,8 +88,8 @@ def test_status_says_what_roicurate_did(copy_dataset, tiny_model):
     assert "BACKUP MISSING" in run("status", plane1).stdout
 
 
-def test_status_of_a_caiman_file(copy_dataset, tmp_path):
-    cnm = copy_dataset("sim/caiman_sim1/caiman") / "cnmf_refit_evaluated.hdf5"
+def test_status_of_a_caiman_file(copy_caiman, tmp_path):
+    cnm = copy_caiman("evaluated")
     run("apply", cnm)
     [row] = json_lines(run("status", cnm, "--json").stdout)
     assert (row["state"], row["model"], row["backup"]) == ("curated", "caiman-cnn2",
@@ -96,22 +97,37 @@ def test_status_of_a_caiman_file(copy_dataset, tmp_path):
     assert row["date"].startswith("20") and row["threshold"] > 0
 
 
-def test_recursive_finds_every_output_of_the_shared_datasets(datasets):
-    """Every Suite2p plane (a folder with stat.npy) and every CaImAn .hdf5 under the datasets, nothing else."""
+def test_recursive_finds_every_output_of_a_tree_of_datasets(suite2p_sessions, caiman_sessions, caiman_files,
+                                                            geometry_only_plane, tmp_path):
+    """Every Suite2p plane (a folder with stat.npy) and every CaImAn .hdf5 under a tree laid out like the shared
+    datasets (sessions with suite2p/ and combined/, caiman/ folders, truth/, labels.json, summary images), nothing
+    else: not roicurate's own backups."""
+    import shutil
     from roicurate.discover import find_outputs
+    datasets = tmp_path / "datasets"
+    shutil.copytree(suite2p_sessions[1].parent.parent, datasets / "sim")
+    for folder in caiman_sessions.values():
+        shutil.copytree(folder, datasets / "sim" / folder.name)
+    shutil.copytree(caiman_files["evaluated"].parent, datasets / "real" / "caiman")
+    shutil.copytree(geometry_only_plane, datasets / "real" / "shape_only" / "suite2p" / "plane0")
+    (datasets / "sim/s2p_sim1/summary_images.npz").write_bytes(b"")
+    shutil.copyfile(caiman_files["evaluated"], datasets / "real/caiman/cnmf_refit_evaluated.roicurate-backup.hdf5")
     found = find_outputs([datasets])
     units = sorted(str(u) for src, path in found for u in src.expand(path))
     planes = sorted(str(p.parent) for p in datasets.rglob("stat.npy") if p.parent.name != "combined")
     hdf5 = sorted(str(p) for p in datasets.rglob("*.hdf5") if ".roicurate-" not in p.name)
     assert planes and hdf5 and units == sorted(planes + hdf5)
+    assert (len(planes), len(hdf5)) == (1 + 2 + 1 + 1, 3 + 4)
     assert {src.name for src, _ in found} == {"suite2p", "caiman"}
 
 
-def test_recursive_dry_run_lists_and_writes_nothing(copy_dataset, tmp_path, hash_tree, tiny_model):
+def test_recursive_dry_run_lists_and_writes_nothing(copy_example, copy_caiman, tmp_path, hash_tree, tiny_model):
     tree = tmp_path / "lab"
     (tree / "mouse1" / "day1").mkdir(parents=True)
-    os.rename(copy_dataset("sim/s2p_sim2"), tree / "mouse1" / "day1" / "s2p_sim2")
-    os.rename(copy_dataset("sim/caiman_sim1/caiman"), tree / "mouse1" / "caiman")
+    os.rename(copy_example("", "s2p_sim2/suite2p").parent, tree / "mouse1" / "day1" / "s2p_sim2")
+    (tree / "mouse1" / "caiman").mkdir()
+    os.rename(copy_caiman("evaluated"), tree / "mouse1" / "caiman" / "cnmf_refit_evaluated.hdf5")
+    os.rename(copy_caiman("selected"), tree / "mouse1" / "caiman" / "cnmf_selected.hdf5")
     (tree / "mouse1" / "caiman" / "old.roicurate-backup.hdf5").write_bytes(b"roicurate's own: never an output")
     before = hash_tree(tree)
     p = run("apply", tree, "--recursive", "--dry-run", "--model", tiny_model, "--any-pipeline")

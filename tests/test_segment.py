@@ -18,8 +18,19 @@ from roicurate.plugins import model_specs
 from roicurate_plugins import unet_scoring as ev
 from roicurate_plugins.unet_model import MODEL, Segmenter, normalise, probability, unet
 
-S2P = "sim/s2p_sim3/suite2p/plane0"
-CAIMAN = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
+S2P = "plane1"                                     # of the bundled example (shared datasets: s2p_sim3)
+S2P_SHARED = "sim/s2p_sim3/suite2p/plane0"
+CAIMAN_SHARED = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
+
+
+def caiman_files_dims():
+    import caiman_files
+    return caiman_files.DIMS
+
+
+def caiman_files_n():
+    import caiman_files
+    return caiman_files.simulate(2)["A"].shape[1]       # caiman_sim3 of conftest.caiman_sessions: seed 2
 
 
 def square(y, x, h, w):
@@ -124,10 +135,11 @@ def check_outputs(out, shape, threshold, min_size):
     return prob, regions, summary
 
 
+@pytest.mark.datasets
 def test_segment_suite2p_plane_with_truth_and_missed(datasets, tmp_path, seg):
     """Through the installed console entry point, as a user runs it."""
     out = tmp_path / "seg"
-    p = subprocess.run([sys.executable, "-m", "roicurate.cli", "segment", datasets / S2P, "--out", out,
+    p = subprocess.run([sys.executable, "-m", "roicurate.cli", "segment", datasets / S2P_SHARED, "--out", out,
                         "--truth", datasets / "sim/s2p_sim3/truth/regions.json", "--missed"], capture_output=True,
                        text=True)
     assert p.returncode == 0, p.stderr
@@ -138,7 +150,7 @@ def test_segment_suite2p_plane_with_truth_and_missed(datasets, tmp_path, seg):
     missed = json.loads((out / "missed.json").read_text())
     assert summary["missed"] == len(missed) and (out / "missed.png").exists()
     from roicurate.plugins import sources
-    rs = sources()["suite2p"].read(datasets / S2P)
+    rs = sources()["suite2p"].read(datasets / S2P_SHARED)
     covered = np.zeros(rs.shape, bool)
     covered[rs.y[rs.weight > 0], rs.x[rs.weight > 0]] = True
     # Suite2p found 134 ROIs for 200 somata here: what the U-Net says it missed are real somata
@@ -152,31 +164,35 @@ def test_segment_suite2p_plane_with_truth_and_missed(datasets, tmp_path, seg):
                                             if r["id"] == m["id"]]
 
 
-def test_segment_caiman_file_with_tta(datasets, tmp_path, seg):
+def test_segment_caiman_file_with_tta(caiman_files, tmp_path, seg):
     out = tmp_path / "seg"
-    r = run("segment", datasets / CAIMAN, "--out", out, "--tta", "--threshold", "0.6", "--min-size", "25")
-    prob, regions, summary = check_outputs(out, (256, 256), 0.6, 25)
+    r = run("segment", caiman_files["evaluated"], "--out", out, "--tta", "--threshold", "0.6", "--min-size", "25")
+    prob, regions, summary = check_outputs(out, caiman_files_dims(), 0.6, 25)
     assert summary["tta"] and summary["threshold"] == 0.6 and "8-fold TTA" in r.output
     from roicurate.plugins import sources
-    mean = sources()["caiman"].read(datasets / CAIMAN).images["mean"]
+    mean = sources()["caiman"].read(caiman_files["evaluated"]).images["mean"]
     np.testing.assert_allclose(prob, seg.probability(mean, tta=True), atol=1e-6)
 
 
-def test_segment_image_files(datasets, tmp_path, seg):
-    mean = np.load(datasets / "sim/s2p_sim3/summary_images.npz")["mean"][:200, :170]   # not a multiple of 16
+def test_segment_image_files(example_suite2p, tmp_path, seg):
+    from roicurate.plugins import sources
+    images = sources()["suite2p"].read(example_suite2p / "plane0").images
+    np.savez(tmp_path / "summary_images.npz", mean=images["mean"], max=images["max"])   # as a dataset keeps them
+    mean = images["mean"][:100, :90]                                    # not a multiple of 16
     np.save(tmp_path / "mean.npy", mean)
     Image.fromarray(mean.astype(np.float32)).save(tmp_path / "mean.tif")
     results = []
     for f in ("mean.npy", "mean.tif"):
         run("segment", tmp_path / f, "--out", tmp_path / f"out_{f}")
-        results.append(check_outputs(tmp_path / f"out_{f}", (200, 170), seg.threshold, seg.min_size)[0])
+        results.append(check_outputs(tmp_path / f"out_{f}", (100, 90), seg.threshold, seg.min_size)[0])
     np.testing.assert_array_equal(results[0], results[1])
-    run("segment", datasets / "sim/s2p_sim3/summary_images.npz", "--image", "max", "--out", tmp_path / "npz")
+    run("segment", tmp_path / "summary_images.npz", "--image", "max", "--out", tmp_path / "npz")
     assert json.loads((tmp_path / "npz" / "segment.json").read_text())["image"] == "max"
 
 
 # ---- the bundled model against the trivial baseline, on recordings it never saw ------------------------------------
 @pytest.mark.parametrize("sim, min_f1", [("s2p_sim3", 0.85), ("caiman_sim3", 0.85)])
+@pytest.mark.datasets
 def test_bundled_model_beats_thresholding_the_mean_image(datasets, seg, sim, min_f1):
     """Measured (benchmarks/segment.py): thresholding the mean image scores F1 0.41 (s2p_sim3) and 0.71
     (caiman_sim3), the bundled U-Net 0.98 and 1.00."""
@@ -192,7 +208,7 @@ def test_bundled_model_beats_thresholding_the_mean_image(datasets, seg, sim, min
 
 
 # ---- bad input: one line, exit status 1 ----------------------------------------------------------------------------
-def test_bad_inputs_give_one_line_errors(datasets, tmp_path):
+def test_bad_inputs_give_one_line_errors(example_suite2p, caiman_files, tmp_path):
     np.save(tmp_path / "movie.npy", np.zeros((3, 32, 32), np.float32))
     nan = np.ones((32, 32), np.float32)
     nan[3, 3] = np.nan
@@ -208,15 +224,15 @@ def test_bad_inputs_give_one_line_errors(datasets, tmp_path):
         (("segment", tmp_path / "flat.npy"), "the image is flat"),
         (("segment", tmp_path / "broken.npy"), "cannot read image"),
         (("segment", tmp_path / "stack.tif"), "TIFF stack of 3 pages"),
-        (("segment", datasets / "sim/s2p_sim2/suite2p"), "holds 2 planes"),
-        (("segment", datasets / CAIMAN, "--image", "max"), "has no 'max' summary image"),
+        (("segment", example_suite2p), "holds 2 planes"),
+        (("segment", caiman_files["evaluated"], "--image", "max"), "has no 'max' summary image"),
         (("segment", tmp_path / "flat.npy", "--missed"), "--missed needs a Suite2p plane or CaImAn file"),
-        (("segment", datasets / S2P, "--model", "suite2p-resnet50"), "not a U-Net"),
-        (("segment", datasets / S2P, "--truth", tmp_path / "flat.npy"), "cannot read ground truth"),
+        (("segment", example_suite2p / S2P, "--model", "suite2p-resnet50"), "not a U-Net"),
+        (("segment", example_suite2p / S2P, "--truth", tmp_path / "flat.npy"), "cannot read ground truth"),
         (("segment", tmp_path), "not a Suite2p plane, a CaImAn .hdf5 file or an image file"),
     ]
     (tmp_path / "afile").write_text("x")
-    cases.append((("segment", datasets / S2P, "--out", tmp_path / "afile"), "exists and is not a folder"))
+    cases.append((("segment", example_suite2p / S2P, "--out", tmp_path / "afile"), "exists and is not a folder"))
     for args, message in cases:
         if "--out" not in args:
             args = args + ("--out", tmp_path / "out")
@@ -228,7 +244,8 @@ def test_bad_inputs_give_one_line_errors(datasets, tmp_path):
 
 
 # ---- the U-Net map as a crop channel (register_images) and the cnn2-unet architectures --------------------------------
-def test_unet_channel_is_the_map_window_computed_once_per_recording(datasets, tmp_path, seg, monkeypatch):
+def test_unet_channel_is_the_map_window_computed_once_per_recording(example_suite2p, geometry_only_plane, tmp_path,
+                                                                   seg, monkeypatch):
     from roicurate.crops import CropSpec, make_crops
     from roicurate.models import save_model
     from roicurate.plugins import image_providers, sources
@@ -245,9 +262,9 @@ def test_unet_channel_is_the_map_window_computed_once_per_recording(datasets, tm
     card = {"arch": "cnn2-unet-64", "build_kwargs": kw, "crop": spec.crop.to_dict(), "classes": ["not_cell", "cell"],
             "threshold": 0.5}
     clf = Classifier.load(save_model(tmp_path, "two_channel", cnn2(**kw), card), batch_size=16)
-    rs = sources()["suite2p"].read(datasets / S2P)
-    p = clf.predict_proba(rs)                                # 134 ROIs: 9 batches
-    assert len(calls) == 1 and p.shape == (134, 2)
+    rs = sources()["suite2p"].read(example_suite2p / S2P)
+    p = clf.predict_proba(rs)                                # 27 ROIs: 2 batches
+    assert len(calls) == 1 and p.shape == (27, 2)
     want = seg.probability(rs.images["mean"])                # the bundled U-Net, no TTA
     np.testing.assert_array_equal(rs.images["unet"], want)
     crops = make_crops(rs, clf.crop)
@@ -258,17 +275,17 @@ def test_unet_channel_is_the_map_window_computed_once_per_recording(datasets, tm
         np.testing.assert_array_equal(crops[i, 1], padded[c[i, 0]:c[i, 0] + 64, c[i, 1]:c[i, 1] + 64])
     assert crops[:, 1].max() <= 1 and crops[:, 1].min() >= 0            # a probability, not standardised
     # a second reading of the recording is a new RoiSet: computed again, once
-    clf.predict_proba(sources()["suite2p"].read(datasets / S2P))
+    clf.predict_proba(sources()["suite2p"].read(example_suite2p / S2P))
     assert len(calls) == 2
     # a recording without a mean image: one line naming what is missing
-    abo = sources()["suite2p"].read(datasets / "real/abo275/501484643/suite2p/plane0")
+    abo = sources()["suite2p"].read(geometry_only_plane)
     with pytest.raises(RoicurateError, match="cannot compute the 'unet' image: the U-Net reads the 'mean' image"):
         make_crops(abo, CropSpec(64, ("mask", "unet")))
 
 
-def test_train_and_apply_a_cnn2_unet_model(datasets, tmp_path):
+def test_train_and_apply_a_cnn2_unet_model(caiman_sessions, tmp_path):
     """roicurate train --arch cnn2-unet on CaImAn simulations, then apply: the map is a crop channel end to end."""
-    sims = [datasets / f"sim/caiman_sim{i}/caiman/cnmf_refit_evaluated.hdf5" for i in (1, 2)]
+    sims = [caiman_sessions[i] / "caiman/cnmf_refit_evaluated.hdf5" for i in (1, 2)]
     run("train", *sims, "--arch", "cnn2-unet", "--val", "caiman_sim2", "--epochs", "2", "--batch-size", "32",
         "--build", "channels=[8, 16]", "--build", "hidden=32", "--seed", "0", "--out", tmp_path / "m", "--name", "cu")
     card = json.loads((tmp_path / "m" / "cu.json").read_text())
@@ -276,6 +293,7 @@ def test_train_and_apply_a_cnn2_unet_model(datasets, tmp_path):
     assert card["build_kwargs"]["in_channels"] == 2
     import shutil
     f = tmp_path / "c.hdf5"
-    shutil.copyfile(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5", f)
+    shutil.copyfile(caiman_sessions[3] / "caiman/cnmf_refit_evaluated.hdf5", f)
+    f.chmod(0o644)
     r = run("apply", f, "--model", tmp_path / "m", "--dry-run")
-    assert "260" in r.output
+    assert f"{caiman_files_n()} ROIs" in r.output

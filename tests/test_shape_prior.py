@@ -24,6 +24,7 @@ def test_platt_with_offset_recovers_known_weights():
     assert a == pytest.approx(0.7, abs=0.06) and w == pytest.approx(1.5, abs=0.1) and b == pytest.approx(-0.4, abs=0.06)
 
 
+@pytest.mark.datasets
 def test_prior_ranks_cells_on_a_recording_it_never_saw(datasets):
     read = sources()["suite2p"].read
     from roicurate.labels import attach_labels
@@ -36,14 +37,14 @@ def test_prior_ranks_cells_on_a_recording_it_never_saw(datasets):
 
 
 @pytest.fixture(scope="module")
-def prior_model(datasets, tmp_path_factory):
+def prior_model(suite2p_sessions, tmp_path_factory):
     out = tmp_path_factory.mktemp("prior")
-    run("train", datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p", "--arch", "cnn2",
+    run("train", suite2p_sessions[1], suite2p_sessions[2], "--arch", "cnn2",
         "--epochs", "1", "--val", "s2p_sim2", "--shape-prior", "--out", out)
     return out
 
 
-def test_probability_is_network_plus_weighted_prior(prior_model, datasets):
+def test_probability_is_network_plus_weighted_prior(prior_model, suite2p_sessions):
     card = json.loads((prior_model / "model.json").read_text())
     cal = card["calibration"]
     assert cal["method"] == "platt" and cal["folded"] and cal["prior_weight"] > 0
@@ -51,7 +52,7 @@ def test_probability_is_network_plus_weighted_prior(prior_model, datasets):
     assert card["crop"]["scale"] == "reference"
     assert card["shape_prior"]["features"] == list(RELATIVE) and card["training"]["shape_prior"]
     clf = Classifier.load(str(prior_model))
-    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+    rs = sources()["suite2p"].read(suite2p_sessions[3] / "plane0")
     from roicurate.crops import make_crops
     with torch.inference_mode():
         net = clf.module(torch.from_numpy(make_crops(rs, clf.crop)))[:, 0].double().numpy()
@@ -66,8 +67,8 @@ def test_probability_is_network_plus_weighted_prior(prior_model, datasets):
         clf.logits_to_proba(torch.zeros(2, 1))
 
 
-def test_apply_writes_the_prior_probabilities(prior_model, copy_dataset):
-    plane = copy_dataset("sim/s2p_sim2/suite2p") / "plane0"
+def test_apply_writes_the_prior_probabilities(prior_model, copy_example):
+    plane = copy_example("plane0")
     run("apply", plane, "--model", prior_model)
     clf = Classifier.load(str(prior_model))
     p = clf.predict_proba(sources()["suite2p"].read(plane))[:, 1]
@@ -76,29 +77,29 @@ def test_apply_writes_the_prior_probabilities(prior_model, copy_dataset):
     assert (iscell[:, 0] == (p >= clf.threshold)).all()
 
 
-def test_shape_prior_needs_validation_and_platt(datasets, tmp_path):
-    sims = [datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p"]
+def test_shape_prior_needs_validation_and_platt(suite2p_sessions, tmp_path):
+    sims = [suite2p_sessions[1], suite2p_sessions[2]]
     for extra in (["--val", "none"], ["--val", "s2p_sim2", "--calibrate", "isotonic"]):
         r = run("train", *sims, "--arch", "cnn2", "--epochs", "1", "--shape-prior", "--out", tmp_path, *extra, ok=False)
         assert r.exit_code != 0 and "--shape-prior" in r.output and len(r.output.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
 
 
-def test_prior_free_model_refuses_prior_logits(tiny_model, datasets):
+def test_prior_free_model_refuses_prior_logits(tiny_model, suite2p_sessions):
     clf = Classifier.load(str(tiny_model))
-    assert clf.prior_logits(sources()["suite2p"].read(datasets / "sim/s2p_sim2/suite2p/plane0")) is None
+    assert clf.prior_logits(sources()["suite2p"].read(suite2p_sessions[2] / "plane0")) is None
     with pytest.raises(RoicurateError, match="shape prior"):
         clf.logits_to_proba(torch.zeros(2, 1), np.zeros(2))
 
 
-def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_weight(prior_model, datasets,
+def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_weight(prior_model, suite2p_sessions,
                                                                                          tmp_path):
     """`train --init M --epochs 0`: M's network as it is (the Platt slope and bias fold into its output layer), its
     shape prior kept and re-weighted, the threshold of best F1 on every recording given (--val is moot)."""
     from safetensors.torch import load_file
     from roicurate.evaluate import best_f1_threshold
     from roicurate.labels import cell_labels
-    lab = datasets / "sim/s2p_sim3/suite2p"
+    lab = suite2p_sessions[3]
     r = run("train", lab, "--init", prior_model, "--epochs", "0", "--out", tmp_path / "lab")
     assert "--epochs 0: the weights of model as they are" in r.output
     card = json.loads((tmp_path / "lab/model.json").read_text())
@@ -122,8 +123,8 @@ def test_epochs_0_keeps_the_weights_and_refits_calibration_threshold_and_prior_w
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
-def test_fine_tuning_keeps_the_init_shape_prior_when_validation_can_weight_it(prior_model, datasets, tmp_path):
-    sims = [datasets / f"sim/{s}/suite2p" for s in ("s2p_sim1", "s2p_sim3")]
+def test_fine_tuning_keeps_the_init_shape_prior_when_validation_can_weight_it(prior_model, suite2p_sessions, tmp_path):
+    sims = [suite2p_sessions[i] for i in (1, 3)]
     r = run("train", *sims, "--init", prior_model, "--freeze-until", "head", "--epochs", "1", "--val", "s2p_sim3",
             "--out", tmp_path / "ft")
     card = json.loads((tmp_path / "ft/model.json").read_text())

@@ -1,7 +1,9 @@
-"""Suite2p source on real Suite2p output copied to tmp_path: read every layout, write, revert, combined/, bad input."""
+"""Suite2p source on real Suite2p output (the bundled example, a Suite2p 1.1.0 run) copied to tmp_path: read
+every layout, write, revert, combined/, bad input. The legacy 0.x layout is read from the shared datasets."""
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +12,11 @@ from roicurate import RoicurateError
 from roicurate.curation import Curation
 from roicurate_plugins.suite2p import Suite2pSource, natural_key
 
-SIM1 = "sim/s2p_sim1/suite2p"                       # Suite2p 1.1.0, one plane, ops.npy + settings/db/reg/detect
-SIM2 = "sim/s2p_sim2/suite2p"                       # two planes + combined/
-FISSA = "real/fissa_example/suite2p/plane0"         # Suite2p 0.x, flat ops.npy, solidity
-ABO = "real/abo275/501484643/suite2p/plane0"        # geometry-only ops, binary lam, no traces
+from conftest import EXAMPLE_SUITE2P
+
+FISSA = "real/fissa_example/suite2p/plane0"         # Suite2p 0.x, flat ops.npy, solidity (shared datasets)
+# the bundled example (conftest.EXAMPLE_SUITE2P): Suite2p 1.1.0, two planes + combined/, each plane with ops.npy +
+# settings/db/reg/detect; copy_example("plane0") copies one plane
 
 src = Suite2pSource()
 
@@ -42,24 +45,28 @@ def curate(plane, seed=0, force=False):
 
 # ---- detect / expand ----------------------------------------------------------------------------------
 
-def test_detect(datasets, tmp_path):
-    for rel in (SIM1, SIM1 + "/plane0", SIM2, SIM2 + "/plane1", FISSA, ABO, "sim/s2p_sim2"):   # last: a session
-        assert src.detect(datasets / rel), rel
-    assert [p.name for p in src.expand(datasets / "sim/s2p_sim2")] == ["plane0", "plane1"]
-    for rel in ("real/fissa_example/LICENSE", "sim/s2p_sim1/truth", SIM1 + "/plane0/stat.npy"):
-        assert not src.detect(datasets / rel), rel
+def test_detect(example_suite2p, geometry_only_plane, single_plane_folder, tmp_path):
+    session = example_suite2p.parent
+    for path in (single_plane_folder, single_plane_folder / "plane0", example_suite2p, example_suite2p / "plane1",
+                 geometry_only_plane, session):                                              # last: a session
+        assert src.detect(path), path
+    assert [p.name for p in src.expand(session)] == ["plane0", "plane1"]
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "LICENSE").write_text("text")
+    for path in (tmp_path / "LICENSE", tmp_path / "truth", example_suite2p / "plane0" / "stat.npy"):
+        assert not src.detect(path), path
     assert not src.detect(tmp_path)
     assert not src.detect(tmp_path / "missing")
 
 
-def test_registered_as_plugin(datasets):
+def test_registered_as_plugin(example_suite2p):
     from roicurate import plugins
     assert isinstance(plugins.sources()["suite2p"], Suite2pSource)
-    assert plugins.source_for(datasets / FISSA).name == "suite2p"
+    assert plugins.source_for(example_suite2p / "plane0").name == "suite2p"
 
 
-def test_expand_natural_order(copy_dataset, datasets):
-    s2p = copy_dataset(SIM2)
+def test_expand_natural_order(copy_example, example_suite2p):
+    s2p = copy_example()
     assert [p.name for p in src.expand(s2p)] == ["plane0", "plane1"]
     assert src.expand(s2p / "plane1") == [s2p / "plane1"]
     for name in ("plane10", "plane2"):
@@ -67,7 +74,7 @@ def test_expand_natural_order(copy_dataset, datasets):
     assert [p.name for p in src.expand(s2p)] == ["plane0", "plane1", "plane2", "plane10"]
     assert sorted(["plane10", "plane2", "plane1"], key=natural_key) == ["plane1", "plane2", "plane10"]
     with pytest.raises(RoicurateError, match="combined"):
-        src.expand(datasets / SIM2 / "combined")
+        src.expand(example_suite2p / "combined")
 
 
 # ---- reading --------------------------------------------------------------------------------------------
@@ -84,11 +91,11 @@ def check_cropped_images(roiset, ops):
         assert outside.any() and not full[outside].any()
 
 
-def test_read_suite2p_1x(datasets):
-    plane = datasets / SIM1 / "plane0"
+def test_read_suite2p_1x(example_suite2p):
+    plane = example_suite2p / "plane0"
     stat, iscell, ops = load(plane / "stat.npy", True), load(plane / "iscell.npy"), ops_of(plane)
     r = src.read(plane)
-    assert len(r) == len(stat) == 155 and r.shape == (ops["Ly"], ops["Lx"])
+    assert len(r) == len(stat) == 34 and r.shape == (ops["Ly"], ops["Lx"]) == (128, 128)
     np.testing.assert_array_equal(r.y[r.indptr[3]:r.indptr[4]], stat[3]["ypix"])
     np.testing.assert_array_equal(r.x[r.indptr[3]:r.indptr[4]], stat[3]["xpix"])
     np.testing.assert_array_equal(r.weight[r.indptr[3]:r.indptr[4]], stat[3]["lam"])
@@ -100,15 +107,15 @@ def test_read_suite2p_1x(datasets):
     np.testing.assert_array_equal(r.images["mean"], ops["meanImg"])
     np.testing.assert_array_equal(r.images["mean_enhanced"], ops["meanImgE"])
     check_cropped_images(r, ops)
-    assert isinstance(r.traces, np.memmap) and r.traces.shape == (155, 3000)
+    assert isinstance(r.traces, np.memmap) and r.traces.shape == (34, 1500)
     assert (r.source, r.pipeline, r.path) == ("suite2p", "suite2p", str(plane))
-    assert r.origin == {"roi_file": str(plane / "stat.npy"), "n": 155}
+    assert r.origin == {"roi_file": str(plane / "stat.npy"), "n": 34}
 
 
-def test_read_1x_without_ops_npy(copy_dataset, datasets):
-    plane = copy_dataset(SIM1 + "/plane0")
+def test_read_1x_without_ops_npy(copy_example, example_suite2p):
+    plane = copy_example("plane0")
     (plane / "ops.npy").unlink()
-    with_ops = src.read(datasets / SIM1 / "plane0")
+    with_ops = src.read(example_suite2p / "plane0")
     r = src.read(plane)
     assert len(r) == len(with_ops) and r.shape == with_ops.shape
     assert set(r.images) == {"mean", "mean_enhanced", "max", "corr"}
@@ -119,8 +126,11 @@ def test_read_1x_without_ops_npy(copy_dataset, datasets):
     check_cropped_images(r, merged)
 
 
+@pytest.mark.datasets
 def test_read_suite2p_014_flat_ops(datasets):
     plane = datasets / FISSA
+    assert src.detect(plane) and src.detect(datasets / "real/abo275/501484643/suite2p/plane0")
+    assert not src.detect(datasets / "real/fissa_example/LICENSE")
     ops = ops_of(plane)
     r = src.read(plane)
     assert len(r) == len(load(plane / "stat.npy", True)) == 23 and r.shape == (176, 156)
@@ -130,25 +140,36 @@ def test_read_suite2p_014_flat_ops(datasets):
     assert r.traces.shape == (23, 864)
 
 
-def test_read_geometry_only_ops(datasets):
-    plane = datasets / ABO
+@pytest.fixture(scope="session")
+def single_plane_folder(tmp_path_factory):
+    """A one-plane Suite2p output folder (suite2p/plane0, no combined/), from the example's plane0."""
+    s2p = tmp_path_factory.mktemp("single") / "suite2p"
+    s2p.mkdir()
+    shutil.copytree(EXAMPLE_SUITE2P / "plane0", s2p / "plane0")
+    for name in ("db.npy", "settings.npy"):
+        shutil.copyfile(EXAMPLE_SUITE2P / name, s2p / name)
+    return s2p
+
+
+def test_read_geometry_only_ops(geometry_only_plane):
+    plane = geometry_only_plane
     r = src.read(plane)
-    assert len(r) == len(load(plane / "stat.npy", True)) == 235 and r.shape == (487, 487)
+    assert len(r) == len(load(plane / "stat.npy", True)) == 34 and r.shape == (128, 128)
     assert r.images == {} and r.traces is None
     assert set(np.unique(r.weight)) <= {0.0, 1.0}
     assert r.pipeline_accepted.all()
 
 
-def test_read_writes_nothing(copy_dataset, hash_tree):
-    s2p = copy_dataset(SIM2)
+def test_read_writes_nothing(copy_example, hash_tree):
+    s2p = copy_example()
     before = hash_tree(s2p)
     for plane in src.expand(s2p):
         src.read(plane)
     assert hash_tree(s2p) == before
 
 
-def test_rois_on_the_frame_border_are_valid(copy_dataset):
-    plane = copy_dataset(SIM2 + "/plane0")
+def test_rois_on_the_frame_border_are_valid(copy_example):
+    plane = copy_example("plane0")
     stat = load(plane / "stat.npy", True)
     stat[0]["ypix"] = np.array([0, 0, 1, 127, 127])
     stat[0]["xpix"] = np.array([0, 1, 0, 127, 126])
@@ -157,8 +178,8 @@ def test_rois_on_the_frame_border_are_valid(copy_dataset):
     assert len(src.read(plane)) == 34
 
 
-def test_empty_plane(copy_dataset, hash_tree):
-    plane = copy_dataset(SIM2 + "/plane0")
+def test_empty_plane(copy_example, hash_tree):
+    plane = copy_example("plane0")
     np.save(plane / "stat.npy", np.array([], dtype=object))
     np.save(plane / "iscell.npy", np.zeros((0, 2)))
     (plane / "F.npy").unlink()
@@ -228,8 +249,8 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input(case, copy_dataset, hash_tree):
-    plane = copy_dataset(SIM2 + "/plane0")
+def test_bad_input(case, copy_example, hash_tree):
+    plane = copy_example("plane0")
     fname, damage = BAD[case]
     damage(plane)
     before = hash_tree(plane)
@@ -242,8 +263,8 @@ def test_bad_input(case, copy_dataset, hash_tree):
 
 # ---- writing --------------------------------------------------------------------------------------------
 
-def test_write(copy_dataset):
-    plane = copy_dataset(SIM2 + "/plane0")
+def test_write(copy_example):
+    plane = copy_example("plane0")
     original = (plane / "iscell.npy").read_bytes()
     pipeline_accepted = int((load(plane / "iscell.npy")[:, 0] > 0.5).sum())
     cur = curate(plane)
@@ -262,8 +283,8 @@ def test_write(copy_dataset):
     assert len(src.read(plane)) == 34
 
 
-def test_second_write_keeps_first_original_and_revert(copy_dataset, hash_tree):
-    plane = copy_dataset(FISSA)
+def test_second_write_keeps_first_original_and_revert(copy_example, hash_tree):
+    plane = copy_example("plane1")
     before = hash_tree(plane)
     original = (plane / "iscell.npy").read_bytes()
     curate(plane, seed=1)
@@ -277,8 +298,8 @@ def test_second_write_keeps_first_original_and_revert(copy_dataset, hash_tree):
         src.revert(plane)
 
 
-def test_edited_after_write_needs_force(copy_dataset, hash_tree):
-    plane = copy_dataset(SIM2 + "/plane1")
+def test_edited_after_write_needs_force(copy_example, hash_tree):
+    plane = copy_example("plane1")
     curate(plane)
     iscell = load(plane / "iscell.npy")
     iscell[0, 0] = 1 - iscell[0, 0]          # a flip in the Suite2p GUI rewrites the whole file
@@ -296,8 +317,8 @@ def test_edited_after_write_needs_force(copy_dataset, hash_tree):
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_folder(copy_dataset, hash_tree):
-    plane = copy_dataset(SIM2 + "/plane0")
+def test_read_only_folder(copy_example, hash_tree):
+    plane = copy_example("plane0")
     before = hash_tree(plane)
     os.chmod(plane, 0o555)
     try:
@@ -311,8 +332,8 @@ def test_read_only_folder(copy_dataset, hash_tree):
 
 # ---- combined/ --------------------------------------------------------------------------------------------
 
-def test_combined_is_rebuilt_and_reverted(copy_dataset, hash_tree):
-    s2p = copy_dataset(SIM2)
+def test_combined_is_rebuilt_and_reverted(copy_example, hash_tree):
+    s2p = copy_example()
     before = hash_tree(s2p)
     comb_original = (s2p / "combined" / "iscell.npy").read_bytes()
     # the shipped combined/ is what Suite2p made: the planes' iscell concatenated
@@ -337,8 +358,8 @@ def test_combined_is_rebuilt_and_reverted(copy_dataset, hash_tree):
     assert hash_tree(s2p) == before
 
 
-def test_revert_plane_by_plane_keeps_combined_in_step(copy_dataset, hash_tree):
-    s2p = copy_dataset(SIM2)
+def test_revert_plane_by_plane_keeps_combined_in_step(copy_example, hash_tree):
+    s2p = copy_example()
     before = hash_tree(s2p)
     planes = src.expand(s2p)
     for plane in planes:
@@ -353,8 +374,8 @@ def test_revert_plane_by_plane_keeps_combined_in_step(copy_dataset, hash_tree):
         src.revert(s2p)
 
 
-def test_combined_row_mismatch(copy_dataset, hash_tree):
-    s2p = copy_dataset(SIM2)
+def test_combined_row_mismatch(copy_example, hash_tree):
+    s2p = copy_example()
     stat = load(s2p / "combined" / "stat.npy", True)
     np.save(s2p / "combined" / "stat.npy", stat[:-1])
     before = hash_tree(s2p)
@@ -366,16 +387,17 @@ def test_combined_row_mismatch(copy_dataset, hash_tree):
     assert hash_tree(s2p) == before
 
 
-def test_combined_folder_is_refused(copy_dataset):
-    s2p = copy_dataset(SIM2)
+def test_combined_folder_is_refused(copy_example):
+    s2p = copy_example()
     assert src.detect(s2p / "combined")
     for call in (src.expand, src.revert):
         with pytest.raises(RoicurateError, match="suite2p"):
             call(s2p / "combined")
 
 
-def test_single_plane_folder_without_combined(copy_dataset):
-    s2p = copy_dataset(SIM1)
+def test_single_plane_folder_without_combined(single_plane_folder, tmp_path):
+    s2p = tmp_path / "suite2p"
+    shutil.copytree(single_plane_folder, s2p)
     planes = src.expand(s2p)
     curate(planes[0])
     src.finish(planes)                       # no combined/: nothing else written

@@ -1,5 +1,6 @@
 """`roicurate train`: splits by recording, determinism, fine-tuning, checkpoint/resume, search, held-out numbers.
-Small cnn2 runs (1-2 epochs) on the simulated Suite2p runs; the shared datasets are only read."""
+Small cnn2 runs (1-2 epochs) on three labelled recordings made from the bundled Suite2p example
+(conftest.suite2p_sessions)."""
 import csv
 import json
 
@@ -17,8 +18,8 @@ from roicurate.train import fit, freeze_below, load_labelled, split_by_recording
 
 
 @pytest.fixture(scope="module")
-def sims(datasets):
-    return [datasets / f"sim/{s}/suite2p" for s in ("s2p_sim1", "s2p_sim2", "s2p_sim3")]
+def sims(suite2p_sessions):
+    return [suite2p_sessions[i] for i in (1, 2, 3)]
 
 
 def quick(sims, out, *extra):

@@ -83,10 +83,19 @@ def test_build_kwargs_the_architecture_cannot_take(tiny_model, tmp_path):
         Classifier.load(str(d))
 
 
+BUNDLED = ("suite2p-resnet50", "caiman-cnn2", "caiman-vgg16-4c", "unet-mean")     # roicurate_plugins/weights/
+
+
 def test_bundled_cards_are_valid():
-    for spec in model_specs().values():
-        if spec.card_path:
-            validate_card(json.loads(open(spec.card_path).read()), spec.card_path)
+    specs = model_specs()
+    with_cards = {name: spec.card_path for name, spec in specs.items() if spec.card_path}
+    missing = [name for name in BUNDLED if name not in with_cards]
+    assert not missing, f"bundled model cards not found: {missing}"
+    for name in BUNDLED:
+        path = with_cards[name]
+        assert os.path.basename(path) == f"{name}.json" and os.path.isfile(path), path
+    for name, path in with_cards.items():                      # every card found, the four bundled ones included
+        validate_card(json.loads(open(path).read()), path)
 
 
 def test_segmentation_model_is_not_a_classifier():

@@ -32,8 +32,8 @@ def test_device_defaults_to_auto():
         assert "[default: auto]" in cli_run(cmd, "-h").output.split("--device", 1)[1].split("--", 1)[0], cmd
 
 
-def test_progress_lines_quiet_verbose_and_totals(copy_dataset, tiny_model):
-    s2p = copy_dataset("sim/s2p_sim2/suite2p")
+def test_progress_lines_quiet_verbose_and_totals(copy_example, tiny_model):
+    s2p = copy_example()
     # stderr is a pipe here: tqdm would print nothing, so progress comes as plain lines
     p = run("apply", s2p, "--model", tiny_model, "--dry-run", env={"ROICURATE_PROGRESS_SECONDS": "0"})
     err = p.stderr.strip().splitlines()
@@ -67,9 +67,9 @@ def test_line_progress_is_periodic(capsys):
     assert capsys.readouterr().err.splitlines() == ["x: 2/4 ROIs (50%), 0 s", "x: 4/4 ROIs (100%), 0 s, done"]
 
 
-def test_model_for_another_pipeline_is_refused(copy_dataset, tmp_path, hash_tree):
+def test_model_for_another_pipeline_is_refused(copy_example, tmp_path, hash_tree):
     from conftest import save_tiny_model
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+    plane = copy_example("plane0")
     model = save_tiny_model(tmp_path / "cm", pipeline="caiman")
     before = hash_tree(plane)
     p = run("apply", plane, "--model", model, ok=False)
@@ -81,20 +81,31 @@ def test_model_for_another_pipeline_is_refused(copy_dataset, tmp_path, hash_tree
     run("apply", plane, "--model", model, "--any-pipeline", "--dry-run")
 
 
-def test_unet_is_not_offered_as_a_classifier(copy_dataset):
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+def test_unet_is_not_offered_as_a_classifier(copy_example):
+    plane = copy_example("plane0")
     p = run("apply", plane, "--model", "unet-mean", ok=False)
     assert "segmentation model" in p.stderr and "not registered" not in p.stderr
     p = run("apply", plane, "--model", "nope", ok=False)
     assert "unknown model" in p.stderr and "unet-mean" not in p.stderr
 
 
-def test_apply_report_explain_n(copy_dataset, tiny_model, tmp_path):
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
-    run("apply", plane, "--model", tiny_model, "--report", tmp_path / "rep", "--explain", "1")
+def test_apply_report_explain_n(copy_example, tiny_model, tmp_path):
+    plane = copy_example("plane0")
+    run("apply", plane, "--model", tiny_model)                        # the untrained model's scores, then its
+    threshold = float(np.median(np.load(plane / "iscell.npy")[:, 1]))  # median: both verdicts have examples
+    run("apply", plane, "--model", tiny_model, "--threshold", repr(threshold), "--report", tmp_path / "rep",
+        "--explain", "1")
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "Closest calls: the 1 ROIs nearest the threshold" in page
-    assert len(list((tmp_path / "rep" / "plane0").glob("roi*.png"))) <= 1 + 2 * 4
+    # one explained ROI per figure: the closest call, and the 4 surest accepted and 4 surest rejected (--examples 4)
+    iscell = np.load(plane / "iscell.npy")
+    score, accepted = iscell[:, 1], iscell[:, 0] == 1
+    assert accepted.sum() >= 4 and (~accepted).sum() >= 4
+    order = np.argsort(-score, kind="stable")
+    closest = np.argsort(np.abs(score - threshold), kind="stable")[:1]
+    shown = set(np.concatenate([closest, order[accepted[order]][:4], order[~accepted[order]][::-1][:4]]).tolist())
+    assert len(shown) in (8, 9)
+    assert sorted(p.name for p in (tmp_path / "rep" / "plane0").glob("roi*.png")) == sorted(f"roi{i}.png" for i in shown)
 
 
 def test_importing_the_cli_and_its_commands_does_not_import_torch():
@@ -104,12 +115,12 @@ def test_importing_the_cli_and_its_commands_does_not_import_torch():
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
 
 
-def test_train_says_where_every_label_comes_from(datasets, tmp_path):
+def test_train_says_where_every_label_comes_from(example_suite2p, tmp_path):
     import shutil
     from conftest import cli_run, make_writable
     a, b = tmp_path / "a" / "suite2p", tmp_path / "b" / "suite2p"
-    shutil.copytree(datasets / "sim/s2p_sim1/suite2p", a)        # no labels.json beside these copies
-    shutil.copytree(datasets / "sim/s2p_sim2/suite2p", b)
+    shutil.copytree(example_suite2p, a, ignore=shutil.ignore_patterns("plane1", "combined"))   # one plane
+    shutil.copytree(example_suite2p, b)                            # no labels.json beside these copies
     make_writable(tmp_path)
     iscell = np.load(b / "plane0" / "iscell.npy")
     iscell[0, 0] = 1 - iscell[0, 0]                               # flipped in the GUI: a person looked
@@ -123,21 +134,20 @@ def test_train_says_where_every_label_comes_from(datasets, tmp_path):
     assert "warning: 2 of 3 units are labelled only by their pipeline's automatic classifier" in out
 
 
-def test_caiman_labels_from_idx_components_are_automatic(datasets):
-    from roicurate.labels import attach_labels, describe_label_source
+def test_caiman_labels_from_idx_components_are_automatic(caiman_files):
+    from roicurate.labels import describe_label_source
     from roicurate.plugins import sources
-    import glob
-    f = datasets / "sim/caiman_sim1/caiman/cnmf_refit_evaluated.hdf5"
+    f = caiman_files["evaluated"]
     rs = sources()["caiman"].read(f)
     rs.origin["label_source"] = "pipeline verdict"
     text, automatic = describe_label_source(rs)
     assert automatic and "idx_components" in text
 
 
-def test_report_notes_a_model_made_for_another_pipeline(copy_dataset, tmp_path):
+def test_report_notes_a_model_made_for_another_pipeline(copy_example, tmp_path):
     from conftest import save_tiny_model
     from roicurate_plugins.report_commands import load_units
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+    plane = copy_example("plane0")
     model = save_tiny_model(tmp_path / "cm", pipeline="caiman")
     (unit,) = load_units([plane], model_name=model)
     assert any("was made for caiman ROIs, and these are suite2p ROIs" in n for n in unit.notes)

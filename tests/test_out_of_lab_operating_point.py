@@ -41,6 +41,7 @@ def test_nested_numbers_never_use_the_lab_itself():
     assert set(nested["labs"]) == {"a", "b", "c"} and nested["pooled"]["n"] == 1500
 
 
+@pytest.mark.datasets
 def test_train_out_of_lab(datasets, tmp_path):
     paths = [datasets / "real/neurofinder_train/neurofinder.01.00/suite2p", datasets / "real/abo275/527048992/suite2p",
              datasets / "sim/s2p_sim2/suite2p"]
@@ -64,15 +65,15 @@ def test_train_out_of_lab(datasets, tmp_path):
     assert r.exit_code != 0 and "three or more labs" in r.output
 
 
-def test_image_dropout_trains_a_model_that_works_without_the_image(datasets, tmp_path):
+def test_image_dropout_trains_a_model_that_works_without_the_image(suite2p_sessions, tmp_path):
     from roicurate.plugins import sources
-    sims = [datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim2/suite2p"]
+    sims = [suite2p_sessions[1], suite2p_sessions[2]]
     run("train", *sims, "--arch", "cnn2", "--epochs", "1", "--val", "none", "--channels", "mask,max",
         "--image-dropout", "0.5", "--out", tmp_path)
     clf = Classifier.load(str(tmp_path))
     assert clf.crop.optional_images and clf.crop.channels == ("mask", "max")
     assert "image channels dropped in 50%" in json.loads((tmp_path / "model.json").read_text())["training"]["augmentation"]
-    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+    rs = sources()["suite2p"].read(suite2p_sessions[3] / "plane0")
     with_image = clf.predict_proba(rs)[:, 1]
     rs.images.pop("max")
     without = clf.predict_proba(rs)[:, 1]                 # zeros in the image channel, no error

@@ -183,8 +183,8 @@ def test_a_tiff_stack_is_refused(tmp_path):
         read_image_file(tmp_path / "movie.tif")
 
 
-def test_train_without_validation_takes_its_threshold_from_folds_of_whole_recordings(datasets, tmp_path):
-    sims = [datasets / "sim/s2p_sim1/suite2p", datasets / "sim/s2p_sim3/suite2p"]
+def test_train_without_validation_takes_its_threshold_from_folds_of_whole_recordings(suite2p_sessions, tmp_path):
+    sims = [suite2p_sessions[1], suite2p_sessions[3]]
     r = run("train", *sims, "--arch", "cnn2", "--epochs", "1", "--val", "none", "--out", tmp_path)
     assert "out-of-fold scores: 2 folds of whole training recordings" in r.output
     assert "out-of-fold (2 folds of whole training recordings)" in json.loads((tmp_path / "model.json").read_text())[

@@ -1,5 +1,5 @@
 """Issue #16 fault injection in real processes: racing applies (a pause injected between check and write),
-concurrent reverts, a busy lock, kill -9 and SIGTERM at random times, a full disk (a size-limited tmpfs, as
+concurrent reverts, a busy lock, kill -9 at seeded random steps of the write sequence and SIGTERM, a full disk (a size-limited tmpfs, as
 root), a failing rename. Afterwards every file is Suite2p's / CaImAn's original or a curated file with a
 verified backup, and a revert gives the original back byte for byte."""
 import fcntl
@@ -39,14 +39,15 @@ def finish(proc, timeout=60):
 
 
 @pytest.fixture(params=["suite2p", "caiman"])
-def unit(request, copy_dataset, datasets, tmp_path):
+def unit(request, copy_example, caiman_files, tmp_path):
     """(kind, path, folder) of a fresh copy: a suite2p/ folder with two planes + combined/, or a CaImAn file."""
     if request.param == "suite2p":
-        path = copy_dataset("sim/s2p_sim2/suite2p")
+        path = copy_example()
         return "suite2p", path, path
     path = tmp_path / "data" / "cnmf_refit_evaluated.hdf5"
     path.parent.mkdir()
-    shutil.copyfile(datasets / EVALUATED, path)
+    shutil.copyfile(caiman_files[EVALUATED], path)
+    os.chmod(path, 0o644)
     return "caiman", path, path.parent
 
 
@@ -115,28 +116,72 @@ def test_concurrent_reverts(unit):
     assert tree_hashes(folder) == before and not temps(folder)
 
 
-# ---- kill -9 and SIGTERM at random times (items 7, 9) ----------------------------------------------------------
-def test_kill_9_at_random_times(unit):
+# ---- kill -9 inside the write sequence, and SIGTERM (items 7, 9) ------------------------------------------------
+# The writer runs with its write steps counted: every os.fsync, os.replace and os.link (the calls that make up
+# roicurate's write and revert sequences: temp file, fsync, rename, folder fsync, no-replace link). With
+# KILL_AT_STEP=k it stops at the k-th step, before doing it, and says so: the kill then lands at a known point
+# inside the sequence, never by luck. "steps N" at exit counts the steps of a whole run.
+STEP_HOOK = """
+import atexit, os, runpy, sys, time
+writer, kill_at, steps = sys.argv.pop(1), int(os.environ.get("KILL_AT_STEP", "0")), [0]
+def counted(name, real):
+    def call(*args, **kwargs):
+        steps[0] += 1
+        if steps[0] == kill_at:
+            print(f"paused before step {steps[0]}: os.{name}", flush=True)
+            time.sleep(600)
+        return real(*args, **kwargs)
+    return call
+for name in ("fsync", "replace", "link"):
+    setattr(os, name, counted(name, getattr(os, name)))
+atexit.register(lambda: print(f"steps {steps[0]}", flush=True))
+sys.argv[0] = writer
+runpy.run_path(writer, run_name="__main__")
+"""
+KILL_SEED = 20                 # which steps are killed: a fixed seed, so a failure names a step that reproduces it
+
+
+def start_counted(op, kind, path, seed=0, **env):
+    e = dict(os.environ, PYTHONPATH=str(ROOT), **{k: str(v) for k, v in env.items()})
+    return subprocess.Popen([sys.executable, "-c", STEP_HOOK, str(WRITER), op, kind, str(path), str(seed)], env=e,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def steps_of(op, kind, path):
+    rc, out, err = finish(start_counted(op, kind, path))
+    assert rc == 0, err
+    return int(out.strip().splitlines()[-1].split()[1])
+
+
+def test_kill_9_inside_the_write_sequence(unit):
     kind, path, folder = unit
     before = tree_hashes(folder)
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
-    for i in range(4):
-        p = start("loop", kind, path, i)
+    n_apply = steps_of("apply", kind, path)                 # one apply, then one revert: the loop's cycle
+    n_revert = steps_of("revert", kind, path)
+    assert tree_hashes(folder) == before and n_apply >= 4 and n_revert >= 2, (n_apply, n_revert)
+    rng = random.Random(KILL_SEED)
+    # steps 1..n_apply are apply's, then revert's: two of each, at seeded random positions
+    kill_steps = rng.sample(range(1, n_apply + 1), 2) + rng.sample(range(n_apply + 1, n_apply + n_revert + 1), 2)
+    changed = []
+    for step in kill_steps:
+        p = start_counted("loop", kind, path, KILL_AT_STEP=step)
         assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 1.0))
-        p.kill()
+        line = p.stdout.readline().strip()
+        assert line.startswith(f"paused before step {step}:"), (step, line, p.stderr.read() if p.poll() else "")
+        p.kill()                                            # SIGKILL while paused inside the sequence
         p.communicate()
+        assert p.returncode == -signal.SIGKILL
+        changed.append(tree_hashes(folder) != before or bool(temps(folder)))
         # the next run cleans the dead run's temp files, verifies, and restores the original byte for byte
         try:
             SOURCES[kind].revert(path)
         except NothingToRevert:
             pass
         except RoicurateError as e:
-            pytest.fail(f"seed {seed}, kill {i}: {e}")
-        assert not temps(folder), f"seed {seed}, kill {i}"
-        assert tree_hashes(folder) == before, f"seed {seed}, kill {i}"
+            pytest.fail(f"kill at step {step} of {n_apply}+{n_revert}: {e}")
+        assert not temps(folder), f"kill at step {step}"
+        assert tree_hashes(folder) == before, f"kill at step {step}"
+    assert any(changed), f"no kill left a half-written state: steps {kill_steps}"
 
 
 def test_sigterm_cleans_up(unit):
@@ -151,8 +196,8 @@ def test_sigterm_cleans_up(unit):
 
 
 # ---- a failing write is undone (item 8) -----------------------------------------------------------------------
-def test_failed_rename_undoes_the_backup_and_record(copy_dataset, monkeypatch):
-    plane = copy_dataset("sim/s2p_sim2/suite2p/plane0")
+def test_failed_rename_undoes_the_backup_and_record(copy_example, monkeypatch):
+    plane = copy_example("plane0")
     src = SOURCES["suite2p"]
     rs = src.read(plane)
     before = tree_hashes(plane)
@@ -201,17 +246,17 @@ def fill(folder, leave):
 
 
 @pytest.mark.parametrize("kind", ["suite2p", "caiman"])
-def test_disk_full_is_one_line_and_changes_nothing(kind, small_disk, datasets):
+def test_disk_full_is_one_line_and_changes_nothing(kind, small_disk, example_suite2p, caiman_files):
     if kind == "suite2p":
         path = small_disk / "plane0"
-        shutil.copytree(datasets / "sim/s2p_sim2/suite2p/plane0", path)
+        shutil.copytree(example_suite2p / "plane0", path)
         for f in path.iterdir():
             os.chmod(f, 0o644)
     else:
         path = small_disk / "cnmf_refit_evaluated.hdf5"
-        shutil.copyfile(datasets / EVALUATED, path)
+        shutil.copyfile(caiman_files[EVALUATED], path)
         os.chmod(path, 0o644)
-    fill(small_disk, 0 if kind == "suite2p" else 6 << 20)     # CaImAn: room for less than one copy
+    fill(small_disk, 0 if kind == "suite2p" else int(0.4 * path.stat().st_size))   # CaImAn: less than one copy
     before = tree_hashes(small_disk)
     rc, out, err = finish(start("apply", kind, path))
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "free space" in err, (rc, err)   # not SIGSEGV (139)

@@ -9,8 +9,8 @@ from roicurate.plugins import model_specs, sources
 
 
 @pytest.fixture(scope="module")
-def plane(datasets):
-    return sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+def plane(example_suite2p):
+    return sources()["suite2p"].read(example_suite2p / "plane1")
 
 
 def naive(clf, roiset, index, window=5, sample=None, occlude=None):

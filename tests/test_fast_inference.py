@@ -13,7 +13,6 @@ from roicurate.models import Classifier
 from roicurate.plugins import sources
 from roicurate_plugins.nets import WindowedCNN2, cnn2, fuse_bn, resnet50
 
-CAIMAN = "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5"
 
 
 def blobs(n, size, rng):
@@ -71,10 +70,11 @@ def test_fused_resnet_gives_the_plain_logits():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())     # the plain module is left as it was
 
 
-@pytest.mark.parametrize("name, rel", [("caiman-cnn2", CAIMAN), ("suite2p-resnet50", "sim/s2p_sim3/suite2p/plane0")])
-def test_bundled_models_score_as_the_plain_network(datasets, name, rel):
+@pytest.mark.parametrize("name", ["caiman-cnn2", "suite2p-resnet50"])
+def test_bundled_models_score_as_the_plain_network(caiman_files, example_suite2p, name):
     """``predict_proba`` (fast form, ROIs batched by size) == the plain module on every crop in input order."""
-    rs = sources()["caiman" if "caiman" in name else "suite2p"].read(datasets / rel)
+    path = caiman_files["evaluated"] if "caiman" in name else example_suite2p / "plane1"
+    rs = sources()["caiman" if "caiman" in name else "suite2p"].read(path)
     clf = Classifier.load(name, batch_size=16)
     p = clf.predict_proba(rs)
     with torch.inference_mode():
@@ -89,11 +89,12 @@ def curation(n):
                     {"name": "t", "sha256": "0"})
 
 
-def test_caiman_backup_is_an_independent_copy(datasets, tmp_path):
+def test_caiman_backup_is_an_independent_copy(caiman_files, tmp_path):
     """The first write keeps the original as an independent copy (never a hard link: a program still writing to
     the original must not write into the backup, issue #16) and replaces the file."""
     p = tmp_path / "cnmf.hdf5"
-    shutil.copyfile(datasets / CAIMAN, p)
+    shutil.copyfile(caiman_files["evaluated"], p)
+    os.chmod(p, 0o644)
     original, inode = p.read_bytes(), os.stat(p).st_ino
     src = sources()["caiman"]
     rs = src.read(p)
@@ -104,10 +105,11 @@ def test_caiman_backup_is_an_independent_copy(datasets, tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([p.name, backup.name])
 
 
-def test_caiman_failed_write_leaves_no_backup(datasets, tmp_path, monkeypatch):
+def test_caiman_failed_write_leaves_no_backup(caiman_files, tmp_path, monkeypatch):
     """A write that fails at its os.replace takes the new backup back: one line, the folder is as it was."""
     p = tmp_path / "cnmf.hdf5"
-    shutil.copyfile(datasets / CAIMAN, p)
+    shutil.copyfile(caiman_files["evaluated"], p)
+    os.chmod(p, 0o644)
     original = p.read_bytes()
     src = sources()["caiman"]
     rs = src.read(p)

@@ -27,6 +27,7 @@ def _zoomed(rs, k):
                               path=rs.path, origin=dict(rs.origin))
 
 
+@pytest.mark.datasets
 def test_statistic_is_not_fooled_by_junk(datasets):
     """neurofinder.04.00: 691 ROIs, 87 % of them small junk. The reference stays near the labelled cells' size,
     where the plain median ROI is half of it."""
@@ -37,16 +38,16 @@ def test_statistic_is_not_fooled_by_junk(datasets):
     assert rs.diameter_source == SOURCE_STATISTIC
 
 
-def test_pipeline_settings_and_their_defaults(datasets, copy_dataset):
+def test_pipeline_settings_and_their_defaults(geometry_only_plane, caiman_files, copy_example):
     s2p, cm = sources()["suite2p"], sources()["caiman"]
     # the shape-only sets carry placeholders (Suite2p's default diameter 12, CaImAn's default gSig 5): not used
-    assert s2p.read(datasets / "real/abo275/501484643/suite2p/plane0").diameter is None
-    assert cm.read(datasets / "real/abo275/501484643/caiman/estimates.hdf5").diameter is None
+    assert s2p.read(geometry_only_plane).diameter is None
+    assert cm.read(caiman_files["shape_only"]).diameter is None
     # CaImAn's gSig 4, set by whoever ran it: 3 x gSig
-    rs = cm.read(datasets / "sim/caiman_sim3/caiman/cnmf_refit_evaluated.hdf5")
+    rs = cm.read(caiman_files["evaluated"])
     assert rs.diameter == 12.0 and "gSig" in rs.diameter_source
     # a Suite2p diameter the user set
-    plane = copy_dataset("sim/s2p_sim3/suite2p") / "plane0"
+    plane = copy_example("plane1")
     ops = np.load(plane / "ops.npy", allow_pickle=True).item()
     ops["diameter"] = np.array([16.0, 18.0])
     np.save(plane / "ops.npy", ops, allow_pickle=True)
@@ -54,8 +55,8 @@ def test_pipeline_settings_and_their_defaults(datasets, copy_dataset):
     assert rs.diameter == 17.0 and rs.diameter_source == "Suite2p diameter setting"
 
 
-def test_reference_crops_and_relative_features_do_not_depend_on_zoom(datasets):
-    rs = sources()["suite2p"].read(datasets / "sim/s2p_sim3/suite2p/plane0")
+def test_reference_crops_and_relative_features_do_not_depend_on_zoom(example_suite2p):
+    rs = sources()["suite2p"].read(example_suite2p / "plane1")
     big = _zoomed(rs, 2)
     assert reference_diameter(big) == pytest.approx(2 * reference_diameter(rs), rel=0.02)
     spec = CropSpec(64, binarize=0.0, scale="reference", scaled_diameter=12.0)
@@ -107,9 +108,9 @@ def _reference_model(folder, pipeline="suite2p"):
     return save_model(folder, "ref", cnn2(size=size), card)
 
 
-def test_apply_records_the_reference(copy_dataset, tmp_path):
+def test_apply_records_the_reference(copy_example, tmp_path):
     model = _reference_model(tmp_path / "m")
-    plane = copy_dataset("sim/s2p_sim3/suite2p") / "plane0"
+    plane = copy_example("plane1")
     r = run("apply", plane, "--model", model)
     rec = json.loads((plane / "roicurate.json").read_text())
     assert rec["reference_diameter"]["source"] == SOURCE_STATISTIC and rec["inputs"] == ["mask"]
@@ -122,9 +123,9 @@ def test_apply_records_the_reference(copy_dataset, tmp_path):
     assert r.exit_code != 0
 
 
-def test_caiman_attributes_record_the_reference(copy_dataset, tmp_path):
+def test_caiman_attributes_record_the_reference(copy_caiman, tmp_path):
     model = _reference_model(tmp_path / "m", "caiman")
-    f = copy_dataset("sim/caiman_sim3/caiman") / "cnmf_refit_evaluated.hdf5"
+    f = copy_caiman("evaluated")
     run("apply", f, "--model", model)
     with h5py.File(f, "r") as h:
         attrs = h["estimates"].attrs
@@ -132,9 +133,16 @@ def test_caiman_attributes_record_the_reference(copy_dataset, tmp_path):
         assert "gSig" in attrs["roicurate_diameter_source"] and json.loads(attrs["roicurate_inputs"]) == ["mask"]
 
 
-def test_optional_image_missing_is_zeros_and_not_an_input(datasets):
+def test_optional_image_missing_is_zeros_and_not_an_input(geometry_only_plane, example_suite2p, tmp_path):
+    import shutil
+    from conftest import write_labels_json
     from roicurate.curation import inputs_used
-    rs = sources()["suite2p"].read(datasets / "real/abo275/501484643/suite2p/plane0")     # no images in ops.npy
+    # a labelled set as the shared datasets keep one: masks only, labels.json and summary_images.npz beside
+    session = tmp_path / "labelled"
+    shutil.copytree(geometry_only_plane, session / "suite2p" / "plane0")
+    write_labels_json(session, ("plane0",))
+    np.savez(session / "summary_images.npz", max=sources()["suite2p"].read(example_suite2p / "plane0").images["max"])
+    rs = sources()["suite2p"].read(session / "suite2p" / "plane0")     # no images in ops.npy
     spec = CropSpec(64, channels=("mask", "max"), binarize=0.0, scale="reference", optional_images=True)
     crops = make_crops(rs, spec, np.arange(5))
     assert crops[:, 1].max() == 0 and crops[:, 0].max() > 0
@@ -147,10 +155,10 @@ def test_optional_image_missing_is_zeros_and_not_an_input(datasets):
     assert np.abs(make_crops(rs, spec, np.arange(5))[:, 1]).max() > 0
 
 
-def test_report_uses_the_recorded_reference(copy_dataset, tmp_path):
+def test_report_uses_the_recorded_reference(copy_example, tmp_path):
     from roicurate_plugins.report_commands import load_units
     model = _reference_model(tmp_path / "m")
-    plane = copy_dataset("sim/s2p_sim3/suite2p") / "plane0"
+    plane = copy_example("plane1")
     run("apply", plane, "--model", model, "--diameter", "20")
     unit = load_units([str(plane)])[0]
     assert unit.roiset.diameter == 20.0 and unit.roiset.diameter_source == "--diameter"
