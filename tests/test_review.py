@@ -234,11 +234,11 @@ def test_answers_are_labels_for_train_and_evaluate(plane, tiny_model):
     assert len(labelled) == 2 and labelled.labels.tolist() == [0, 1] and labelled.origin["roi_index"] == [0, 1]
 
 
-def test_caiman_answers_reach_idx_components(copy_file, tiny_model):
+def test_caiman_answers_reach_idx_components(copy_caiman, tiny_model):
     import h5py
 
     from conftest import save_tiny_model
-    path = copy_file("sim/caiman_sim2/caiman/cnmf_refit_evaluated.hdf5", "cnm.hdf5")
+    path = copy_caiman("evaluated", "cnm.hdf5")
     (src, unit, rs), = read_units([path])
     assert src.review_path(unit) == path.with_name("cnm.roicurate-review.json")
     review_answers.answer(src, unit, rs, 0, 0)
@@ -249,12 +249,3 @@ def test_caiman_answers_reach_idx_components(copy_file, tiny_model):
         assert f["estimates/idx_components"][()].tolist() == [1]
         assert json.loads(f["estimates"].attrs["roicurate_human"]) == {"reviewed": 2, "cell": 1, "not_cell": 1,
                                                                       "overruled": 1}
-
-
-@pytest.fixture
-def copy_file(datasets, tmp_path):
-    def copy(rel, name):
-        dst = tmp_path / name
-        shutil.copyfile(datasets / rel, dst)
-        return dst
-    return copy
