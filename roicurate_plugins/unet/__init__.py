@@ -5,8 +5,8 @@
     roicurate segment mean.npy --out seg/ --truth regions.json       # an image file (.npy, .npz, .tif) + scores
     roicurate segment suite2p/plane0 --out seg/ --missed             # cells the pipeline has no ROI for
 
-The network, its input and the trained model are in ``unet_model.py``; the scores against ground truth in
-``unet_scoring.py``.
+The network, its input and the trained model are in ``unet/model.py``; the scores against ground truth in
+``unet/scoring.py``.
 
 It writes, into ``--out``: ``probability.npy`` (float32 per-pixel neuron probability), ``probability.png``,
 ``regions.json`` (threshold + 8-connected components + minimum size, Neurofinder format) and ``segment.json``
@@ -36,10 +36,10 @@ from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
 from roicurate.images import check_image, read_image_file
 from roicurate.models import ModelSpec
-from roicurate_plugins import unet_scoring as ev
-from roicurate_plugins.unet_model import MODEL, Segmenter, unet
+from roicurate_plugins.unet import scoring as ev
+from roicurate_plugins.unet.model import MODEL, Segmenter, unet
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parents[1] / "weights"
 IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
 
 

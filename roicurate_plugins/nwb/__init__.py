@@ -13,7 +13,7 @@ A pixel / voxel mask is ``[row, column, weight]`` as Suite2p writes it; ``dimens
 CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)`` in C order though A is in Fortran order: the mask is put
 back in Fortran order, and its background components (``r`` and ``snr`` both NaN) are left out. Units: the file
 when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation`` (``.../planeZ`` per z of a
-voxel mask). Masks and frame: nwb_masks.py. Writing: nwb_write.py. ``detect`` works without pynwb."""
+voxel mask). Masks and frame: nwb/masks.py. Writing: nwb/write.py. ``detect`` works without pynwb."""
 import contextlib
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.sources import Source
-from roicurate_plugins.nwb_masks import array, coords, frame, masks, ragged, reason
+from roicurate_plugins.nwb.masks import array, coords, frame, masks, ragged, reason
 
 SEP = "::"
 MODULE = "roicurate"                  # our processing module (never read as ROIs)
@@ -294,7 +294,7 @@ class NwbSource(Source):
 
 
 def _writer():
-    from roicurate_plugins import nwb_write  # imports pynwb's helpers lazily, like everything here
+    from roicurate_plugins.nwb import write as nwb_write  # imports pynwb's helpers lazily, like everything here
     return nwb_write
 
 

@@ -16,10 +16,10 @@ from roicurate import RoicurateError
 from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, free_name,
                               pause_after_check, sha256_bytes, sha256_file, unit)
 from roicurate.sources import check_dir_writable
-from roicurate_plugins.suite2p_files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
+from roicurate_plugins.suite2p.files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
                                              expand_units, load_file, load_iscell, load_redcell, plane_folders,
                                              roi_count)
-from roicurate_plugins.suite2p_state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell,
+from roicurate_plugins.suite2p.state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell,
                                              read_record, red_entry, types_record, verified_state)
 
 
