@@ -8,7 +8,8 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.rois import RoiSet
-from roicurate_plugins.nwb.masks import array, coords, frame, masks, ragged, reason
+from roicurate.sources import exception_line
+from roicurate_plugins.nwb.masks import array, coords, frame, masks, ragged
 from roicurate_plugins.nwb.shared import BACKUP_TAG, MODULE, SEP, has_hdf5_signature, pynwb, split_unit
 
 IMAGE_NAMES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "Vcorr": "corr", "max_proj": "max",
@@ -27,7 +28,7 @@ def _precheck(path):
             f.visititems(lambda name, obj: found.__setitem__(name, len(obj["id"]) if "id" in obj else 0) if
                          obj.attrs.get("neurodata_type") in ("PlaneSegmentation", b"PlaneSegmentation") else None)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({exception_line(e)})") from None
     empty = [k for k, n in found.items() if n == 0]
     if empty:
         raise RoicurateError(f"{path}: {empty[0]} has no ROIs (the PlaneSegmentation is empty); nothing to curate")
@@ -46,12 +47,12 @@ def open_nwb(path, mode="r"):
     try:
         io = mod.NWBHDF5IO(str(path), mode, load_namespaces=True)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({exception_line(e)})") from None
     try:
         try:
             nwb = io.read()
         except Exception as e:
-            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({reason(e)})") \
+            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({exception_line(e)})") \
                 from None
         yield nwb
     finally:

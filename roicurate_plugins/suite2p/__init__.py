@@ -114,9 +114,9 @@ class Suite2pSource(Source):
         none, revert removes ours)."""
         write_types(path, roiset, curation, force, redcell)
 
-    def finish(self, paths):
+    def finish_batch(self, units):
         """Rebuild combined/ of every suite2p/ folder written to (and of one a killed run left out of step)."""
-        return rebuild_all_combined(paths)
+        return rebuild_all_combined(units)
 
     def revert(self, path, force=False):
         return revert_path(path, force)

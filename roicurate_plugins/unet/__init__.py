@@ -40,7 +40,7 @@ from roicurate_plugins.unet import scoring as ev
 from roicurate_plugins.unet.model import MODEL, Segmenter, unet
 
 WEIGHTS = Path(__file__).parents[1] / "weights"
-IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
+SEGMENT_IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")  # the image files segment reads (.npz: the array --image names)
 
 
 # ---- input ---------------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def read_input(path, kind="mean"):
     p = Path(path)
     if not p.exists():
         raise RoicurateError(f"{path}: no such file or folder")
-    if p.is_file() and p.suffix.lower() in IMAGE_FILES:
+    if p.is_file() and p.suffix.lower() in SEGMENT_IMAGE_FILES:
         return _check_image(_read_image_file(p, kind), path), None
     try:
         units = read_units([path])
@@ -81,7 +81,7 @@ def read_input(path, kind="mean"):
         if any(src.detect(path) for src in sources().values()):
             raise                                   # a pipeline output that cannot be read: its own message
         raise RoicurateError(f"{path}: not a Suite2p plane, a CaImAn .hdf5 file or an image file "
-                             f"({', '.join(IMAGE_FILES)})") from None
+                             f"({', '.join(SEGMENT_IMAGE_FILES)})") from None
     if len(units) != 1:
         raise RoicurateError(f"{path}: holds {len(units)} planes ({', '.join(Path(u).name for _, u, _ in units)}); "
                              f"segment one plane folder at a time")
