@@ -19,9 +19,9 @@ from train_unet import SPLIT, images  # noqa: E402
 
 from roicurate.labels import match_binarize  # noqa: E402
 from roicurate.plugins import sources  # noqa: E402
-from roicurate_plugins import unet_scoring as ev  # noqa: E402
+from roicurate_plugins.unet import scoring as ev  # noqa: E402
 from roicurate_plugins.unet import missed_objects  # noqa: E402
-from roicurate_plugins.unet_model import Segmenter, normalise  # noqa: E402
+from roicurate_plugins.unet.model import Segmenter, normalise  # noqa: E402
 
 
 

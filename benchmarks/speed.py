@@ -157,7 +157,7 @@ def io_seconds(pipeline, path, work, clf, repeat):
         p = fresh_copy(path, work)
         t0 = time.perf_counter()
         source.write(p, rs, cur)
-        source.finish([p])
+        source.finish_batch([p])
         writes.append(time.perf_counter() - t0)
     return read, min(writes)
 

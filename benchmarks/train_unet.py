@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from splits import DATA  # noqa: E402
 
 from roicurate.models import save_model  # noqa: E402
-from roicurate_plugins import unet_scoring as ev  # noqa: E402
-from roicurate_plugins.unet_model import ARCH, CLASSES, normalise, probability, unet  # noqa: E402
+from roicurate_plugins.unet import scoring as ev  # noqa: E402
+from roicurate_plugins.unet.model import ARCH, CLASSES, normalise, probability, unet  # noqa: E402
 
 SPLIT = {"train": ["s2p_sim1", "caiman_sim1"], "val": ["s2p_sim2", "caiman_sim2"], "test": ["s2p_sim3", "caiman_sim3"]}
 PERCENTILES = (1.0, 99.0)

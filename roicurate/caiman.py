@@ -46,5 +46,5 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", a
         set_diameter(rs, diameter, SOURCE_OVERRIDE)
     clf = Classifier.load(model or src.default_model, device=device)
     cur = run(rs, clf, threshold, also_accept=also_accept)
-    src.apply_to_object(obj, cur, as_cnn_preds)
+    src.apply_to_object(obj, cur, as_cnn_preds=as_cnn_preds)
     return cur

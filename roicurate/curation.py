@@ -110,11 +110,14 @@ def inputs_used(roiset, crop):
     return tuple(c for c in crop.channels if c == "mask" or not crop.optional_images or has_image(roiset, c))
 
 
-def curate(roiset, classifier, threshold=None, progress=None, also_accept=()):
+def curate(roiset, classifier, threshold=None, progress=None, also_accept=(), also_columns=None):
     """Classify ``roiset``; accepted = P(positive class) + P(each ``also_accept`` class) >= threshold, except where
-    a person answered in ``roicurate review`` (``roiset.human``): there the answer is the verdict, always."""
+    a person answered in ``roicurate review`` (``roiset.human``): there the answer is the verdict, always.
+    ``also_columns``: ``accept_columns`` of ``also_accept`` for this classifier, where the caller has them already
+    (``apply`` checks them once per run, before the first write)."""
     from roicurate.scale import reference_diameter
-    also = accept_columns(classifier.classes, classifier.positive, also_accept, f"model '{classifier.name}'")
+    also = also_columns if also_columns is not None else \
+        accept_columns(classifier.classes, classifier.positive, also_accept, f"model '{classifier.name}'")
     proba = classifier.predict_proba(roiset, progress=progress)
     thr = classifier.threshold if threshold is None else float(threshold)
     pos = classifier.positive

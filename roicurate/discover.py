@@ -1,8 +1,8 @@
 """``apply ROOT --recursive``: every pipeline output under a folder tree, found by the registered sources.
 
 Each source walks the tree on its own, top-down, and claims what its ``detect`` accepts; it does not look inside
-what it claimed (a folder holding ``suite2p/`` is one Suite2p output, its planes are its units). A source may
-instead define ``find(root)`` returning the paths it claims. roicurate's own files (``*.roicurate-backup*``,
+what it claimed (a folder holding ``suite2p/`` is one Suite2p output, its planes are its units): ``walk_claims``,
+the default of ``Source.find``, which a source may override with a cheaper search. roicurate's own files (``*.roicurate-backup*``,
 ``*.roicurate-edited*``, temp files) and hidden folders are never outputs.
 """
 import os
@@ -40,6 +40,6 @@ def find_outputs(roots):
         if not root.is_dir():
             raise RoicurateError(f"{root}: --recursive needs a folder")
         for src in sources().values():
-            for path in (src.find(root) if hasattr(src, "find") else walk_claims(src, root)):
+            for path in src.find(root):
                 found.setdefault(str(path), src)
     return sorted(((src, path) for path, src in found.items()), key=lambda item: item[1])

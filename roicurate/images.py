@@ -11,7 +11,7 @@ import numpy as np
 
 from roicurate import RoicurateError
 
-IMAGE_FILES = (".npy", ".tif", ".tiff", ".png")
+ADD_IMAGE_FILES = (".npy", ".tif", ".tiff", ".png")      # the file types --add-image reads
 
 
 def check_image(image, where, shape=None):
@@ -61,8 +61,8 @@ def parse_image_options(items):
             raise RoicurateError(f"--add-image {item}: expected NAME=FILE (e.g. mean_chan2=red.tif)")
         if name == "mask" or name.startswith("mask_"):
             raise RoicurateError(f"--add-image {item}: '{name}' is a mask channel name; choose another")
-        if Path(file).suffix.lower() not in IMAGE_FILES:
-            raise RoicurateError(f"--add-image {item}: FILE must be one of {', '.join(IMAGE_FILES)}")
+        if Path(file).suffix.lower() not in ADD_IMAGE_FILES:
+            raise RoicurateError(f"--add-image {item}: FILE must be one of {', '.join(ADD_IMAGE_FILES)}")
         out.append((name, file))
     return out
 

@@ -1,4 +1,7 @@
-"""What a pipeline source is, and the crash-safe file operations every writer uses.
+"""What a pipeline source is (``Source``: every method roicurate calls on one, for plugin authors), reading every
+unit of a batch before anything is written (``read_units``), and the steps shared by writers whose unit is one file
+with a whole-file backup beside it (CaImAn, NWB). The crash-safe file operations themselves are in
+``roicurate.safeio``.
 
 Rules for writers: check everything for every unit before the first byte is written; then, per unit, inside
 ``roicurate.safeio.unit`` (a lock, undo on failure): verify or create the backup of the pipeline's original
@@ -15,9 +18,16 @@ from roicurate.safeio import (atomic_replace, check_free_space, clean_stale_temp
 
 
 class Source:
-    """A pipeline format. Subclasses set ``name``, ``description``, ``crop`` (the default CropSpec of the
-    pipeline's models) and the pipeline's facts below, and implement the methods below. A source that reads a
-    shared format (NWB) leaves the facts empty: the pipeline that found the ROIs (``RoiSet.pipeline``) names them."""
+    """A pipeline format: what ``roicurate apply``, ``revert``, ``status``, ``review`` and ``train`` call on the
+    output of one pipeline. Subclasses set ``name``, ``description``, ``crop`` (the default CropSpec of the
+    pipeline's models) and the pipeline's facts below, and implement ``detect`` and ``read`` (a read-only source)
+    and, to write verdicts, ``check_writable``, ``write``, ``backup_path`` and ``revert``; every other method has a
+    default that fits most formats. A source that reads a shared format (NWB) leaves the facts empty: the pipeline
+    that found the ROIs (``RoiSet.pipeline``) names them.
+
+    Callers use only the methods declared here (no ``hasattr`` probes): a source that lacks a capability says so
+    through the default (``backup_path`` None: no backup; ``write_types`` and the live-object methods: a one-line
+    error)."""
 
     name = ""
     description = ""
@@ -27,9 +37,18 @@ class Source:
     default_arch = None      # the architecture ``train`` uses when --arch is left out
     unit_noun = "file"       # what one unit is called in the totals line ("2 planes, 1 file")
 
+    # ---- finding and reading -----------------------------------------------------------------------------------
     def detect(self, path) -> bool:
         """True if ``path`` is this pipeline's output (a folder or file roicurate should claim)."""
         raise NotImplementedError
+
+    def find(self, root) -> list:
+        """The paths under the folder ``root`` (itself included) this source claims, for ``--recursive``. Default:
+        walk the tree top-down and claim what ``detect`` accepts, without looking inside what was claimed
+        (``roicurate.discover.walk_claims``); roicurate's own files and hidden folders are never claimed. Override
+        it where a cheaper search exists."""
+        from roicurate.discover import walk_claims
+        return walk_claims(self, root)
 
     def expand(self, path) -> list:
         """The units ``path`` holds, each read and written on its own (e.g. every planeN of a suite2p/ folder)."""
@@ -43,6 +62,11 @@ class Source:
         """Return a RoiSet, or raise RoicurateError with a one-line reason."""
         raise NotImplementedError
 
+    def recording(self, path):
+        """The recording ``path`` belongs to, when nothing else names it: units of one recording stay on the same
+        side of a train/validation split."""
+        return str(path)
+
     def review_path(self, unit):
         """Where ``roicurate review`` keeps a person's answers for ``unit`` (roicurate/review_answers.py): in a
         folder unit, ``roicurate_review.json``; beside a file unit, ``NAME.roicurate-review.json``; a unit that is
@@ -54,9 +78,12 @@ class Source:
         tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in table)
         return where.with_name(where.stem + (f".{tag}" if tag else "") + ".roicurate-review.json")
 
+    # ---- writing a verdict (apply) ------------------------------------------------------------------------------
     def check_writable(self, path, force=False):
         """Raise RoicurateError if ``write`` could not complete (read-only folder, edited since last run ...);
-        ``force`` overrides the checks that protect hand edits, never the ones that protect the original."""
+        ``force`` overrides the checks that protect hand edits, never the ones that protect the original.
+        ``apply`` calls it for every unit of a batch before the first write; ``write`` verifies again under the
+        unit's lock what another process may have changed meanwhile. Default: nothing to check."""
 
     def write(self, path, roiset, curation, force=False, **options):
         """Write the verdict where the pipeline's own tools read it, keeping the original (the write protocol in
@@ -64,43 +91,58 @@ class Source:
         CaImAn). Returns a note for the user (e.g. where hand edits were kept) or None."""
         raise NotImplementedError
 
+    def backup_path(self, unit):
+        """Where ``write`` keeps the pipeline's original of ``unit`` (``apply`` and ``status`` name it; ``status``
+        says "backup missing" when it is gone), or None for a source that keeps no backup (the default)."""
+        return None
+
+    def finish_batch(self, units):
+        """Called once after a batch of units was written (``units``: those of this source, in order), for what
+        spans several units: Suite2p rebuilds combined/ of every suite2p/ folder written to. Returns a note for the
+        user or None. Default: nothing to do."""
+
+    def original_verdict(self, path, roiset):
+        """(accepted (N,) bool or None, score (N,) float or None): the pipeline's own verdict and score, from
+        roicurate's backup when ``apply`` has replaced them. Default: what ``read`` found (``pipeline_accepted``)."""
+        return roiset.pipeline_accepted, None
+
+    def recorded(self, path):
+        """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
+        "diameter": (px, source) of the reference cell diameter it used or None, "date": when (ISO 8601, or None),
+        "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated (the
+        default)."""
+        return None
+
+    def revert(self, path, force=False):
+        """Restore the pipeline's original verdict byte for byte, after verifying the backup; refuse to drop hand
+        edits unless ``force`` (then they are kept beside the file). Raise NothingToRevert when nothing is
+        curated here."""
+        raise safeio.NothingToRevert(f"{path}: nothing to revert ({self.name} output is never written)")
+
+    # ---- writing cell types (apply with a cell-type model) --------------------------------------------------------
     def check_types_writable(self, path, force=False, redcell=False):
-        """Like ``check_writable``, for ``write_types``."""
+        """Like ``check_writable``, for ``write_types``. Default: a one-line error (this source writes no cell
+        types)."""
         raise RoicurateError(f"{path}: roicurate cannot write cell types into {self.name} output "
                              f"(use the Python API: Classifier.predict_proba)")
 
     def write_types(self, path, roiset, curation, force=False, redcell=False):
         """Write a cell-type model's per-class probabilities (``curation.probabilities``, class names
         ``curation.classes``) beside the pipeline output, never into its cell / not-cell verdict; ``redcell``: also
-        the pipeline's own red-cell labels where it has them, keeping the original once."""
+        the pipeline's own red-cell labels where it has them, keeping the original once. Default: the error of
+        ``check_types_writable``."""
         self.check_types_writable(path, force, redcell)
 
-    def finish(self, paths):
-        """Called once after every unit in ``paths`` was written (e.g. rebuild Suite2p's combined/ view); returns a
-        note for the user or None."""
+    # ---- a live object in the user's script (roicurate.caiman.curate) --------------------------------------------
+    def roiset_from_object(self, obj):
+        """The RoiSet of a pipeline's result object in memory, built as ``read`` builds a file's. Default: a
+        one-line error (this source reads files only)."""
+        raise RoicurateError(f"{type(obj).__name__}: the {self.name} source cannot curate objects in memory")
 
-    def revert(self, path, force=False):
-        """Restore the pipeline's original verdict byte for byte, after verifying the backup; refuse to drop hand
-        edits unless ``force`` (then they are kept beside the file). Raise NothingToRevert when nothing is
-        curated here."""
-        raise NotImplementedError
-
-    def recording(self, path):
-        """The recording ``path`` belongs to, when nothing else names it: units of one recording stay on the same
-        side of a train/validation split."""
-        return str(path)
-
-    def recorded(self, path):
-        """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
-        "diameter": (px, source) of the reference cell diameter it used or None, "date": when (ISO 8601, or None),
-        "intact": the pipeline's verdict
-        still holds exactly what roicurate wrote}``; None if never curated."""
-        return None
-
-    def original_verdict(self, path, roiset):
-        """(accepted (N,) bool or None, score (N,) float or None): the pipeline's own verdict and score, from
-        roicurate's backup when ``apply`` has replaced them."""
-        return roiset.pipeline_accepted, None
+    def apply_to_object(self, obj, curation, **options):
+        """Set ``curation`` on the object ``roiset_from_object`` read, as ``write`` sets it in a file. Default: the
+        error of ``roiset_from_object``."""
+        self.roiset_from_object(obj)
 
 
 def read_units(paths, images=(), pipeline=None):
@@ -126,6 +168,13 @@ def read_units(paths, images=(), pipeline=None):
             attach_answers(src, unit, rs)                  # a person's review answers beat the model's verdict
             out.append((src, unit, add_images(rs, images)))
     return out
+
+
+def exception_line(e):
+    """An exception as the end of a one-line RoicurateError message: its type and the first line of its text (at
+    most 200 characters), e.g. ``ValueError: cannot reshape array``; readers use it for a file a library failed on."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def check_dir_writable(folder):

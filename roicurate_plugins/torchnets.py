@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-LEVELS = 4      # U-Net: down/up levels (unet_model.LEVELS says the same for the padding in unet_model.probability)
+LEVELS = 4      # U-Net: down/up levels (unet.model.LEVELS says the same for the padding in unet.model.probability)
 
 
 # ---- nets: ResNet50 and cnn2 ----

@@ -1,4 +1,4 @@
-"""The NWB source (roicurate_plugins/nwb.py, nwb_write.py): read, write, validate, revert, hostile files.
+"""The NWB source (roicurate_plugins/nwb/): read, write, validate, revert, hostile files.
 
 Files come from (a) pynwb directly, in the layouts Suite2p's ``save_nwb`` and CaImAn's ``save_NWB`` write (fast,
 no Suite2p needed), and (b) the REAL Suite2p 1.1.0 ``save_nwb`` run in ``.suite2p-env`` (``bash tests/suite2p_env.sh``)

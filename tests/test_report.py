@@ -265,7 +265,7 @@ def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_ex
 
 
 def ev_regions(labels):
-    from roicurate_plugins.unet_scoring import regions_from_labels
+    from roicurate_plugins.unet.scoring import regions_from_labels
     return regions_from_labels(labels)
 
 

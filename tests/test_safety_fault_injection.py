@@ -1,7 +1,8 @@
-"""Issue #16 fault injection in real processes: racing applies (a pause injected between check and write),
-concurrent reverts, a busy lock, kill -9 at seeded random steps of the write sequence and SIGTERM, a full disk (a size-limited tmpfs, as
-root), a failing rename. Afterwards every file is Suite2p's / CaImAn's original or a curated file with a
-verified backup, and a revert gives the original back byte for byte."""
+"""Issue #16 fault injection in real processes running the real command line (``python -m roicurate apply`` /
+``revert`` with a small real model, the code path users run): racing applies (a pause injected between check and
+write), concurrent reverts, a busy lock, kill -9 at seeded random steps of the write sequence and SIGTERM, a full disk
+(a size-limited tmpfs, as root), a failing rename. Afterwards every file is Suite2p's / CaImAn's original or a
+curated file with a verified backup, and a revert gives the original back byte for byte."""
 import fcntl
 import os
 import random
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tree_hashes
+from conftest import save_tiny_model, tree_hashes
 
 from roicurate import RoicurateError
 from roicurate.safeio import NothingToRevert
@@ -21,21 +22,99 @@ from roicurate_plugins.caiman import CaimanSource
 from roicurate_plugins.suite2p import Suite2pSource
 from test_caiman import EVALUATED, sha
 
-WRITER = Path(__file__).with_name("_safety_writer.py")
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"suite2p": Suite2pSource(), "caiman": CaimanSource()}
 
+# A process that runs ``roicurate`` itself (``python -m roicurate``, through runpy) on PATH:
+#   apply   roicurate -q apply PATH --model MODEL --threshold T(seed)
+#   revert  roicurate -q revert PATH
+#   loop    apply, revert, apply, revert ... forever (the threshold changes each time), after printing "ready"
+# Everything the command needs is imported first (and no .pyc is written: importlib's own os.replace would count as
+# a step), so that ROICURATE_TEST_WAIT=1 ("ready", then wait for a line on stdin) lets a test start the command at a
+# moment it chooses. With ROICURATE_TEST_COUNT=1 every os.fsync, os.replace and os.link the command makes is counted
+# (the calls that make up roicurate's write and revert sequences: temp file, fsync, rename, folder fsync,
+# no-replace link); with KILL_AT_STEP=k it stops at the k-th, before doing it, and says so: a kill then lands at a
+# known point inside the sequence, never by luck. "steps N" at exit counts the steps of a whole run.
+DRIVER = """
+import atexit, os, runpy, sys, time
+sys.dont_write_bytecode = True
+op, kind, path, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import torch, roicurate.cli, roicurate.api.applying, roicurate.curation, roicurate.models, roicurate.plugins  # noqa
+import roicurate.api.restoring  # noqa
+model = os.environ["ROICURATE_TEST_MODEL_" + kind.upper()]
+
+def roicurate(*args):
+    sys.argv = ["roicurate", *map(str, args)]
+    try:
+        runpy.run_module("roicurate", run_name="__main__")
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+def apply(i):
+    return roicurate("-q", "apply", path, "--model", model, "--threshold", 0.3 + 0.1 * (i % 5))
+
+if os.environ.get("ROICURATE_TEST_COUNT"):
+    kill_at, steps = int(os.environ.get("KILL_AT_STEP", "0")), [0]
+    def counted(name, real):
+        def call(*args, **kwargs):
+            steps[0] += 1
+            if steps[0] == kill_at:
+                print(f"paused before step {steps[0]}: os.{name}", flush=True)
+                time.sleep(600)
+            return real(*args, **kwargs)
+        return call
+    for name in ("fsync", "replace", "link"):
+        setattr(os, name, counted(name, getattr(os, name)))
+    atexit.register(lambda: print(f"steps {steps[0]}", flush=True))
+if os.environ.get("ROICURATE_TEST_WAIT"):
+    print("ready", flush=True)
+    sys.stdin.readline()
+if op == "apply":
+    sys.exit(apply(seed))
+if op == "revert":
+    sys.exit(roicurate("-q", "revert", path))
+print("ready", flush=True)
+i = seed
+while True:
+    rc = apply(i) or roicurate("-q", "revert", path)
+    if rc:
+        sys.exit(rc)
+    i += 1
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """ROICURATE_TEST_MODEL_SUITE2P / _CAIMAN: small real models (an untrained cnn2 saved with its card)."""
+    folder = tmp_path_factory.mktemp("fault_models")
+    return {f"ROICURATE_TEST_MODEL_{kind.upper()}": save_tiny_model(folder / kind, kind) for kind in SOURCES}
+
+
+@pytest.fixture(autouse=True)
+def _models_env(models, monkeypatch):
+    for name, card in models.items():
+        monkeypatch.setenv(name, str(card))
+
 
 def start(op, kind, path, seed=0, **env):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), **{k: str(v) for k, v in env.items()})
-    return subprocess.Popen([sys.executable, str(WRITER), op, kind, str(path), str(seed)], env=e, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    e = dict(os.environ, PYTHONPATH=str(ROOT), ROICURATE_LOAD_PLUGINS="", **{k: str(v) for k, v in env.items()})
+    return subprocess.Popen([sys.executable, "-c", DRIVER, op, kind, str(path), str(seed)], env=e, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def finish(proc, timeout=60):
+def finish(proc, timeout=120):
     out, err = proc.communicate(timeout=timeout)
     assert "Traceback" not in err, err
     return proc.returncode, out, err
+
+
+def read_until(proc, prefix):
+    """The first line of ``proc``'s stdout that starts with ``prefix`` (the command's own lines come before it)."""
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    return ""
 
 
 @pytest.fixture(params=["suite2p", "caiman"])
@@ -96,9 +175,12 @@ def test_two_applies_race_and_revert_restores_the_original(unit):
 def test_the_losing_run_says_busy(unit):
     kind, path, folder = unit
     before = tree_hashes(folder)
-    a = start("apply", kind, path, 1, ROICURATE_TEST_PAUSE_AFTER_CHECK=1.5)
+    b = start("apply", kind, path, 2, ROICURATE_LOCK_WAIT=0.2, ROICURATE_TEST_WAIT=1)
+    assert b.stdout.readline().strip() == "ready"          # imported: starts in a moment once told to
+    a = start("apply", kind, path, 1, ROICURATE_TEST_PAUSE_AFTER_CHECK=4)
     wait_until_locked(folder / "plane0" if kind == "suite2p" else folder)
-    b = start("apply", kind, path, 2, ROICURATE_LOCK_WAIT=0.2)
+    b.stdin.write("go\n")
+    b.stdin.flush()
     rc, out, err = finish(b)
     assert rc == 1 and "busy" in err and len(err.strip().splitlines()) == 1, err
     assert finish(a)[0] == 0
@@ -117,34 +199,12 @@ def test_concurrent_reverts(unit):
 
 
 # ---- kill -9 inside the write sequence, and SIGTERM (items 7, 9) ------------------------------------------------
-# The writer runs with its write steps counted: every os.fsync, os.replace and os.link (the calls that make up
-# roicurate's write and revert sequences: temp file, fsync, rename, folder fsync, no-replace link). With
-# KILL_AT_STEP=k it stops at the k-th step, before doing it, and says so: the kill then lands at a known point
-# inside the sequence, never by luck. "steps N" at exit counts the steps of a whole run.
-STEP_HOOK = """
-import atexit, os, runpy, sys, time
-writer, kill_at, steps = sys.argv.pop(1), int(os.environ.get("KILL_AT_STEP", "0")), [0]
-def counted(name, real):
-    def call(*args, **kwargs):
-        steps[0] += 1
-        if steps[0] == kill_at:
-            print(f"paused before step {steps[0]}: os.{name}", flush=True)
-            time.sleep(600)
-        return real(*args, **kwargs)
-    return call
-for name in ("fsync", "replace", "link"):
-    setattr(os, name, counted(name, getattr(os, name)))
-atexit.register(lambda: print(f"steps {steps[0]}", flush=True))
-sys.argv[0] = writer
-runpy.run_path(writer, run_name="__main__")
-"""
 KILL_SEED = 20                 # which steps are killed: a fixed seed, so a failure names a step that reproduces it
 
 
 def start_counted(op, kind, path, seed=0, **env):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), **{k: str(v) for k, v in env.items()})
-    return subprocess.Popen([sys.executable, "-c", STEP_HOOK, str(WRITER), op, kind, str(path), str(seed)], env=e,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """``start`` with the command's write steps counted (DRIVER: ROICURATE_TEST_COUNT, KILL_AT_STEP)."""
+    return start(op, kind, path, seed, ROICURATE_TEST_COUNT=1, **env)
 
 
 def steps_of(op, kind, path):
@@ -166,7 +226,7 @@ def test_kill_9_inside_the_write_sequence(unit):
     for step in kill_steps:
         p = start_counted("loop", kind, path, KILL_AT_STEP=step)
         assert p.stdout.readline().strip() == "ready"
-        line = p.stdout.readline().strip()
+        line = read_until(p, "paused before step")
         assert line.startswith(f"paused before step {step}:"), (step, line, p.stderr.read() if p.poll() else "")
         p.kill()                                            # SIGKILL while paused inside the sequence
         p.communicate()

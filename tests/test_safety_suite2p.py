@@ -147,7 +147,7 @@ def test_second_revert_says_nothing_to_revert_and_exits_0(copy_example, hash_tre
     before = hash_tree(session)
     for plane in src.expand(session):                     # the session folder is searched for its suite2p/
         curate(plane)
-    src.finish(src.expand(session))
+    src.finish_batch(src.expand(session))
     r = cli_run("revert", session)
     assert "plane0" in r.output and "plane1" in r.output and "combined" in r.output
     assert hash_tree(session) == before

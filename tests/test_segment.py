@@ -1,4 +1,4 @@
-"""`roicurate segment` (roicurate_plugins/unet.py) and its scoring (roicurate_plugins/unet_scoring.py): the
+"""`roicurate segment` (roicurate_plugins/unet/) and its scoring (roicurate_plugins/unet/scoring.py): the
 scores on hand-made cases with known answers, the network's shapes and test-time augmentation, the command end to
 end on a Suite2p plane, a CaImAn file and image files, the bundled model against the raw-image baseline on held-out
 simulations, and one-line errors for bad input."""
@@ -15,8 +15,8 @@ from PIL import Image
 from roicurate import RoicurateError
 from roicurate.models import Classifier, sha256
 from roicurate.plugins import model_specs
-from roicurate_plugins import unet_scoring as ev
-from roicurate_plugins.unet_model import MODEL, Segmenter, normalise, probability, unet
+from roicurate_plugins.unet import scoring as ev
+from roicurate_plugins.unet.model import MODEL, Segmenter, normalise, probability, unet
 
 S2P = "plane1"                                     # of the bundled example (shared datasets: s2p_sim3)
 S2P_SHARED = "sim/s2p_sim3/suite2p/plane0"

@@ -342,7 +342,7 @@ def test_combined_is_rebuilt_and_reverted(copy_example, hash_tree):
     planes = src.expand(s2p)
     for i, plane in enumerate(planes):
         curate(plane, seed=i)
-    src.finish(planes)
+    src.finish_batch(planes)
     comb = load(s2p / "combined" / "iscell.npy")
     assert comb.dtype == np.float64 and comb.shape == (61, 2)
     np.testing.assert_array_equal(comb, np.concatenate([load(p / "iscell.npy") for p in planes]))
@@ -350,7 +350,7 @@ def test_combined_is_rebuilt_and_reverted(copy_example, hash_tree):
     assert json.loads((s2p / "combined" / "roicurate.json").read_text())["rebuilt_from"] == ["plane0", "plane1"]
 
     curate(planes[0], seed=5)                # a second run keeps combined's first original too
-    src.finish(planes[:1])
+    src.finish_batch(planes[:1])
     assert (s2p / "combined" / "iscell_suite2p.npy").read_bytes() == comb_original
 
     msg = src.revert(s2p)
@@ -364,7 +364,7 @@ def test_revert_plane_by_plane_keeps_combined_in_step(copy_example, hash_tree):
     planes = src.expand(s2p)
     for plane in planes:
         curate(plane)
-    src.finish(planes)
+    src.finish_batch(planes)
     src.revert(planes[0])                    # plane1 still curated: combined follows the planes
     np.testing.assert_array_equal(load(s2p / "combined" / "iscell.npy"),
                                   np.concatenate([load(p / "iscell.npy") for p in planes]))
@@ -383,7 +383,7 @@ def test_combined_row_mismatch(copy_example, hash_tree):
         src.check_writable(s2p / "plane0")
     assert "\n" not in str(e.value)
     with pytest.raises(RoicurateError, match="combined"):
-        src.finish([s2p / "plane0"])
+        src.finish_batch([s2p / "plane0"])
     assert hash_tree(s2p) == before
 
 
@@ -400,5 +400,5 @@ def test_single_plane_folder_without_combined(single_plane_folder, tmp_path):
     shutil.copytree(single_plane_folder, s2p)
     planes = src.expand(s2p)
     curate(planes[0])
-    src.finish(planes)                       # no combined/: nothing else written
+    src.finish_batch(planes)                       # no combined/: nothing else written
     assert sorted(p.name for p in s2p.iterdir()) == ["db.npy", "plane0", "settings.npy"]

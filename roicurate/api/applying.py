@@ -56,7 +56,8 @@ def read_and_check(paths, images, diameter, writing, events):
 
 
 def load_classifiers(units, chosen, device, also_accept, any_pipeline, events):
-    """{pipeline: Classifier}: ``chosen`` (``model=``), else each pipeline's default, checked against its ROIs."""
+    """{pipeline: (Classifier, the column indices of ``also_accept``)}: ``chosen`` (``model=``), else each
+    pipeline's default, checked against its ROIs."""
     from roicurate.curation import accept_columns
     from roicurate.models import Classifier
     from roicurate.plugins import default_model
@@ -66,10 +67,10 @@ def load_classifiers(units, chosen, device, also_accept, any_pipeline, events):
         if clf is None:
             name = default_model(pipeline)
             clf = defaults[name] = defaults.get(name) or Classifier.load(name, device=device)
-        accept_columns(clf.classes, clf.positive, also_accept, f"model '{clf.name}'")
+        also_columns = accept_columns(clf.classes, clf.positive, also_accept, f"model '{clf.name}'")
         check_pipeline(clf, pipeline, next(u for _, u, rs in units if rs.pipeline == pipeline and len(rs)),
                        any_pipeline)
-        classifiers[pipeline] = clf
+        classifiers[pipeline] = clf, also_columns
         events.detail(f"{pipeline}: model {clf.name} (sha256 {clf.card['sha256'][:12]}) on {clf.device}")
     return classifiers
 
@@ -96,11 +97,14 @@ def empty_result(src, unit, rs, dry_run):
                       (), None, None, (), None, dry_run, f"{unit}: no ROIs, nothing written")
 
 
-def curate_unit(src, unit, rs, clf, options, progress):
-    """Classify one unit and (unless ``options["dry_run"]``) write its verdict: its UnitResult."""
+def curate_unit(src, unit, rs, classifier, options, progress):
+    """Classify one unit with ``classifier`` (a Classifier and its ``also_accept`` columns) and (unless
+    ``options["dry_run"]``) write its verdict: its UnitResult."""
     from roicurate.curation import curate
     o = options
-    cur = curate(rs, clf, o["threshold"], progress=progress.update, also_accept=o["also_accept"])
+    clf, also_columns = classifier
+    cur = curate(rs, clf, o["threshold"], progress=progress.update, also_accept=o["also_accept"],
+                 also_columns=also_columns)
     progress.clear()
     notes, written = [], ()
     if not o["dry_run"]:
@@ -110,16 +114,25 @@ def curate_unit(src, unit, rs, clf, options, progress):
         notes = [message] if message else []
         written = changed_files(before, files_of(src, unit))
     warnings = []
+    backup = src.backup_path(unit)
     if o["types"]:
         line = types_line(unit, cur, clf, o["redcell"], o["dry_run"])
     else:
-        line, warnings = verdict_line(src, unit, rs, cur, clf, o["dry_run"])
-    backup = src.backup_path(unit) if hasattr(src, "backup_path") else None
+        line, warnings = verdict_line(unit, rs, cur, clf, o["dry_run"], original_verdict(src, unit, rs, backup,
+                                                                                         written))
     s = cur.summary()
     return UnitResult(str(unit), src.name, rs.pipeline, cur.score.copy(), cur.accepted.copy(), s["threshold"],
                       clf.name, clf.card.get("sha256"), tuple(cur.inputs), cur.diameter, cur.diameter_source or None,
                       written, str(backup) if backup is not None and backup.exists() else None, o["dry_run"], line,
                       tuple(notes), tuple(warnings), cur)
+
+
+def original_verdict(src, unit, rs, backup, written):
+    """The pipeline's own verdict for the summary line: a backup this write created holds the file as it was read,
+    so the RoiSet already carries it; a backup from an earlier run is read (the unit now holds roicurate's)."""
+    if backup is not None and str(backup) in written:
+        return rs.pipeline_accepted
+    return src.original_verdict(unit, rs)[0]
 
 
 def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, diameter=None, device="auto",
@@ -156,13 +169,13 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
             yield empty_result(src, unit, rs, dry_run)
             continue
         result = curate_unit(src, unit, rs, classifiers[rs.pipeline], options, bar)
-        reported.append((unit, rs, result.curation, classifiers[rs.pipeline]))
+        reported.append((unit, rs, result.curation, classifiers[rs.pipeline][0]))
         n_accepted += int(result.accepted.sum())
         if not dry_run and not types:
             written.setdefault(src, []).append(unit)
         yield result
     bar.close()
-    lines = [m for m in (src.finish(done) for src, done in written.items()) if m]
+    lines = [m for m in (src.finish_batch(done) for src, done in written.items()) if m]
     if written:
         lines.append(undo_line(written, roots, recursive))
     for line in lines:

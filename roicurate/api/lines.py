@@ -10,11 +10,11 @@ def short(source):
     return source.split(" (")[0]
 
 
-def verdict_line(src, unit, rs, cur, clf, dry_run):
-    """('PLANE: N ROIs, A accepted, R rejected (pipeline accepted P); MODEL at threshold T; ...', [warnings])."""
+def verdict_line(unit, rs, cur, clf, dry_run, original):
+    """('PLANE: N ROIs, A accepted, R rejected (pipeline accepted P); MODEL at threshold T; ...', [warnings]).
+    ``original``: the pipeline's own verdict ((N,) bool, or None where it has none)."""
     from roicurate.scale import outside_range
     s = cur.summary()
-    original = src.original_verdict(unit, rs)[0]     # the pipeline's own, from the backup on a re-run
     before = "" if original is None else f" (pipeline accepted {int(original.sum())})"
     rule = "" if not cur.also_accept else f" on P({' + '.join(cur.accepted_classes)})"
     counts = "" if "classes" not in s else \
@@ -52,8 +52,8 @@ def count_units(srcs):
 
 def undo_line(written, paths, recursive=False):
     """Where the pipeline's original verdict is kept, and the command that puts it back."""
-    kept = list(dict.fromkeys(str(src.backup_path(u)) for src, units in written.items()
-                              if hasattr(src, "backup_path") for u in units))      # NWB planes share one backup
+    backups = (src.backup_path(u) for src, units in written.items() for u in units)
+    kept = list(dict.fromkeys(str(b) for b in backups if b is not None))          # NWB planes share one backup
     where = "" if not kept else f" in {kept[0]}" + (f" (and {len(kept) - 1} more like it)" if len(kept) > 1 else "")
     return (f"the pipeline's original verdict is kept{where}; undo with: roicurate revert "
             + ("--recursive " if recursive else "") + " ".join(shlex.quote(str(p)) for p in paths))

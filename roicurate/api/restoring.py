@@ -37,7 +37,7 @@ def unit_status(src, unit):
         return dict(row, state="unreadable", detail=str(e))
     if rec is None:
         return row
-    backup = src.backup_path(unit) if hasattr(src, "backup_path") else None
+    backup = src.backup_path(unit)
     row.update(model=rec.get("model"), sha256=rec.get("sha256"), threshold=rec.get("threshold"),
                date=rec.get("date"), backup=None if backup is None else str(backup))
     if backup is not None and not backup.exists():

@@ -9,8 +9,8 @@ than two classes also gets its per-class probabilities written to roicurate_clas
 class names in roicurate.json); iscell's probability column stays that of the positive class.
 Suite2p itself is never imported.
 
-Reading and checking Suite2p's files: ``suite2p_files``. roicurate's record and backup and their verified state:
-``suite2p_state``. Writing, rebuilding combined/ and reverting: ``suite2p_write``.
+Reading and checking Suite2p's files: ``suite2p.files``. roicurate's record and backup and their verified state:
+``suite2p.state``. Writing, rebuilding combined/ and reverting: ``suite2p.write``.
 """
 from pathlib import Path
 
@@ -22,11 +22,11 @@ from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.scale import set_diameter
 from roicurate.sources import Source
-from roicurate_plugins.suite2p_files import (BACKUP, ISCELL, describe, diameter_setting, expand_units, is_plane,
+from roicurate_plugins.suite2p.files import (BACKUP, ISCELL, describe, diameter_setting, expand_units, is_plane,
                                              is_suite2p_dir, load_file, load_iscell, load_ops, load_traces,
                                              natural_key, roi_pixels, stat_features, summary_images)
-from roicurate_plugins.suite2p_state import read_recorded, red_labels
-from roicurate_plugins.suite2p_write import (check_types_writable, check_writable, rebuild_all_combined,
+from roicurate_plugins.suite2p.state import read_recorded, red_labels
+from roicurate_plugins.suite2p.write import (check_types_writable, check_writable, rebuild_all_combined,
                                              revert_path, write_plane, write_types)
 
 __all__ = ["Suite2pSource", "natural_key"]
@@ -88,7 +88,7 @@ class Suite2pSource(Source):
             return iscell[:, 0] > 0.5, iscell[:, 1]
         return roiset.pipeline_accepted, roiset.features.get("suite2p_prob")
 
-    # ---- writing (suite2p_write) ---------------------------------------------------------------------
+    # ---- writing (suite2p.write) ---------------------------------------------------------------------
     def backup_path(self, path):
         """Where ``write`` keeps the plane's original iscell.npy (what ``apply`` tells the user)."""
         return Path(path) / BACKUP
@@ -114,9 +114,9 @@ class Suite2pSource(Source):
         none, revert removes ours)."""
         write_types(path, roiset, curation, force, redcell)
 
-    def finish(self, paths):
+    def finish_batch(self, units):
         """Rebuild combined/ of every suite2p/ folder written to (and of one a killed run left out of step)."""
-        return rebuild_all_combined(paths)
+        return rebuild_all_combined(units)
 
     def revert(self, path, force=False):
         return revert_path(path, force)

@@ -12,6 +12,7 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.plaindata import RefusedPickle, load_npy, npy_shape
+from roicurate.sources import exception_line
 
 ISCELL, BACKUP, RECORD = "iscell.npy", "iscell_suite2p.npy", "roicurate.json"
 CLASSES = "roicurate_classes.npy"
@@ -50,12 +51,7 @@ def load_file(path, pickle=False):
     except RefusedPickle:
         raise
     except Exception as e:  # truncated or garbage files raise ValueError, EOFError, UnpicklingError, OSError ...
-        raise RoicurateError(f"{path}: not a readable .npy file ({_reason(e)})") from None
-
-
-def _reason(e):
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+        raise RoicurateError(f"{path}: not a readable .npy file ({exception_line(e)})") from None
 
 
 def _load_dict(path):
@@ -208,7 +204,7 @@ def roi_count(folder):
     try:
         shape = npy_shape(path)
     except Exception as e:
-        raise RoicurateError(f"{path}: not a readable .npy file ({_reason(e)})") from None
+        raise RoicurateError(f"{path}: not a readable .npy file ({exception_line(e)})") from None
     if len(shape) != 1:
         raise RoicurateError(f"{path}: expected an array of ROI dicts, got shape {shape}")
     return shape[0]
@@ -222,7 +218,7 @@ def load_traces(plane, n):
     try:
         F = np.load(path, mmap_mode="r")
     except Exception as e:
-        raise RoicurateError(f"{path}: not a readable .npy file ({_reason(e)})") from None
+        raise RoicurateError(f"{path}: not a readable .npy file ({exception_line(e)})") from None
     if F.ndim != 2 or F.shape[0] != n:
         raise RoicurateError(f"{path}: shape {F.shape} does not match the {n} ROIs of stat.npy")
     return F

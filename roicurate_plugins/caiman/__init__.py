@@ -1,9 +1,9 @@
 """CaImAn source: the HDF5 file written by ``cnm.save()`` and, for ``roicurate.caiman.curate``, a live CNMF or
 Estimates object; registered as ``caiman``. CaImAn itself is never imported.
 
-Reading (both kinds, one RoiSet builder): ``caiman_read``. The one mapping of a verdict onto CaImAn's fields and
-attributes, for the file and the live object alike: ``caiman_verdict``. The write protocol for the file (backup,
-hand edits, atomic replace, revert): ``caiman_write``.
+Reading (both kinds, one RoiSet builder): ``caiman.read``. The one mapping of a verdict onto CaImAn's fields and
+attributes, for the file and the live object alike: ``caiman.verdict``. The write protocol for the file (backup,
+hand edits, atomic replace, revert): ``caiman.write``.
 """
 from pathlib import Path
 
@@ -13,9 +13,9 @@ from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.sources import Source
-from roicurate_plugins.caiman_read import estimates_of, load_estimates, open_hdf5, read_file, read_object, read_value
-from roicurate_plugins.caiman_verdict import store_on_object, verdict
-from roicurate_plugins.caiman_write import (BACKUP_TAG, backup_path, check_writable, is_backup, read_recorded,
+from roicurate_plugins.caiman.read import estimates_of, load_estimates, open_hdf5, read_file, read_object, read_value
+from roicurate_plugins.caiman.verdict import store_on_object, verdict
+from roicurate_plugins.caiman.write import (BACKUP_TAG, backup_path, check_writable, is_backup, read_recorded,
                                            revert_file, write_file)
 
 __all__ = ["CaimanSource", "load_estimates"]

@@ -9,12 +9,12 @@ fp16); the bundled ``unet-mean`` uses ``width=16`` (1.9 M, 3.9 MB) so that it tr
 One input channel: the mean image, the one summary image both pipelines keep (CaImAn files have no max
 projection), normalised per image by its 1st and 99th percentiles.
 
-``benchmarks/train_unet.py`` trains it; ``roicurate_plugins/unet.py`` (the plugin) runs it.
+``benchmarks/train_unet.py`` trains it; ``roicurate_plugins/unet/`` (the plugin) runs it.
 """
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate_plugins import unet_scoring as ev
+from roicurate_plugins.unet import scoring as ev
 
 MODEL = "unet-mean"
 ARCH = "unet"

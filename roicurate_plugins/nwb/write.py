@@ -28,7 +28,7 @@ from roicurate import RoicurateError, __version__, hdf5_content
 from roicurate.safeio import atomic_replace, sha256_file, unit
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
-from roicurate_plugins.nwb import MODULE, backup_of, has_hdf5_signature, pynwb
+from roicurate_plugins.nwb.shared import MODULE, backup_of, has_hdf5_signature, pynwb
 
 CURATIONS = "curations"
 ROOT_ATTRS = (".specloc", "nwb_version")   # set by whichever pynwb wrote last

@@ -5,8 +5,8 @@
     roicurate segment mean.npy --out seg/ --truth regions.json       # an image file (.npy, .npz, .tif) + scores
     roicurate segment suite2p/plane0 --out seg/ --missed             # cells the pipeline has no ROI for
 
-The network, its input and the trained model are in ``unet_model.py``; the scores against ground truth in
-``unet_scoring.py``.
+The network, its input and the trained model are in ``unet/model.py``; the scores against ground truth in
+``unet/scoring.py``.
 
 It writes, into ``--out``: ``probability.npy`` (float32 per-pixel neuron probability), ``probability.png``,
 ``regions.json`` (threshold + 8-connected components + minimum size, Neurofinder format) and ``segment.json``
@@ -36,11 +36,11 @@ from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
 from roicurate.images import check_image, read_image_file
 from roicurate.models import ModelSpec
-from roicurate_plugins import unet_scoring as ev
-from roicurate_plugins.unet_model import MODEL, Segmenter, unet
+from roicurate_plugins.unet import scoring as ev
+from roicurate_plugins.unet.model import MODEL, Segmenter, unet
 
-WEIGHTS = Path(__file__).parent / "weights"
-IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")
+WEIGHTS = Path(__file__).parents[1] / "weights"
+SEGMENT_IMAGE_FILES = (".npy", ".npz", ".tif", ".tiff")  # the image files segment reads (.npz: the array --image names)
 
 
 # ---- input ---------------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def read_input(path, kind="mean"):
     p = Path(path)
     if not p.exists():
         raise RoicurateError(f"{path}: no such file or folder")
-    if p.is_file() and p.suffix.lower() in IMAGE_FILES:
+    if p.is_file() and p.suffix.lower() in SEGMENT_IMAGE_FILES:
         return _check_image(_read_image_file(p, kind), path), None
     try:
         units = read_units([path])
@@ -81,7 +81,7 @@ def read_input(path, kind="mean"):
         if any(src.detect(path) for src in sources().values()):
             raise                                   # a pipeline output that cannot be read: its own message
         raise RoicurateError(f"{path}: not a Suite2p plane, a CaImAn .hdf5 file or an image file "
-                             f"({', '.join(IMAGE_FILES)})") from None
+                             f"({', '.join(SEGMENT_IMAGE_FILES)})") from None
     if len(units) != 1:
         raise RoicurateError(f"{path}: holds {len(units)} planes ({', '.join(Path(u).name for _, u, _ in units)}); "
                              f"segment one plane folder at a time")

@@ -1,7 +1,7 @@
 """Writing a verdict into a CaImAn HDF5 file and taking it back, by the write protocol (roicurate/sources.py).
 
 The backup ``NAME.roicurate-backup.hdf5`` beside the file is an independent copy of CaImAn's original, made once
-and never replaced. The verdict is written into a temp copy of the file (``caiman_verdict.store_in_group``) that
+and never replaced. The verdict is written into a temp copy of the file (``caiman.verdict.store_in_group``) that
 ``atomic_replace`` puts in place; the backup's sha256 and the hash of everything roicurate does not write go into
 the new file's attributes, so a later run can tell hand edits (``idx_components`` re-filtered) from a re-saved file
 (a stale backup). Files of GBs are hashed block by block, and verified once per process while unchanged.
@@ -15,8 +15,8 @@ from roicurate import RoicurateError, hdf5_content
 from roicurate.safeio import atomic_replace, sha256_file, unit
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
-from roicurate_plugins.caiman_read import already_selected, import_h5py, is_selected, open_hdf5
-from roicurate_plugins.caiman_verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, SCALE_ATTRS, WRITTEN, edited_after_write,
+from roicurate_plugins.caiman.read import already_selected, import_h5py, is_selected, open_hdf5
+from roicurate_plugins.caiman.verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, SCALE_ATTRS, WRITTEN, edited_after_write,
                                               recorded, store_in_group, verdict)
 
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it

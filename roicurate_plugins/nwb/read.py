@@ -1,71 +1,21 @@
-"""NWB source: every PlaneSegmentation of an NWB file's processing modules, curated in place.
-
-Read (pynwb, an optional extra: ``pip install 'roicurate[nwb]'``): the masks (``pixel_mask``, ``voxel_mask`` one
-unit per z plane, or ``image_mask``; weights kept), the frame size (``image_mask``'s shape, else the ``dimension``
-of the reference or acquired image series of the imaging plane, else the summary images', else the extent of the
-pixel / voxel masks, said in apply's summary line), the module's summary
-images (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj; CaImAn's correlation / mean images) and the
-pipeline's own verdict: Suite2p's ``iscell`` column, CaImAn's ``keep`` (idx_components) or ``accepted``. The
-pipeline is read from the file: ``iscell`` or ``Backgrounds_*`` is Suite2p's ``save_nwb``; ``image_mask`` with
-``r`` / ``snr`` / ``accepted`` / ``rejected`` (or ``keep``) is CaImAn's ``save_NWB``.
-
-A pixel / voxel mask is ``[row, column, weight]`` as Suite2p writes it; ``dimension`` is ``[rows, columns]``.
-CaImAn's ``save_NWB`` stores ``A[:, i].reshape(dims)`` in C order though A is in Fortran order: the mask is put
-back in Fortran order, and its background components (``r`` and ``snr`` both NaN) are left out. Units: the file
-when it holds one ROI table, else ``FILE::module/ImageSegmentation/PlaneSegmentation`` (``.../planeZ`` per z of a
-voxel mask). Masks and frame: nwb_masks.py. Writing: nwb_write.py. ``detect`` works without pynwb."""
+"""Reading an NWB file's ROI tables (see the package docstring): the file opened with pynwb after an h5py precheck,
+its PlaneSegmentations (units: one per table, one per z of a voxel mask), their masks (nwb/masks.py), summary
+images and the pipeline's own verdict, as a RoiSet."""
 import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate.crops import CropSpec
-from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
-from roicurate.sources import Source
-from roicurate_plugins.nwb_masks import array, coords, frame, masks, ragged, reason
+from roicurate.sources import exception_line
+from roicurate_plugins.nwb.masks import array, coords, frame, masks, ragged
+from roicurate_plugins.nwb.shared import BACKUP_TAG, MODULE, SEP, has_hdf5_signature, pynwb, split_unit
 
-SEP = "::"
-MODULE = "roicurate"                  # our processing module (never read as ROIs)
-BACKUP_TAG = ".roicurate-backup"      # NAME.nwb -> NAME.roicurate-backup.nwb
-INSTALL = "pip install 'roicurate[nwb]'"
 IMAGE_NAMES = {"meanImg": "mean", "meanImgE": "mean_enhanced", "Vcorr": "corr", "max_proj": "max",
                "meanImg_chan2": "mean_chan2", "local_correlations": "corr", "Cn": "corr", "correlation_image": "corr",
                "mean_image": "mean", "mean": "mean", "max": "max", "max_projection": "max"}
 CAIMAN_COLUMNS = {"r", "snr", "accepted", "rejected"}     # what CaImAn's save_NWB always adds
-
-
-def pynwb():
-    """pynwb, or the one line that says how to install it."""
-    try:
-        import pynwb as module
-    except ImportError:
-        raise RoicurateError(f"reading NWB files needs pynwb: {INSTALL}") from None
-    return module
-
-
-def backup_of(path):
-    path = Path(path)
-    return path.with_name(path.stem + BACKUP_TAG + path.suffix)
-
-
-def split_unit(unit):
-    """(file Path, table path or None) of a unit: ``FILE`` or ``FILE::module/ImageSegmentation/PlaneSegmentation``."""
-    text = str(unit)
-    if SEP in text:
-        file, _, table = text.rpartition(SEP)
-        return Path(file), table
-    return Path(text), None
-
-
-def has_hdf5_signature(path):
-    """The HDF5 superblock signature, where HDF5 looks for it (a user block may precede it)."""
-    import h5py
-    try:
-        return h5py.is_hdf5(path)
-    except OSError:
-        return False
 
 
 def _precheck(path):
@@ -78,7 +28,7 @@ def _precheck(path):
             f.visititems(lambda name, obj: found.__setitem__(name, len(obj["id"]) if "id" in obj else 0) if
                          obj.attrs.get("neurodata_type") in ("PlaneSegmentation", b"PlaneSegmentation") else None)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened, truncated or corrupt? ({exception_line(e)})") from None
     empty = [k for k, n in found.items() if n == 0]
     if empty:
         raise RoicurateError(f"{path}: {empty[0]} has no ROIs (the PlaneSegmentation is empty); nothing to curate")
@@ -97,12 +47,12 @@ def open_nwb(path, mode="r"):
     try:
         io = mod.NWBHDF5IO(str(path), mode, load_namespaces=True)
     except Exception as e:
-        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({reason(e)})") from None
+        raise RoicurateError(f"{path}: cannot be opened as an NWB file ({exception_line(e)})") from None
     try:
         try:
             nwb = io.read()
         except Exception as e:
-            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({reason(e)})") \
+            raise RoicurateError(f"{path}: cannot be read as an NWB file, truncated or corrupt? ({exception_line(e)})") \
                 from None
         yield nwb
     finally:
@@ -241,63 +191,3 @@ def _verdict(where, ps, n, rows):
         if v is not None:
             return v[rows] > 0.5, {}
     return None, {}
-
-
-class NwbSource(Source):
-    name = "nwb"
-    description = "an NWB file with PlaneSegmentation tables (Suite2p save_nwb, CaImAn save_NWB)"
-    crop = CropSpec(size=64, channels=("mask",), binarize=0.0)   # models come from RoiSet.pipeline, per file
-    unit_noun = "plane"
-
-    def location(self, unit):
-        return split_unit(unit)[0]
-
-    def detect(self, path):
-        p = self.location(path)
-        return p.suffix.lower() == ".nwb" and p.is_file() and has_hdf5_signature(p)
-
-    def expand(self, path):
-        path, table = split_unit(path)
-        if table is not None:                      # one table named on the command line: read() checks it
-            return [f"{path}{SEP}{table}"]
-        with open_nwb(path) as nwb:
-            units = units_of(path, nwb)
-        if not units:
-            raise RoicurateError(f"{path}: no PlaneSegmentation in its processing modules (no ROIs to curate)")
-        return [str(path)] if len(units) == 1 else [f"{path}{SEP}{u[0]}" for u in units]
-
-    def read(self, path):
-        return read_unit(path)
-
-    def recording(self, path):
-        return str(split_unit(path)[0])
-
-    def backup_path(self, path):
-        return backup_of(split_unit(path)[0])
-
-    def check_writable(self, path, force=False):
-        file, table = split_unit(path)
-        return _writer().check_writable(file, force, table)
-
-    def write(self, path, roiset, curation, force=False, **options):
-        return _writer().write(split_unit(path)[0], roiset, curation, force)
-
-    def revert(self, path, force=False):
-        return _writer().revert(split_unit(path)[0], force)
-
-    def recorded(self, path):
-        return _writer().recorded(*split_unit(path))
-
-    def original_verdict(self, path, roiset):
-        """The pipeline's own verdict stays in the PlaneSegmentation (roicurate writes its own table beside it)."""
-        return roiset.pipeline_accepted, roiset.features.get("suite2p_prob", roiset.features.get("cnn_preds"))
-
-
-def _writer():
-    from roicurate_plugins import nwb_write  # imports pynwb's helpers lazily, like everything here
-    return nwb_write
-
-
-@hookimpl
-def register_sources(register):
-    register(NwbSource())

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 import roicurate
-from roicurate_plugins.caiman_read import read_value
+from roicurate_plugins.caiman.read import read_value
 
 # the per-component fields a verdict sets; everything else in the file stays byte-identical
 WRITTEN = ("idx_components", "idx_components_bad", "roicurate_probability", "cnn_preds", "roicurate_class_probability")

@@ -16,10 +16,10 @@ from roicurate import RoicurateError
 from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, free_name,
                               pause_after_check, sha256_bytes, sha256_file, unit)
 from roicurate.sources import check_dir_writable
-from roicurate_plugins.suite2p_files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
+from roicurate_plugins.suite2p.files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
                                              expand_units, load_file, load_iscell, load_redcell, plane_folders,
                                              roi_count)
-from roicurate_plugins.suite2p_state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell,
+from roicurate_plugins.suite2p.state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell,
                                              read_record, red_entry, types_record, verified_state)
 
 
@@ -33,9 +33,11 @@ def keep_edits(folder, st, tx):
     return kept
 
 
-def check_writable(path, force=False):
+def check_writable(path, force=False, combined=True):
     """Everything ``write`` needs, checked before anything is written (and again under the lock): iscell.npy,
-    the backup (loads, ROI count of stat.npy, recorded sha256), hand edits, replaceable files, combined/."""
+    the backup (loads, ROI count of stat.npy, recorded sha256), hand edits, replaceable files and, with
+    ``combined``, combined/ (under the plane's lock it is left out: ``rebuild_combined`` verifies combined/ under
+    its own lock). Returns the plane's verified state."""
     plane = Path(path)
     check_dir_writable(plane)
     clean_stale_temps(plane)
@@ -45,16 +47,16 @@ def check_writable(path, force=False):
                              f"use --force to overwrite those edits (they are kept beside it)")
     for name in (ISCELL, RECORD, CLASSES):
         check_replaceable(plane / name)
-    combined = plane.parent / "combined"
-    if (combined / ISCELL).exists():
+    combined_dir = plane.parent / "combined"
+    if combined and (combined_dir / ISCELL).exists():
         combined_rows(plane.parent)
-        check_dir_writable(combined)
-        cst = verified_state(combined, roi_count(combined))
+        check_dir_writable(combined_dir)
+        cst = verified_state(combined_dir, roi_count(combined_dir))
         if cst.edited and not force:
-            raise RoicurateError(f"{combined / ISCELL}: changed since roicurate rebuilt it (flips in the Suite2p "
+            raise RoicurateError(f"{combined_dir / ISCELL}: changed since roicurate rebuilt it (flips in the Suite2p "
                                  f"GUI's combined view stay there); use --force (they are kept beside it)")
         for name in (ISCELL, RECORD):
-            check_replaceable(combined / name)
+            check_replaceable(combined_dir / name)
     return st
 
 
@@ -68,14 +70,13 @@ def write_plane(path, roiset, curation, force=False):
         return None
     if len(curation.accepted) != n:
         raise RoicurateError(f"{plane}: curation has {len(curation.accepted)} ROIs, the plane has {n}")
-    check_writable(plane, force=force)
     iscell = np.stack([np.asarray(curation.accepted, bool).astype(np.float64),
                        np.asarray(curation.score, np.float64)], axis=1)
     data = npy_bytes(iscell)
     multi = len(curation.classes) > 2
     classes = npy_bytes(np.asarray(curation.probabilities, np.float64)) if multi else b""
     with unit(plane, plane / ISCELL) as tx:
-        st = check_writable(plane, force=force)          # again: another run may have written meanwhile
+        st = check_writable(plane, force=force, combined=False)   # again: another run may have written meanwhile
         if roi_count(plane) != n:
             raise RoicurateError(f"{plane / 'stat.npy'}: changed while roicurate ran (now {roi_count(plane)} "
                                  f"ROIs, {n} read); nothing written")

@@ -15,7 +15,7 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.safeio import sha256_bytes, sha256_file
-from roicurate_plugins.suite2p_files import BACKUP, ISCELL, RECORD, RED_BACKUP, REDCELL, load_iscell, load_redcell
+from roicurate_plugins.suite2p.files import BACKUP, ISCELL, RECORD, RED_BACKUP, REDCELL, load_iscell, load_redcell
 
 def npy_bytes(arr):
     """The bytes np.save writes for ``arr`` (what goes into the file, and whose sha256 is recorded)."""

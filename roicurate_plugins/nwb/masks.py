@@ -4,20 +4,17 @@ the file states, else the masks' extent."""
 import numpy as np
 
 from roicurate import RoicurateError
+from roicurate.sources import exception_line
 
 MAX_PIXELS = 1 << 31
 MASK_EXTENT = "the masks' extent"
-
-
-def reason(e):
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}" if str(e).strip() else type(e).__name__
 
 
 def array(where, col, what):
     try:
         return np.asarray(col.data[()] if hasattr(col.data, "shape") else col.data)
     except Exception as e:
-        raise RoicurateError(f"{where}: {what} cannot be read ({reason(e)})") from None
+        raise RoicurateError(f"{where}: {what} cannot be read ({exception_line(e)})") from None
 
 
 def ragged(where, ps, name):
@@ -94,7 +91,7 @@ def masks(where, ps, shape, pipeline, rows):
             try:
                 m = np.asarray(data[int(i)])
             except Exception as e:
-                raise RoicurateError(f"{where}: image_mask of ROI {i} cannot be read ({reason(e)})") from None
+                raise RoicurateError(f"{where}: image_mask of ROI {i} cannot be read ({exception_line(e)})") from None
             if m.dtype.kind not in "fiub":
                 raise RoicurateError(f"{where}: image_mask is not numeric ({m.dtype})")
             r, c = np.nonzero(m)
