@@ -127,6 +127,34 @@ def rounded(d):
     return round(d, 4) if isinstance(d, float) else d
 
 
+def fit(model, data, rng, steps, batch, lr, val_f1=None, eval_every=50, window=128):
+    """Train ``model`` on random windows of ``data`` [(normalised image, target, soma centres)]: Adam, cosine decay
+    from ``lr`` to lr/100, BCE + soft Dice. With ``val_f1`` (model -> F1) every ``eval_every`` steps, returns the
+    best (F1, step, state dict) and the seconds; without it, the last step's (None, steps, state dict)."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100)
+    best, t0, running = (-1.0, 0, None), time.time(), []
+    for step in range(1, steps + 1):
+        model.train()
+        x, y = windows(data, rng, batch, window)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            f1 = val_f1(model) if val_f1 else None
+            if val_f1 is None:
+                best = (None, step, copy.deepcopy(model.state_dict()))
+            elif f1 > best[0]:
+                best = (f1, step, copy.deepcopy(model.state_dict()))
+            note = f", validation F1 {f1:.3f} (best {best[0]:.3f} at step {best[1]})" if val_f1 else ""
+            print(f"step {step}: loss {np.mean(running):.4f}{note}, {time.time() - t0:.0f} s", flush=True)
+            running = []
+    return best, time.time() - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default="mean", help="summary image to train on (mean, max or corr)")
@@ -147,27 +175,8 @@ def main():
     data = [(normalise(img, *PERCENTILES), target(regs, img.shape), ev.centres(regs)) for _, img, regs in sets["train"]]
     build = {"in_channels": 1, "width": a.width, "dropout": 0.1}
     model = unet(**build)
-    opt = torch.optim.Adam(model.parameters(), a.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr / 100)
-    best, t0, running = (-1.0, 0, None), time.time(), []
-    for step in range(1, a.steps + 1):
-        model.train()
-        x, y = windows(data, rng, a.batch)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if step % a.eval_every == 0 or step == a.steps:
-            maps, _ = predict_all(model, sets["val"])
-            f1 = scores(maps, 0.5, 20)["pooled"]["f1"]
-            if f1 > best[0]:
-                best = (f1, step, copy.deepcopy(model.state_dict()))
-            print(f"step {step}: loss {np.mean(running):.4f}, validation F1 {f1:.3f} (best {best[0]:.3f} at step "
-                  f"{best[1]}), {time.time() - t0:.0f} s", flush=True)
-            running = []
-    seconds = time.time() - t0
+    val_f1 = lambda m: scores(predict_all(m, sets["val"])[0], 0.5, 20)["pooled"]["f1"]
+    best, seconds = fit(model, data, rng, a.steps, a.batch, a.lr, val_f1, a.eval_every)
     model.load_state_dict(best[2])
     val_maps, _ = predict_all(model, sets["val"])
     thr, min_size = choose(val_maps, THRESHOLDS)
