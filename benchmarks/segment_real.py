@@ -14,7 +14,7 @@ against the original labels (Grader1 too, in the table's last column). ABO: `tru
 
 Training (benchmarks/train_unet.py's loop and target): random `--window` windows each holding a cell, the 8
 rotations/flips, contrast x0.8-1.25 and brightness +-0.1 after normalising each image by its 1st/99th
-percentiles; BCE + soft Dice, Adam with cosine decay. `--init sim` starts from the simulation-only model
+percentiles, optionally a zoom (`--zoom 0.7 1.4`: the labs' cells differ in size, 9-16 px across); BCE + soft Dice, Adam with cosine decay. `--init sim` starts from the simulation-only model
 (`--sim-only DIR`, default the bundled unet-mean as released in 0.1.0, i.e. trained on s2p_sim1 + caiman_sim1):
 this is how the simulations enter. The fold's threshold and minimum object size are chosen on its training
 recordings (never the held-out lab): best pooled Neurofinder F1 against the original labels (ABO: FinalGT).
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from splits import DATA  # noqa: E402
-from train_unet import MIN_SIZES, PERCENTILES, THRESHOLDS, fit, rounded, scores, target  # noqa: E402
+from train_unet import MIN_SIZES, PERCENTILES, THRESHOLDS, fit, images, rounded, scores, target  # noqa: E402
 
 from roicurate.models import save_model  # noqa: E402
 from roicurate_plugins import unet_scoring as ev  # noqa: E402
@@ -43,6 +43,7 @@ LABS = {"nf01": ["neurofinder.01.00", "neurofinder.01.01"], "nf02": ["neurofinde
         "abo": ["501484643", "501574836", "502608215", "510214538", "524691284", "527048992"]}
 NF_LABS = ("nf01", "nf02", "nf04")
 WEIGHTS = Path(__file__).resolve().parents[1] / "roicurate_plugins" / "weights"
+SIMS = ["s2p_sim1", "caiman_sim1", "s2p_sim2", "caiman_sim2"]       # s2p_sim3, caiman_sim3 stay the sim test set
 PUBLISHED = {"U-Net2DS (published, Neurofinder test set, trained on its training mean images)": 0.57}
 
 
@@ -68,12 +69,15 @@ def train(a):
     rng = np.random.default_rng(a.seed)
     labs = [lab for lab in LABS if lab != a.hold and (lab != "abo" or a.abo)]
     train_sets = [im for lab in labs for im in real_images(lab, a.labels)]
+    if a.sims:
+        train_sets += [im for rec in SIMS for im in images(rec, "mean")]
     data = [(normalise(img, *PERCENTILES), target(regs, img.shape), ev.centres(regs)) for _, img, regs in train_sets]
     build = {"in_channels": 1, "width": 16, "dropout": 0.1}
     model = unet(**build)
     if a.init == "sim":
         model.load_state_dict({k: v.float() for k, v in Segmenter.load(a.sim_only).module.state_dict().items()})
-    (_, _, state), seconds = fit(model, data, rng, a.steps, a.batch, a.lr, None, a.eval_every, a.window)
+    (_, _, state), seconds = fit(model, data, rng, a.steps, a.batch, a.lr, None, a.eval_every, a.window,
+                               a.zoom)
     model.load_state_dict(state)
     choose_on = [im for lab in labs for im in real_images(lab, "original")]      # scored like the test set
     maps, _ = predict_all(model, choose_on)
@@ -91,7 +95,7 @@ def train(a):
                           "Neurofinder F1 (centres within 5 px) on the training recordings against the original "
                           "Neurofinder labels (ABO: FinalGT), without TTA",
         "target": "labelled cell pixels; pixels where two cells touch or overlap are background",
-        "training": {"recordings": [n for n, _, _ in train_sets], "labs": labs, "held_out_lab": a.hold,
+        "training": {"recordings": [n for n, _, _ in train_sets], "labs": labs + ["sim"] * a.sims, "held_out_lab": a.hold,
                      "test_recordings": LABS.get(a.hold, []), "images": {lab: "max" if lab == "abo" else "mean"
                                                                          for lab in labs},
                      "labels": {"neurofinder": "original (truth/regions.json)" if a.labels == "original" else
@@ -99,7 +103,8 @@ def train(a):
                      "init": "simulation-only unet-mean 0.1.0 (s2p_sim1 + caiman_sim1)" if a.init == "sim" else
                              "random", "steps": a.steps, "batch": a.batch, "window": a.window, "lr": a.lr,
                      "schedule": "cosine to lr/100", "optimizer": "Adam", "loss": "BCE + soft Dice",
-                     "augmentation": "8 rotations/flips, contrast x0.8-1.25, brightness +-0.1",
+                     "augmentation": "8 rotations/flips, contrast x0.8-1.25, brightness +-0.1"
+                                     + (f", zoom x{a.zoom[0]:g}-{a.zoom[1]:g} (log-uniform)" if a.zoom else ""),
                      "seed": a.seed, "threads": a.threads, "torch": torch.__version__, "seconds": round(seconds, 1)},
         "validation": rounded(scores(maps, thr, min_size)),
         "baseline": {"rule": "normalised image >= threshold, 8-connected components, minimum size, both chosen "
@@ -246,11 +251,14 @@ def main():
     t.add_argument("--hold", required=True, choices=[*LABS, "none"], help="held-out lab ('none': train on all)")
     t.add_argument("--labels", default="original", choices=("original", "grader1"))
     t.add_argument("--no-abo", dest="abo", action="store_false", help="leave the Allen max images out")
+    t.add_argument("--sims", action="store_true", help=f"add the simulations' mean images ({', '.join(SIMS)})")
     t.add_argument("--init", default="sim", choices=("sim", "random"))
     t.add_argument("--steps", type=int, default=150)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--window", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--zoom", type=float, nargs=2, metavar=("LO", "HI"), help="scale augmentation: cells LO-HI times "
+                   "their size (log-uniform)")
     t.add_argument("--eval-every", type=int, default=25)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name")

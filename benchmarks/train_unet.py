@@ -69,17 +69,23 @@ def target(regions, shape):
     return (count == 1) & (grown == 1)
 
 
-def windows(data, rng, n, size=128):
-    """n random (size x size) windows of normalised image + target, each containing a soma centre."""
+def windows(data, rng, n, size=128, zoom=None):
+    """n random (size x size) windows of normalised image + target, each containing a soma centre. ``zoom`` (lo, hi):
+    each window is a (size / z)-pixel crop resampled to size x size, z log-uniform in [lo, hi] (cells z times larger)."""
     xs, ys = np.zeros((n, 1, size, size), np.float32), np.zeros((n, 1, size, size), np.float32)
     for i in range(n):
         img, tgt, cents = data[rng.integers(len(data))]
         H, W = img.shape
+        s = min(int(round(size / np.exp(rng.uniform(*np.log(zoom))))), H, W) if zoom else size
         cy, cx = cents[rng.integers(len(cents))]
-        y0 = int(np.clip(rng.integers(int(cy) - size + 9, int(cy) - 7), 0, H - size))
-        x0 = int(np.clip(rng.integers(int(cx) - size + 9, int(cx) - 7), 0, W - size))
-        xs[i, 0] = img[y0:y0 + size, x0:x0 + size] * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
-        ys[i, 0] = tgt[y0:y0 + size, x0:x0 + size]
+        y0 = int(np.clip(rng.integers(int(cy) - s + 9, int(cy) - 7), 0, H - s))
+        x0 = int(np.clip(rng.integers(int(cx) - s + 9, int(cx) - 7), 0, W - s))
+        win, win_t = img[y0:y0 + s, x0:x0 + s], tgt[y0:y0 + s, x0:x0 + s]
+        if s != size:
+            win = ndimage.zoom(win, size / s, order=1, grid_mode=True, mode="nearest")[:size, :size]
+            win_t = ndimage.zoom(win_t.astype(np.float32), size / s, order=1, grid_mode=True, mode="nearest")[:size, :size] > 0.5
+        xs[i, 0] = win * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
+        ys[i, 0] = win_t
     k = int(rng.integers(8))
     flip = (lambda a: a[..., ::-1]) if k >= 4 else (lambda a: a)
     rot = lambda a: np.rot90(flip(a), k % 4, (2, 3)).copy()
@@ -127,16 +133,16 @@ def rounded(d):
     return round(d, 4) if isinstance(d, float) else d
 
 
-def fit(model, data, rng, steps, batch, lr, val_f1=None, eval_every=50, window=128):
+def fit(model, data, rng, steps, batch, lr, val_f1=None, eval_every=50, window=128, zoom=None):
     """Train ``model`` on random windows of ``data`` [(normalised image, target, soma centres)]: Adam, cosine decay
-    from ``lr`` to lr/100, BCE + soft Dice. With ``val_f1`` (model -> F1) every ``eval_every`` steps, returns the
+    from ``lr`` to lr/100, BCE + soft Dice (``window``, ``zoom``: see ``windows``). With ``val_f1`` (model -> F1) every ``eval_every`` steps, returns the
     best (F1, step, state dict) and the seconds; without it, the last step's (None, steps, state dict)."""
     opt = torch.optim.Adam(model.parameters(), lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100)
     best, t0, running = (-1.0, 0, None), time.time(), []
     for step in range(1, steps + 1):
         model.train()
-        x, y = windows(data, rng, batch, window)
+        x, y = windows(data, rng, batch, window, zoom)
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
