@@ -3,9 +3,10 @@
     python benchmarks/train_unet.py                       # writes roicurate_plugins/weights/unet-mean.*
     python benchmarks/train_unet.py --image max --name unet-max --out lab_unet/
 
-Why only simulations: the real human-labelled sets here (ABO, Neurofinder) carry masks but no images (the
-movies are not included), so nothing can be learnt from them about what a neuron looks like in a mean image.
-A lab with its own mean images and hand-drawn regions.json trains its own the same way (``--recordings``).
+This trains the simulation-only model (0.1.0's unet-mean). The bundled model since 0.2.0 is trained on the real
+Neurofinder mean and Allen max images as well, starting from this one: benchmarks/segment_real.py (which uses
+``fit``, ``windows`` and ``target`` from here). A lab with its own mean images and hand-drawn regions.json
+trains its own the same way.
 
 Split by recording, as benchmarks/splits.py splits the classifiers' data: train s2p_sim1 + caiman_sim1,
 validation s2p_sim2 (both planes) + caiman_sim2 (checkpoint choice, threshold, minimum object size), test
@@ -71,7 +72,8 @@ def target(regions, shape):
 
 def windows(data, rng, n, size=128, zoom=None):
     """n random (size x size) windows of normalised image + target, each containing a soma centre. ``zoom`` (lo, hi):
-    each window is a (size / z)-pixel crop resampled to size x size, z log-uniform in [lo, hi] (cells z times larger)."""
+    each window is a (size / z)-pixel crop resampled to size x size, z log-uniform in [lo, hi] (cells z times
+    larger)."""
     xs, ys = np.zeros((n, 1, size, size), np.float32), np.zeros((n, 1, size, size), np.float32)
     for i in range(n):
         img, tgt, cents = data[rng.integers(len(data))]
@@ -82,8 +84,8 @@ def windows(data, rng, n, size=128, zoom=None):
         x0 = int(np.clip(rng.integers(int(cx) - s + 9, int(cx) - 7), 0, W - s))
         win, win_t = img[y0:y0 + s, x0:x0 + s], tgt[y0:y0 + s, x0:x0 + s]
         if s != size:
-            win = ndimage.zoom(win, size / s, order=1, grid_mode=True, mode="nearest")[:size, :size]
-            win_t = ndimage.zoom(win_t.astype(np.float32), size / s, order=1, grid_mode=True, mode="nearest")[:size, :size] > 0.5
+            resample = lambda a: ndimage.zoom(a, size / s, order=1, grid_mode=True, mode="nearest")[:size, :size]
+            win, win_t = resample(win), resample(win_t.astype(np.float32)) > 0.5
         xs[i, 0] = win * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
         ys[i, 0] = win_t
     k = int(rng.integers(8))
@@ -135,8 +137,9 @@ def rounded(d):
 
 def fit(model, data, rng, steps, batch, lr, val_f1=None, eval_every=50, window=128, zoom=None):
     """Train ``model`` on random windows of ``data`` [(normalised image, target, soma centres)]: Adam, cosine decay
-    from ``lr`` to lr/100, BCE + soft Dice (``window``, ``zoom``: see ``windows``). With ``val_f1`` (model -> F1) every ``eval_every`` steps, returns the
-    best (F1, step, state dict) and the seconds; without it, the last step's (None, steps, state dict)."""
+    from ``lr`` to lr/100, BCE + soft Dice (``window``, ``zoom``: see ``windows``). With ``val_f1`` (model -> F1)
+    every ``eval_every`` steps, returns the best (F1, step, state dict) and the seconds; without it, the last
+    step's (None, steps, state dict)."""
     opt = torch.optim.Adam(model.parameters(), lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100)
     best, t0, running = (-1.0, 0, None), time.time(), []
