@@ -3,9 +3,10 @@
     python benchmarks/train_unet.py                       # writes roicurate_plugins/weights/unet-mean.*
     python benchmarks/train_unet.py --image max --name unet-max --out lab_unet/
 
-Why only simulations: the real human-labelled sets here (ABO, Neurofinder) carry masks but no images (the
-movies are not included), so nothing can be learnt from them about what a neuron looks like in a mean image.
-A lab with its own mean images and hand-drawn regions.json trains its own the same way (``--recordings``).
+This trains the simulation-only model (0.1.0's unet-mean). The bundled model since 0.2.0 is trained on the real
+Neurofinder mean and Allen max images as well, starting from this one: benchmarks/segment_real.py (which uses
+``fit``, ``windows`` and ``target`` from here). A lab with its own mean images and hand-drawn regions.json
+trains its own the same way.
 
 Split by recording, as benchmarks/splits.py splits the classifiers' data: train s2p_sim1 + caiman_sim1,
 validation s2p_sim2 (both planes) + caiman_sim2 (checkpoint choice, threshold, minimum object size), test
@@ -69,17 +70,24 @@ def target(regions, shape):
     return (count == 1) & (grown == 1)
 
 
-def windows(data, rng, n, size=128):
-    """n random (size x size) windows of normalised image + target, each containing a soma centre."""
+def windows(data, rng, n, size=128, zoom=None):
+    """n random (size x size) windows of normalised image + target, each containing a soma centre. ``zoom`` (lo, hi):
+    each window is a (size / z)-pixel crop resampled to size x size, z log-uniform in [lo, hi] (cells z times
+    larger)."""
     xs, ys = np.zeros((n, 1, size, size), np.float32), np.zeros((n, 1, size, size), np.float32)
     for i in range(n):
         img, tgt, cents = data[rng.integers(len(data))]
         H, W = img.shape
+        s = min(int(round(size / np.exp(rng.uniform(*np.log(zoom))))), H, W) if zoom else size
         cy, cx = cents[rng.integers(len(cents))]
-        y0 = int(np.clip(rng.integers(int(cy) - size + 9, int(cy) - 7), 0, H - size))
-        x0 = int(np.clip(rng.integers(int(cx) - size + 9, int(cx) - 7), 0, W - size))
-        xs[i, 0] = img[y0:y0 + size, x0:x0 + size] * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
-        ys[i, 0] = tgt[y0:y0 + size, x0:x0 + size]
+        y0 = int(np.clip(rng.integers(int(cy) - s + 9, int(cy) - 7), 0, H - s))
+        x0 = int(np.clip(rng.integers(int(cx) - s + 9, int(cx) - 7), 0, W - s))
+        win, win_t = img[y0:y0 + s, x0:x0 + s], tgt[y0:y0 + s, x0:x0 + s]
+        if s != size:
+            resample = lambda a: ndimage.zoom(a, size / s, order=1, grid_mode=True, mode="nearest")[:size, :size]
+            win, win_t = resample(win), resample(win_t.astype(np.float32)) > 0.5
+        xs[i, 0] = win * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
+        ys[i, 0] = win_t
     k = int(rng.integers(8))
     flip = (lambda a: a[..., ::-1]) if k >= 4 else (lambda a: a)
     rot = lambda a: np.rot90(flip(a), k % 4, (2, 3)).copy()
@@ -127,6 +135,35 @@ def rounded(d):
     return round(d, 4) if isinstance(d, float) else d
 
 
+def fit(model, data, rng, steps, batch, lr, val_f1=None, eval_every=50, window=128, zoom=None):
+    """Train ``model`` on random windows of ``data`` [(normalised image, target, soma centres)]: Adam, cosine decay
+    from ``lr`` to lr/100, BCE + soft Dice (``window``, ``zoom``: see ``windows``). With ``val_f1`` (model -> F1)
+    every ``eval_every`` steps, returns the best (F1, step, state dict) and the seconds; without it, the last
+    step's (None, steps, state dict)."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100)
+    best, t0, running = (-1.0, 0, None), time.time(), []
+    for step in range(1, steps + 1):
+        model.train()
+        x, y = windows(data, rng, batch, window, zoom)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            f1 = val_f1(model) if val_f1 else None
+            if val_f1 is None:
+                best = (None, step, copy.deepcopy(model.state_dict()))
+            elif f1 > best[0]:
+                best = (f1, step, copy.deepcopy(model.state_dict()))
+            note = f", validation F1 {f1:.3f} (best {best[0]:.3f} at step {best[1]})" if val_f1 else ""
+            print(f"step {step}: loss {np.mean(running):.4f}{note}, {time.time() - t0:.0f} s", flush=True)
+            running = []
+    return best, time.time() - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default="mean", help="summary image to train on (mean, max or corr)")
@@ -147,27 +184,8 @@ def main():
     data = [(normalise(img, *PERCENTILES), target(regs, img.shape), ev.centres(regs)) for _, img, regs in sets["train"]]
     build = {"in_channels": 1, "width": a.width, "dropout": 0.1}
     model = unet(**build)
-    opt = torch.optim.Adam(model.parameters(), a.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps, eta_min=a.lr / 100)
-    best, t0, running = (-1.0, 0, None), time.time(), []
-    for step in range(1, a.steps + 1):
-        model.train()
-        x, y = windows(data, rng, a.batch)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if step % a.eval_every == 0 or step == a.steps:
-            maps, _ = predict_all(model, sets["val"])
-            f1 = scores(maps, 0.5, 20)["pooled"]["f1"]
-            if f1 > best[0]:
-                best = (f1, step, copy.deepcopy(model.state_dict()))
-            print(f"step {step}: loss {np.mean(running):.4f}, validation F1 {f1:.3f} (best {best[0]:.3f} at step "
-                  f"{best[1]}), {time.time() - t0:.0f} s", flush=True)
-            running = []
-    seconds = time.time() - t0
+    val_f1 = lambda m: scores(predict_all(m, sets["val"])[0], 0.5, 20)["pooled"]["f1"]
+    best, seconds = fit(model, data, rng, a.steps, a.batch, a.lr, val_f1, a.eval_every)
     model.load_state_dict(best[2])
     val_maps, _ = predict_all(model, sets["val"])
     thr, min_size = choose(val_maps, THRESHOLDS)

@@ -261,7 +261,7 @@ def test_report_lists_cells_whose_rois_were_removed_and_not_covered_ones(copy_ex
     assert len(removed) >= 6 and all(found(o) for o in removed + untouched)
     assert not any(found(o) for o in covered)
     assert n == len(rows) == len(removed) + len(untouched)
-    assert f"of the {len(objects)} cell bodies" in sec and "simulated recordings only" in sec
+    assert f"of the {len(objects)} cell bodies" in sec and "hints, not a count" in sec
 
 
 def ev_regions(labels):
