@@ -3,7 +3,6 @@ series, no summary image: valid NWB that some converters write): the frame is ta
 said so, the file is curated, still validates, and revert gives it back byte for byte. Files are built with pynwb
 from the bundled example's Suite2p planes."""
 import datetime
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +14,10 @@ from conftest import cli_run
 pynwb = pytest.importorskip("pynwb")
 from roicurate_plugins.nwb import NwbSource  # noqa: E402
 from roicurate_plugins.suite2p import Suite2pSource  # noqa: E402
+from test_nwb import sha, validate  # noqa: E402  (one pynwb validator call for every NWB test)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "s2p_sim2" / "suite2p"
 SRC = NwbSource()
-
-
-def sha(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def validate(path):
-    """pynwb's validator's errors (an empty list: a valid file)."""
-    try:
-        errors = pynwb.validate(path=str(path))            # pynwb >= 3
-    except TypeError:
-        errors = pynwb.validate(paths=[str(path)])[0]      # pynwb 2.x
-    return list(errors[0] if isinstance(errors, tuple) else errors)
 
 
 def masks_of(plane):
