@@ -279,7 +279,7 @@ def write_evaluation(out_dir, numbers, table):
         for i in range(len(table["label"])):
             w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
                        + [_fmt(table[c][i]) for c in extra])
-    from roicurate.figures import write_figures     # figures.py only draws: it imports nothing from here
+    from roicurate.report.evaluation import write_figures     # figures.py only draws: it imports nothing from here
     return write_figures(out, numbers, curves(numbers, table))
 
 

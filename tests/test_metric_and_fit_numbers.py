@@ -8,9 +8,10 @@ import pytest
 from conftest import cli_run as run
 from scipy.stats import kstest, mannwhitneyu
 
-from roicurate import calibrate, evaluate, search
+from roicurate import calibrate, evaluate
+from roicurate.training import search
 from roicurate.baselines import liblinear_logistic
-from roicurate.train import OOF_FOLDS, oof_folds
+from roicurate.training.operating_point import OOF_FOLDS, oof_folds
 
 # 4 cells, 3 non-cells, ties across the classes at 0.5 and 0.1
 Y = np.array([1, 0, 1, 1, 0, 0, 1], bool)

@@ -69,7 +69,7 @@ def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classi
     from roicurate.evaluate import evaluate_model, write_evaluation
     from roicurate.images import parse_image_options
     from roicurate.models import Classifier
-    from roicurate.train import load_labelled
+    from roicurate.training.data import load_labelled
     clf = Classifier.load(model_name, device=device)
     if (types is not None) != (clf.task == "types"):
         raise RoicurateError(f"--types scores a cell-type model, and model '{clf.name}' "

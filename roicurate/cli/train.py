@@ -93,7 +93,8 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     from roicurate.images import parse_image_options
     from roicurate.models import Classifier
     from roicurate.plugins import model_specs, pipeline_source
-    from roicurate.train import load_labelled, train as run_train
+    from roicurate.training.data import load_labelled
+    from roicurate.training.train import train as run_train
 
     specs = model_specs()
     if arch and arch not in specs:

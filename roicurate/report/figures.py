@@ -11,7 +11,7 @@ import numpy as np
 
 from roicurate.crops import CropSpec, make_crops
 from roicurate.evaluate import pr_auc, pr_curve, prf, roc_auc, roc_curve
-from roicurate.figures import figure, save
+from roicurate.report.evaluation import figure, save
 from roicurate.labels import match_binarize
 
 ACCEPTED, REJECTED = "#3ee03e", "#ff33cc"         # green / magenta: told apart with red-green colour blindness

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, replace
 
 from roicurate import RoicurateError
-from roicurate.fit import freeze_below
+from roicurate.training.fit import freeze_below
 
 
 @dataclass

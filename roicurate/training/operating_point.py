@@ -1,14 +1,17 @@
 """The last phases of ``roicurate train``: calibrate the fitted network (and weigh its shape prior), choose the
-threshold, and describe the run in the card. ``run`` is the :class:`roicurate.train.Run` of that training."""
+threshold, and describe the run in the card. ``run`` is the :class:`roicurate.training.train.Run` of that training."""
 import numpy as np
 
-from roicurate.fit import fit, unjittered
 from roicurate.labels import cell_labels
-from roicurate.outoflab import MIN_RECALL, lab_of, nested_metrics
-from roicurate.outoflab import operating_point as oof_operating_point
 from roicurate.scale import reference_diameter
 from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
-from roicurate.train_arch import fp16_round
+from roicurate.training.arch import fp16_round
+from roicurate.training.data import recordings, stack, with_rehearsal
+from roicurate.training.fit import DEFAULTS, fit, predict_scores, unjittered
+from roicurate.training.outoflab import MIN_RECALL, lab_of, nested_metrics
+from roicurate.training.outoflab import operating_point as oof_operating_point
+
+OOF_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 
 
 def _fold(run, calib, a, b, probe):
@@ -85,7 +88,7 @@ def calibrate(run):
 
 
 def calibrate_out_of_lab(run, prior):
-    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/outoflab.py); the card
+    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/training/outoflab.py); the card
     gets each lab's nested numbers. Returns (calibration, prior or None, threshold)."""
     o, card, min_recall = run.o, run.card, run.o.min_recall or MIN_RECALL
     oof = out_of_lab_scores(run, prior_fit=(lambda ss, y: fit_shape_prior(run, ss, y)) if o.shape_prior else None)
@@ -114,7 +117,6 @@ def out_of_lab_scores(run, prior_fit=None):
     """For every lab, a model trained on the other labs scores that lab's ROIs: {"y": labels, "p": network
     probabilities (uncalibrated), "offset": shape-prior logits or None, "lab", "recording"} per ROI."""
     from roicurate.models import Classifier
-    from roicurate.train import stack
     arch = run.arch
     y, p, off, group, recs = [], [], [], [], []
     bare = dict(run.card, calibration=None)
@@ -141,6 +143,40 @@ def out_of_lab_scores(run, prior_fit=None):
             "lab": np.array(group), "recording": np.array(recs)}
 
 
+def oof_folds(groups, seed):
+    """(fold index per ROI, what the folds are): scikit-learn's GroupKFold on ``groups`` (each ROI's recording),
+    OOF_FOLDS folds or one per recording when there are fewer, so no recording is on both sides of a fold; a
+    single recording falls back to OOF_FOLDS random folds of its ROIs."""
+    from sklearn.model_selection import GroupKFold
+    n_recs = len(set(groups))
+    if n_recs < 2:
+        return (np.random.default_rng(seed).permutation(len(groups)) % OOF_FOLDS,
+                f"{OOF_FOLDS} folds of the ROIs of the one training recording")
+    folds = np.zeros(len(groups), np.int64)
+    for f, (_, held) in enumerate(GroupKFold(min(OOF_FOLDS, n_recs)).split(groups, groups=groups)):
+        folds[held] = f
+    return folds, f"{min(OOF_FOLDS, n_recs)} folds of whole training recordings"
+
+
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, groups=None,
+                       log=print, **fit_kw):
+    """(scores, what the folds are): scores of the training ROIs by models that did not see them or their recording
+    (``groups``: each ROI's recording, see :func:`oof_folds`), each trained (same settings, no validation, the same
+    rehearsal) on the other folds. Used for the threshold when there is no validation recording."""
+    folds, how = oof_folds(np.zeros(len(y)) if groups is None else np.asarray(groups), seed)
+    log(f"out-of-fold scores: {how}")
+    scores = np.zeros(len(y))
+    for f in range(int(folds.max()) + 1):
+        m, _ = new_module()
+        xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
+        fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
+            draw=draw, **fit_kw)
+        m.cpu()
+        fp16_round(m)
+        scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
+    return scores, how
+
+
 def choose_threshold(y, s, target_precision):
     """Precision first: the lowest threshold reaching ``target_precision`` on validation; max F1 if none does."""
     from roicurate.evaluate import best_f1_threshold, threshold_for_precision
@@ -155,7 +191,6 @@ def choose_threshold(y, s, target_precision):
 def threshold(run, oof_thr):
     """The operating threshold and the rule that chose it (out of lab, on validation, or on out-of-fold scores
     of the training ROIs when there is no validation recording); written into the card."""
-    from roicurate.train import out_of_fold_scores
     o, arch, d = run.o, run.arch, run.data
     if o.operating_point == "out-of-lab":
         thr, how = oof_thr, (f"highest threshold at which every lab's out-of-lab recall is >= "
@@ -174,7 +209,6 @@ def threshold(run, oof_thr):
 
 def training_record(run, history, rows, frozen, prior, calib):
     """The card's ``training``: what the model was trained on, how, and with what result per epoch."""
-    from roicurate.train import DEFAULTS, recordings
     o, arch, d, hp = run.o, run.arch, run.data, run.hp
     classes, multi, relative = arch.classes, arch.multi, arch.crop.scale == "reference"
     counts = lambda y: dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))

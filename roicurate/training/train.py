@@ -1,14 +1,13 @@
 """Train a classifier on labelled ROI sets (``roicurate train``).
 
-Split by recording (never by ROI); fit (roicurate/fit.py) or a random search (roicurate/search.py); calibration and
-the operating threshold fitted on validation only; a card with the validation (and held-out test) numbers, computed
+Split by recording (never by ROI); fit (``training.fit``) or a random search (``training.search``); calibration
+and the operating threshold fitted on validation only; a card with the validation (and held-out test) numbers, computed
 by the same code as ``roicurate evaluate``. Fine-tuning starts from any bundled or saved model and freezes the
 layers below a named one. Without a validation recording (``--val none``, e.g. the one labelled video of a new lab)
 every epoch runs and the threshold comes from out-of-fold scores: models trained on k-1 of k folds of whole
 training recordings score the remaining fold, so the threshold is not chosen on scores of ROIs (or recordings) the
 model was fitted to.
 """
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,166 +16,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate.crops import make_crops
-from roicurate.evaluate import class_indices
-from roicurate.fit import DEFAULTS, fit, freeze_below, predict_scores, unjittered  # noqa: F401 (freeze_below: API)
-from roicurate.labels import attach_labels, cell_labels
-from roicurate.outoflab import check_labs, lab_of
-from roicurate.train_arch import fp16_round, resolve_architecture, transfer_weights  # noqa: F401 (transfer_weights: API)
-from roicurate.train_operating_point import calibrate, threshold, training_record
+from roicurate.labels import cell_labels
+from roicurate.training.arch import fp16_round, resolve_architecture
+from roicurate.training.data import recordings, select_recordings, split_by_recording, stack, with_rehearsal
+from roicurate.training.fit import DEFAULTS, fit, freeze_below
+from roicurate.training.operating_point import calibrate, threshold, training_record
+from roicurate.training.outoflab import check_labs, lab_of
 
-OOF_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 SCALE_JITTER = (0.8, 0.9, 1.0, 1.12, 1.25)   # factors of the reference diameter drawn in training
-
-
-def load_labelled(paths, pipeline=None, use_pipeline_labels=True, log=None, class_rule=None, types=None,
-                  type_classes=None, images=()):
-    """Read every unit under ``paths``; keep those with labels (review answers alone: the answered ROIs). Returns
-    [RoiSet]. ``class_rule``: class labels where label records name object classes (``labels.attach_labels``).
-    ``types``: cell-type labels instead (``labels.attach_type_labels``: ``redcell`` or a CSV) over ``type_classes``
-    (default: all names, sorted); only ROIs with a type are kept. ``images``: [(name, file)] added to each unit."""
-    from roicurate.labels import attach_type_labels, read_type_labels
-    from roicurate.sources import read_units
-    sets = []
-    for _, _, rs in read_units(paths, images, pipeline):
-        if not len(rs):
-            continue
-        if types is None:
-            rs = attach_labels(rs, use_pipeline=use_pipeline_labels, log=log, class_rule=class_rule)
-            rs = _typed_only(rs) if rs.origin.get("review_answers") and (rs.labels < 0).any() else rs
-        if rs.labels is not None or types is not None:
-            sets.append(rs)
-    if types is not None:
-        read = [read_type_labels(rs, types) for rs in sets]
-        if type_classes is None:
-            type_classes = sorted({c for _, names, _ in read for c in names})
-        sets = [_typed_only(attach_type_labels(rs, types, type_classes, r)) for rs, r in zip(sets, read)]
-    if not sets:
-        raise RoicurateError("no labelled ROIs found in the given paths")
-    return sets
-
-
-def _typed_only(rs):
-    """The ROIs of ``rs`` with a label (a type, a review answer), remembering their numbers in the pipeline's order."""
-    index = np.flatnonzero(rs.labels >= 0)
-    sub = rs.subset(index)
-    sub.origin["roi_index"] = index.tolist()
-    return sub
-
-
-def recordings(sets):
-    return sorted({rs.recording for rs in sets})
-
-
-def select_recordings(sets, names, what="--val"):
-    """Recordings named by ``names``: exact names, or names that end with ``/NAME``, or else substrings."""
-    recs = recordings(sets)
-    chosen = set()
-    for v in names:
-        hit = [r for r in recs if r == v or r.endswith("/" + v)] or [r for r in recs if v in r]
-        if not hit:
-            raise RoicurateError(f"{what}: no recording matches '{v}' (recordings: {', '.join(recs)})")
-        chosen.update(hit)
-    return chosen
-
-
-def split_by_recording(sets, val, seed=0):
-    """(train, validation) sets. ``val``: recording names (list), a fraction of recordings (float in (0, 1)),
-    or None (no validation). Whole recordings go to one side: the planes of one session stay together."""
-    recs = recordings(sets)
-    if val is None:
-        return list(sets), []
-    if isinstance(val, float):
-        if not 0 < val < 1:
-            raise RoicurateError(f"--val {val}: a fraction must be between 0 and 1")
-        shuffled = recs[:]
-        random.Random(seed).shuffle(shuffled)
-        nval = max(1, round(val * len(recs)))
-        if nval >= len(recs):
-            raise RoicurateError(f"--val {val}: need at least 2 recordings, found {len(recs)} ({', '.join(recs)})")
-        val_recs = set(shuffled[:nval])
-    else:
-        val_recs = select_recordings(sets, val)
-    train = [rs for rs in sets if rs.recording not in val_recs]
-    valid = [rs for rs in sets if rs.recording in val_recs]
-    if not train or not valid:
-        raise RoicurateError("the split left no training or no validation recordings")
-    return train, valid
-
-
-def stack(sets, crop, classes=None, jitter=None):
-    """Crops and labels: 1.0 / 0.0 (cell or not), or with ``classes`` (a K-class model's names) class indices.
-    ``jitter``: scale factors of the reference diameter (a ``scale="reference"`` crop): the crops are then
-    (N, J, C, S, S), variant 0 unjittered, and training draws one variant per crop (``fit``)."""
-    if not sets:
-        return (np.zeros((0, len(crop.channels), crop.size, crop.size), np.float32),
-                np.zeros(0, np.float32 if classes is None else np.int64))
-    if jitter and crop.scale == "reference":
-        factors = [1.0] + [f for f in jitter if f != 1.0]
-        x = np.concatenate([np.stack([make_crops(rs, crop, scale_factor=f) for f in factors], 1) for rs in sets])
-    else:
-        x = np.concatenate([make_crops(rs, crop) for rs in sets])
-    if classes is None:
-        return x, np.concatenate([cell_labels(rs).astype(np.float32) for rs in sets])
-    return x, np.concatenate([_class_labels(rs, classes) for rs in sets])
-
-
-def _class_labels(rs, classes):
-    """The class labels of ``rs`` as indices into ``classes`` (the model's names, which the labels must have)."""
-    y = class_indices(rs, classes)
-    if len(y) and (y < 0).any():
-        names = rs.origin.get("label_classes")
-        raise RoicurateError(f"{rs.origin.get('label_source') or rs.path}: labels are "
-                             f"{'cell / not cell only' if names is None else 'of the classes ' + ', '.join(names)}, "
-                             f"but the model has the classes {', '.join(classes)}; train it on ground truth with "
-                             f"object classes (classes.json) and a class rule that names them")
-    return y
-
-
-def with_rehearsal(x, y, rehearsal, share):
-    """Training arrays with the ``rehearsal`` items (x, y) appended and the draw probabilities that make them
-    ``share`` of every epoch (None without rehearsal: every item once per epoch)."""
-    if rehearsal is None:
-        return x, y, None
-    xr, yr = rehearsal
-    draw = np.r_[np.full(len(y), (1 - share) / max(len(y), 1)), np.full(len(yr), share / len(yr))]
-    return np.concatenate([x, xr]), np.concatenate([y, yr]), draw
-
-
-def oof_folds(groups, seed):
-    """(fold index per ROI, what the folds are): scikit-learn's GroupKFold on ``groups`` (each ROI's recording),
-    OOF_FOLDS folds or one per recording when there are fewer, so no recording is on both sides of a fold; a
-    single recording falls back to OOF_FOLDS random folds of its ROIs."""
-    from sklearn.model_selection import GroupKFold
-    n_recs = len(set(groups))
-    if n_recs < 2:
-        return (np.random.default_rng(seed).permutation(len(groups)) % OOF_FOLDS,
-                f"{OOF_FOLDS} folds of the ROIs of the one training recording")
-    folds = np.zeros(len(groups), np.int64)
-    for f, (_, held) in enumerate(GroupKFold(min(OOF_FOLDS, n_recs)).split(groups, groups=groups)):
-        folds[held] = f
-    return folds, f"{min(OOF_FOLDS, n_recs)} folds of whole training recordings"
-
-
-def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, groups=None,
-                       log=print, **fit_kw):
-    """(scores, what the folds are): scores of the training ROIs by models that did not see them or their recording
-    (``groups``: each ROI's recording, see :func:`oof_folds`), each trained (same settings, no validation, the same
-    rehearsal) on the other folds. Used for the threshold when there is no validation recording."""
-    folds, how = oof_folds(np.zeros(len(y)) if groups is None else np.asarray(groups), seed)
-    log(f"out-of-fold scores: {how}")
-    scores = np.zeros(len(y))
-    for f in range(int(folds.max()) + 1):
-        m, _ = new_module()
-        xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
-        fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
-            draw=draw, **fit_kw)
-        m.cpu()
-        fp16_round(m)
-        scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
-    return scores, how
-
-
 
 
 @dataclass
@@ -256,13 +103,13 @@ def train(sets, arch_spec, crop, val, out, name, **options):
     trained on) that are only trained on, drawn as ``rehearse_share`` of every epoch, so that fine-tuning on a few
     new recordings keeps what the model knew; validation, calibration and the threshold use ``sets`` alone.
     ``operating_point="out-of-lab"``: no validation split; the calibration and the threshold come from
-    leave-one-lab-out scores (roicurate/outoflab.py, ``min_recall`` on every lab) and the model is trained on every
+    leave-one-lab-out scores (roicurate/training/outoflab.py, ``min_recall`` on every lab) and the model is trained on every
     recording. ``scale_jitter``: scale factors drawn in training for a ``scale="reference"`` crop.
     ``image_dropout``: the share of training crops whose image channels are zeroed (a model that also works where a
     recording has no images: ``crop.optional_images``).
 
-    The phases: check the options, resolve the architecture (roicurate/train_arch.py), crop the data, fit or search,
-    calibrate, threshold, card (roicurate/train_operating_point.py)."""
+    The phases: check the options, resolve the architecture (roicurate/training/arch.py), crop the data, fit or search,
+    calibrate, threshold, card (roicurate/training/operating_point.py)."""
     from roicurate.evaluate import evaluate_model, write_evaluation
     from roicurate.labels import log_label_sources
     from roicurate.models import Classifier, save_model
@@ -375,7 +222,7 @@ def fit_or_search(run):
             raise RoicurateError("--search scores trials on validation F1; give validation recordings with --val")
         if o.resume:
             raise RoicurateError("--resume continues a single training run, not a --search")
-        from roicurate.search import format_table, random_search
+        from roicurate.training.search import format_table, random_search
 
         def run_trial(trial_hp):
             t0 = time.time()
