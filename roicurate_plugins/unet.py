@@ -118,7 +118,7 @@ def _show(ax, image, title):
 
 
 def probability_figure(path, image, prob, labels, title):
-    from roicurate.figures import figure, save
+    from roicurate.report.evaluation import figure, save
     fig = figure(13, 4.6)
     ax = fig.add_subplot(1, 3, 1)
     _show(ax, image, title)
@@ -135,7 +135,7 @@ def probability_figure(path, image, prob, labels, title):
 
 
 def missed_figure(path, image, covered, missed, shape):
-    from roicurate.figures import figure, save
+    from roicurate.report.evaluation import figure, save
     fig = figure(7, 7)
     ax = fig.add_subplot()
     _show(ax, image, f"{len(missed)} possibly missed cells (red): U-Net objects outside the pipeline's ROIs (cyan)")

@@ -1,6 +1,6 @@
-"""The ``roicurate`` command group and what its commands share. Every user-facing error is one line on stderr and a
-non-zero exit status. Each command lives in its own module of this package; plugins add theirs through
-``register_commands``."""
+"""The ``roicurate`` command group (``cli``) and what its commands share: output lines (``say``, ``note``,
+``detail``, ``emit``), shared options and the ``--recursive`` listing. Every user-facing error is one line on stderr
+and a non-zero exit status. Command modules (and plugins' commands) import from here, never from the package."""
 import json
 import sys
 
@@ -11,7 +11,7 @@ from roicurate.api.results import Events
 from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
 
 
-def _fail(e):
+def fail(e):
     click.echo(f"roicurate: error: {e}", err=True)
     sys.exit(1)
 
@@ -33,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RoicurateError as e:
-            _fail(e)
+            fail(e)
 
     def add_command(self, cmd, name=None):
         """Every command, plugins' included, takes -q/--quiet and -v/--verbose (as the group itself does)."""
@@ -183,16 +183,3 @@ def expand_paths(paths, recursive, as_json=False):
 
 def pipeline_option(f):
     return click.option("--pipeline", type=PipelineChoice(), help="only accept this pipeline's outputs")(f)
-
-
-def main():
-    try:
-        from roicurate.plugins import pm
-    except RoicurateError as e:           # e.g. ROICURATE_LOAD_PLUGINS names a package that is not installed
-        _fail(e)
-    pm.hook.register_commands(cli=cli)
-    cli()
-
-
-# the built-in commands register themselves on ``cli`` when imported
-from roicurate.cli import apply, evaluate, info, label, revert, train  # noqa: E402,F401

@@ -4,7 +4,7 @@ import math
 import click
 
 from roicurate import RoicurateError
-from roicurate.cli import add_image_option, class_rule, cli, log, num, pipeline_option
+from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option
 from roicurate.progress import progress
 
 

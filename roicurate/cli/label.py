@@ -2,7 +2,7 @@
 import click
 
 from roicurate import RoicurateError
-from roicurate.cli import cli
+from roicurate.cli.common import cli
 
 
 @cli.command()
