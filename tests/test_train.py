@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from roicurate import RoicurateError
 from roicurate.crops import CropSpec
-from roicurate.models import Classifier, save_model, sha256
+from roicurate.models import Classifier, save_model
+from roicurate.safeio import sha256_file
 from roicurate.plugins import model_specs
 from roicurate.training.data import load_labelled, split_by_recording, stack
 from roicurate.training.fit import fit, freeze_below
@@ -31,7 +32,7 @@ def test_same_seed_same_weights(sims, tmp_path):
     quick(sims, tmp_path / "a", "--seed", "3")
     quick(sims, tmp_path / "b", "--seed", "3")
     quick(sims, tmp_path / "c", "--seed", "4")
-    digest = {k: sha256(tmp_path / k / "model.safetensors") for k in "abc"}
+    digest = {k: sha256_file(tmp_path / k / "model.safetensors") for k in "abc"}
     assert digest["a"] == digest["b"] != digest["c"]
     card = json.loads((tmp_path / "a/model.json").read_text())
     assert card["sha256"] == digest["a"] and card["training"]["recordings"] == ["s2p_sim1"]

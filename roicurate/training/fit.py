@@ -16,7 +16,8 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.evaluate import best_f1_threshold, class_metrics, roc_auc
-from roicurate.models import _device
+from roicurate.models import logits_to_probabilities, torch_device
+from roicurate.safeio import atomic_write
 
 DEFAULTS = {"epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "lr_decay": None, "patience": 6}
 
@@ -33,16 +34,16 @@ def unjittered(x):
 
 
 def predict_outputs(module, x, device, batch=256):
-    """(N, K) probabilities: [1 - p, p] of a one-output (sigmoid) network, the softmax of a K-output one."""
+    """(N, K) uncalibrated probabilities of the crops ``x`` (``models.logits_to_probabilities``, in float32 as the
+    network computes them): what the epochs' validation scores and the out-of-fold scores are."""
     import torch
     module.eval()
     out = []
     x = unjittered(x)
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            logit = module(torch.from_numpy(x[i:i + batch]).to(device))
-            p = torch.sigmoid(logit[:, :1]) if logit.shape[1] == 1 else torch.softmax(logit, 1)
-            out.append((torch.cat([1 - p, p], 1) if logit.shape[1] == 1 else p).cpu())
+            logits = module(torch.from_numpy(x[i:i + batch]).to(device))
+            out.append(logits_to_probabilities(logits, dtype=torch.float32))
     return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
 
 
@@ -135,7 +136,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
     hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    dev = _device(device)
+    dev = torch_device(device)
     module.to(dev)
     loss_fn, n_out = _loss(module, x_tr, y_tr, dev, draw)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -224,17 +225,15 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
 
 
 def _save_checkpoint(path, config, state, module, opt, sched, rng):
-    """Our own file, read back with ``torch.load(weights_only=True)`` (tensors and plain Python values only)."""
-    import os
+    """Our own file, read back with ``torch.load(weights_only=True)`` (tensors and plain Python values only), written
+    through ``safeio.atomic_write``."""
     import torch
     ckpt = {"config": json.dumps(config, sort_keys=True), "epoch": state["epoch"], "best": state["best"],
             "stale": state["stale"], "history": json.dumps(state["history"]), "best_state": state["best_state"],
             "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state()}
-    tmp = Path(str(path) + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def _load_checkpoint(path, config, module, opt, sched, rng):
