@@ -20,6 +20,7 @@ import numpy as np
 
 from roicurate import RoicurateError, __version__
 from roicurate.rois import RoiSet, iou_matrix, match_labels
+from roicurate.scale import source_binarize
 
 LABELS_NAME = "roicurate_labels.json"
 CELL_CLASSES = ("soma",)
@@ -74,19 +75,11 @@ def read_classes(path, ids, cell_classes=CELL_CLASSES):
     return np.array([n in cell_classes for n in names], bool), names
 
 
-def match_binarize(roiset):
-    """How ROI masks are binarised to compare them with drawn masks: the source's own crop rule (the published
-    protocols: Suite2p lam > 0, CaImAn A > 0.2 x max), as a fraction of each ROI's maximum weight."""
-    src = _source(roiset)
-    frac = getattr(getattr(src, "crop", None), "binarize", None)
-    return 0.0 if frac is None else float(frac)
-
-
 def label_from_truth(roiset, truth, is_cell=None, iou_threshold=0.5, binarize=None, class_names=None):
     """Per-ROI record of the one-to-one match of ``roiset`` against ``truth`` (a RoiSet of ground-truth masks);
     ``class_names`` (one per truth mask) adds each ROI's ``assigned_class``."""
     if binarize is None:
-        binarize = match_binarize(roiset)
+        binarize = source_binarize(roiset)
     iou = iou_matrix(roiset, truth, binarize_a=binarize)
     label, assigned, aiou = match_labels(iou, iou_threshold, is_cell)
     best = iou.argmax(1) if iou.shape[1] else np.zeros(len(roiset), np.int64)

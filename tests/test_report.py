@@ -279,7 +279,7 @@ def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(example_suite2
             name, title = "good", "Good section"
 
             def render(self, roiset, curation, folder):
-                from roicurate.report.evaluation import figure, save
+                from roicurate.report.figures import figure, save
                 fig = figure(2, 2)
                 fig.add_subplot().imshow(roiset.images["mean"])
                 save(fig, folder / "good.png")

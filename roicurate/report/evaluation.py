@@ -1,27 +1,54 @@
-"""PNG figures: the evaluation's ROC and precision-recall curves (the model and every baseline with a score), the
-model's reliability diagram and, for a K-class model, its confusion matrix; and the two helpers every roicurate
-figure is made with (matplotlib's object API: no pyplot, no global backend change)."""
+"""What ``roicurate evaluate --out`` and ``train --test`` write from ``evaluate.evaluate_model``'s numbers:
+``metrics.json`` (every number), ``scores.csv`` (one row per ROI) and PNG figures: the ROC and precision-recall
+curves (the model and every baseline with a score), the model's reliability diagram and, for a K-class model, its
+confusion matrix."""
+import csv
+import json
+from pathlib import Path
+
 import numpy as np
+
+from roicurate.evaluate import ECE_BINS, jsonable, pr_curve, reliability, roc_curve
+from roicurate.report.figures import figure, save
 
 LABELS = {"model": "model", "accept_all": "accept all", "pipeline": "pipeline's own", "suite2p_builtin": "Suite2p built-in"}
 
 
-def figure(w, h):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
-    return fig
+def write_evaluation(out_dir, numbers, table):
+    """``metrics.json`` (every number), ``scores.csv`` (one row per ROI) and the figures (ROC, PR, reliability)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(jsonable(numbers), indent=1, allow_nan=False) + "\n")
+    extra = [c for c in table if c not in ("recording", "unit", "roi", "label")]
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["recording", "unit", "roi", "label"] + extra)
+        for i in range(len(table["label"])):
+            w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
+                       + [_fmt(table[c][i]) for c in extra])
+    return write_figures(out, numbers, curves(numbers, table))
 
 
-def save(fig, path, dpi=100, tight=True):
-    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
-    return path
+def curves(numbers, table):
+    """What the evaluation's figures draw: the ROC and precision-recall curves of every ranking score (the model's
+    and each baseline's that takes more than one value; accept-all has none) and the model's reliability bins."""
+    y = table["label"].astype(bool)
+    keys = ["model"] + [k for k in numbers.get("baselines", {}) if len(np.unique(table[f"{k}_score"])) > 1]
+    out = {"n": int(len(y)), "cell_fraction": float(y.mean()), "bins": ECE_BINS,
+           "reliability": reliability(y, table["model"], ECE_BINS), "scores": {}}
+    for k in keys:
+        s = table["model" if k == "model" else f"{k}_score"]
+        out["scores"][k] = {"roc": roc_curve(y, s)[:2], "pr": pr_curve(y, s)[:2]}
+    return out
+
+
+def _fmt(v):
+    return int(v) if isinstance(v, (bool, np.bool_, np.integer)) else repr(float(v))
 
 
 def write_figures(out, numbers, curves):
     """Write roc.png, pr.png and reliability.png into ``out``; returns their paths. ``curves``: what
-    ``evaluate.curves`` computed (this module draws, it computes no metric)."""
+    ``curves`` computed."""
     pooled = lambda k: (numbers if k == "model" else numbers["baselines"][k])["pooled"]
     label = lambda k: f"model ({numbers['model'].get('name')})" if k == "model" else LABELS.get(k, k)
     paths = []

@@ -1,8 +1,9 @@
 """The figures of a report: score histogram, outlines on the field of view, curves against labels, one row of
 panels per explained ROI (model input, image, saliency, occlusion) and the per-class galleries.
 
-Each function draws one PNG with matplotlib's object API (no pyplot, no global backend change) and returns its path;
-``report.py`` puts them on the page.
+Each function draws one PNG and returns its path; ``page.py`` puts them on the page. Every roicurate figure (these,
+the evaluation's, plugins') is made with the two helpers ``figure`` and ``save``: matplotlib's object API, no
+pyplot, no global backend change.
 """
 import contextlib
 import time
@@ -11,8 +12,22 @@ import numpy as np
 
 from roicurate.crops import CropSpec, make_crops
 from roicurate.evaluate import pr_auc, pr_curve, prf, roc_auc, roc_curve
-from roicurate.report.evaluation import figure, save
-from roicurate.labels import match_binarize
+from roicurate.scale import source_binarize
+
+
+def figure(w, h):
+    """A ``w`` x ``h`` inch matplotlib Figure on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path, dpi=100, tight=True):
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
+    return path
+
 
 ACCEPTED, REJECTED = "#3ee03e", "#ff33cc"         # green / magenta: told apart with red-green colour blindness
 FOV_IMAGES = ("mean", "mean_enhanced", "corr", "max")
@@ -87,7 +102,7 @@ def _fov_image(rs):
 def fov(u, path, numbered=()):
     rs, acc = u.roiset, np.asarray(u.curation.accepted, bool)
     img, what = _fov_image(rs)
-    roi, y, x = outline_pixels(rs, match_binarize(rs))
+    roi, y, x = outline_pixels(rs, source_binarize(rs))
     rgba = np.zeros(rs.shape + (4,))
     from matplotlib.colors import to_rgba
     for sel, colour in ((~acc[roi], REJECTED), (acc[roi], ACCEPTED)):   # accepted drawn last, on top
@@ -246,7 +261,7 @@ def context_windows(u, index):
     """The summary image and a binary mask around each ROI, centred like a default crop: what a person would
     look at in the pipeline's GUI (the model may not see the image at all)."""
     rs, S = u.roiset, u.classifier.crop.size
-    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=match_binarize(rs)), index)[:, 0]
+    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=source_binarize(rs)), index)[:, 0]
     name = next((n for n in FOV_IMAGES if n in rs.images), None)
     image = None if name is None else make_crops(rs, CropSpec(S, (name,), image_norm="none"), index)[:, 0]
     return {"mask": mask, "image": image, "image_name": name}

@@ -110,7 +110,8 @@ def train(sets, arch_spec, crop, val, out, name, **options):
 
     The phases: check the options, resolve the architecture (roicurate/training/arch.py), crop the data, fit or search,
     calibrate, threshold, card (roicurate/training/operating_point.py)."""
-    from roicurate.evaluate import evaluate_model, write_evaluation
+    from roicurate.evaluate import evaluate_model
+    from roicurate.report.evaluation import write_evaluation
     from roicurate.labels import log_label_sources
     from roicurate.models import Classifier, save_model
     run = check_options(sets, TrainOptions(**options), Path(out), name)
