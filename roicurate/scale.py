@@ -8,7 +8,7 @@ Where the reference comes from, first that applies:
 2. the pipeline's own setting, where the user set it: Suite2p's ``diameter``, CaImAn's ``gSig`` (the sources read
    them and leave the defaults alone: a default says nothing about this recording);
 3. a statistic of the ROIs that junk does not fool: the equivalent diameter of the ROI at the 75th percentile of
-   area (masks binarised as the source that read them declares: ``source_binarize``). On the shared labelled sets it lies within 0.87-1.05x
+   area (masks binarised as their source declares: ``source_binarize``). On the shared labelled sets it lies within 0.87-1.05x
    the median diameter of the labelled cells, including neurofinder.04.00 where 87 % of the 691 ROIs are tiny
    junk (its plain median diameter is half the cells').
 """

@@ -254,7 +254,7 @@ def restore_whole_file(path, backup, recorded, inspect, drift, force, original="
     clean_stale_temps(path.parent)
     check()
     notes = []
-    with safeio.unit(path.parent, path) as tx:
+    with safeio.locked_transaction(path.parent, path) as tx:
         st = check()
         if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
             os.unlink(backup)

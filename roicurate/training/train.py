@@ -20,7 +20,7 @@ from roicurate.labels import cell_labels
 from roicurate.training.arch import fp16_round, resolve_architecture
 from roicurate.training.data import recordings, select_recordings, split_by_recording, stack, with_rehearsal
 from roicurate.training.fit import DEFAULTS, fit, freeze_below
-from roicurate.training.operating_point import calibrate, threshold, training_record
+from roicurate.training.operating_point import calibrate_network, set_threshold, training_record
 from roicurate.training.outoflab import check_labs, lab_of
 
 SCALE_JITTER = (0.8, 0.9, 1.0, 1.12, 1.25)   # factors of the reference diameter drawn in training
@@ -55,7 +55,7 @@ class TrainOptions:
 @dataclass
 class Run:
     """The state the phases of one training share."""
-    o: TrainOptions
+    options: TrainOptions
     hp: dict
     out: Path
     name: str
@@ -72,14 +72,14 @@ class Run:
 
     @property
     def log(self):
-        return self.o.log
+        return self.options.log
 
     @property
     def fit_kw(self):
         """What every fit of this run gets (the final one, search trials, out-of-fold and out-of-lab folds)."""
-        dropout = [i for i, c in enumerate(self.arch.crop.channels) if c != "mask"] if self.o.image_dropout else []
-        return dict(hp=self.hp, seed=self.o.seed, device=self.o.device, positive=self.arch.pos,
-                    dropout_channels=dropout, dropout_p=self.o.image_dropout)
+        dropout = [i for i, c in enumerate(self.arch.crop.channels) if c != "mask"] if self.options.image_dropout else []
+        return dict(hp=self.hp, seed=self.options.seed, device=self.options.device, positive=self.arch.pos,
+                    dropout_channels=dropout, dropout_p=self.options.image_dropout)
 
     @property
     def y_val(self):
@@ -116,14 +116,14 @@ def train(sets, arch_spec, crop, val, out, name, **options):
     from roicurate.models import Classifier, save_model
     run = check_options(sets, TrainOptions(**options), Path(out), name)
     run.train_sets, run.val_sets = ([], run.sets) if run.keep else (run.sets, []) \
-        if run.o.operating_point == "out-of-lab" else split_by_recording(run.sets, val, run.o.seed)
-    if run.o.shape_prior and not run.labs and (not run.val_sets or run.o.calibration != "platt"):
+        if run.options.operating_point == "out-of-lab" else split_by_recording(run.sets, val, run.options.seed)
+    if run.options.shape_prior and not run.labs and (not run.val_sets or run.options.calibration != "platt"):
         raise RoicurateError("--shape-prior is weighted by the Platt calibration on validation recordings: "
                              "give --val and keep --calibrate platt")
-    run.arch = resolve_architecture(arch_spec, crop, run.sets, run.o, run.keep)
+    run.arch = resolve_architecture(arch_spec, crop, run.sets, run.options, run.keep)
     log_label_sources(run.train_sets + run.val_sets + run.test_sets, run.log)     # every option checked
-    if run.o.rehearse:
-        log_label_sources(run.o.rehearse, run.log, "rehearsal ")
+    if run.options.rehearse:
+        log_label_sources(run.options.rehearse, run.log, "rehearsal ")
     run.data = crop_data(run)
     run.module, history, rows, frozen = fit_or_search(run)
     run.module.cpu().eval()
@@ -134,9 +134,9 @@ def train(sets, arch_spec, crop, val, out, name, **options):
                 "classes": arch.classes, "positive_class": arch.classes[arch.pos], "threshold": 0.5, "name": name,
                 "sha256": None, "task": arch.task}
     if arch.multi:
-        run.card["class_rule"] = run.o.class_rule
-    calib, prior, oof_thr = calibrate(run)
-    threshold(run, oof_thr)
+        run.card["class_rule"] = run.options.class_rule
+    calib, prior, out_of_lab_threshold = calibrate_network(run)
+    set_threshold(run, out_of_lab_threshold)
     run.card["training"] = training_record(run, history, rows, frozen, prior, calib)
     if run.val_sets:
         numbers = evaluate_model(Classifier(run.module, run.card, arch.spec), run.val_sets, baselines=False)[0]
@@ -145,55 +145,55 @@ def train(sets, arch_spec, crop, val, out, name, **options):
     path = save_model(run.out, name, run.module, run.card)
     (run.out / f"{name}.ckpt.pt").unlink(missing_ok=True)
     if run.test_sets:
-        numbers, table = evaluate_model(Classifier.load(path, device=run.o.device), run.test_sets,
-                                        suite2p_classifier=run.o.suite2p_classifier)
+        numbers, table = evaluate_model(Classifier.load(path, device=run.options.device), run.test_sets,
+                                        suite2p_classifier=run.options.suite2p_classifier)
         write_evaluation(run.out / f"{name}.test", numbers, table)
     return path
 
 
-def check_options(sets, o, out, name):
+def check_options(sets, options, out, name):
     """A Run with the ``--test`` recordings held out, or a one-line error for options that cannot work together
     (before anything is cropped or trained)."""
-    hp = dict(DEFAULTS, **{k: v for k, v in (o.hp or {}).items() if v is not None})
+    hp = dict(DEFAULTS, **{k: v for k, v in (options.hp or {}).items() if v is not None})
     test_sets = []
-    if o.test:
-        held = select_recordings(sets, o.test, "--test")
+    if options.test:
+        held = select_recordings(sets, options.test, "--test")
         test_sets = [rs for rs in sets if rs.recording in held]
         sets = [rs for rs in sets if rs.recording not in held]
         if not sets:
             raise RoicurateError("--test takes every recording; nothing is left to train on")
-    keep = o.init is not None and hp["epochs"] == 0
-    if hp["epochs"] == 0 and o.init is None:
+    keep = options.init is not None and hp["epochs"] == 0
+    if hp["epochs"] == 0 and options.init is None:
         raise RoicurateError("--epochs 0 keeps the weights of a model as they are: give it with --init")
-    if keep and (o.search or o.shape_prior or o.rehearse or o.resume):
+    if keep and (options.search or options.shape_prior or options.rehearse or options.resume):
         raise RoicurateError("--epochs 0 trains nothing: --search, --shape-prior, --rehearse and --resume need epochs")
-    if o.operating_point not in ("validation", "out-of-lab"):
-        raise RoicurateError(f"--operating-point {o.operating_point}: choose validation or out-of-lab")
-    out_of_lab = o.operating_point == "out-of-lab"
-    if out_of_lab and (keep or o.search or o.rehearse or o.resume or o.calibration != "platt"):
+    if options.operating_point not in ("validation", "out-of-lab"):
+        raise RoicurateError(f"--operating-point {options.operating_point}: choose validation or out-of-lab")
+    out_of_lab = options.operating_point == "out-of-lab"
+    if out_of_lab and (keep or options.search or options.rehearse or options.resume or options.calibration != "platt"):
         raise RoicurateError("--operating-point out-of-lab trains one model per lab and calibrates with Platt: "
                              "without --epochs 0, --search, --rehearse, --resume or another --calibrate")
     labs = check_labs([lab_of(rs.recording) for rs in sets]) if out_of_lab else None
-    return Run(o, hp, out, name, sets, test_sets, keep, labs)
+    return Run(options, hp, out, name, sets, test_sets, keep, labs)
 
 
 def crop_data(run):
     """Crops and labels: training (scale-jittered), validation, rehearsal, and what the fit draws from."""
-    o, arch = run.o, run.arch
+    options, arch = run.options, run.arch
     classes = arch.classes if arch.multi else None
-    x_tr, y_tr = stack(run.train_sets, arch.crop, classes, o.scale_jitter)
+    x_tr, y_tr = stack(run.train_sets, arch.crop, classes, options.scale_jitter)
     x_va, y_va = stack(run.val_sets, arch.crop, classes)
     rehearsal = None
-    if o.rehearse:
-        mixed = set(recordings(o.rehearse)) & set(recordings(run.sets + run.test_sets))
+    if options.rehearse:
+        mixed = set(recordings(options.rehearse)) & set(recordings(run.sets + run.test_sets))
         if mixed:
             raise RoicurateError(f"--rehearse: {', '.join(sorted(mixed))} also in the training paths")
-        if not 0 < o.rehearse_share < 1:
+        if not 0 < options.rehearse_share < 1:
             raise RoicurateError("--rehearse-share must be between 0 and 1")
-        rehearsal = stack(o.rehearse, arch.crop, classes, o.scale_jitter)
-        run.log(f"rehearsal: {len(rehearsal[1])} ROIs from {len(recordings(o.rehearse))} recordings, "
-                f"{o.rehearse_share:.0%} of every epoch's draws")
-    x_fit, y_fit, draw = with_rehearsal(x_tr, y_tr, rehearsal, o.rehearse_share)
+        rehearsal = stack(options.rehearse, arch.crop, classes, options.scale_jitter)
+        run.log(f"rehearsal: {len(rehearsal[1])} ROIs from {len(recordings(options.rehearse))} recordings, "
+                f"{options.rehearse_share:.0%} of every epoch's draws")
+    x_fit, y_fit, draw = with_rehearsal(x_tr, y_tr, rehearsal, options.rehearse_share)
     pos_name = arch.classes[arch.pos]
     ncell = lambda y: int((y == arch.pos).sum()) if arch.multi else int(y.sum())
     run.log(f"train: {len(y_tr)} ROIs ({ncell(y_tr)} {pos_name}) from {len(recordings(run.train_sets))} recordings; "
@@ -210,18 +210,18 @@ def crop_data(run):
 def fit_or_search(run):
     """(module, history, search table or None, frozen parameter names): a random search scored on validation F1,
     ``init``'s weights as they are (--epochs 0), or one fit (checkpointed, resumable)."""
-    o, arch, d, hp = run.o, run.arch, run.data, run.hp
+    options, arch, d, hp = run.options, run.arch, run.data, run.hp
     config = {"train": recordings(run.train_sets), "val": recordings(run.val_sets), "n": [len(d.y_tr), len(d.y_va)],
               "arch": arch.spec.name, "build_kwargs": arch.build_kwargs, "crop": arch.crop.to_dict(), "hp": hp,
-              "seed": o.seed, "init": None if arch.init is None else arch.init.card.get("sha256"),
-              "freeze_until": o.freeze_until, "rehearse": recordings(o.rehearse or []),
-              "rehearse_share": o.rehearse_share if o.rehearse else None}
+              "seed": options.seed, "init": None if arch.init is None else arch.init.card.get("sha256"),
+              "freeze_until": options.freeze_until, "rehearse": recordings(options.rehearse or []),
+              "rehearse_share": options.rehearse_share if options.rehearse else None}
     run.out.mkdir(parents=True, exist_ok=True)
     fit_kw = {k: v for k, v in run.fit_kw.items() if k != "hp"}
-    if o.search:
+    if options.search:
         if not run.val_sets:
             raise RoicurateError("--search scores trials on validation F1; give validation recordings with --val")
-        if o.resume:
+        if options.resume:
             raise RoicurateError("--resume continues a single training run, not a --search")
         from roicurate.training.search import format_table, random_search
 
@@ -233,16 +233,16 @@ def fit_or_search(run):
             best = max(hist, key=lambda h: h["val_f1"])
             return best["val_f1"], best["val_roc_auc"], hist, m, time.time() - t0
 
-        best_hp, module, history, rows = random_search(o.search, run_trial, seed=o.seed, log=run.log,
+        best_hp, module, history, rows = random_search(options.search, run_trial, seed=options.seed, log=run.log,
                                                        table_path=run.out / f"{run.name}.search.csv")
         hp.update(best_hp)
         run.log(format_table(rows))
-        return module, history, rows, freeze_below(module, o.freeze_until) if o.freeze_until else []
+        return module, history, rows, freeze_below(module, options.freeze_until) if options.freeze_until else []
     module, frozen = arch.new_module()
     if run.keep:
         run.log(f"--epochs 0: the weights of {arch.init.name} as they are; calibration and threshold from the "
                 f"{len(d.y_va)} ROIs of {len(recordings(run.val_sets))} recordings given")
         return module, [], None, frozen
     history = fit(module, d.x_fit, d.y_fit, d.x_va, d.y_va, hp, log=run.log, checkpoint=run.out / f"{run.name}.ckpt.pt",
-                  resume=o.resume, config=config, draw=d.draw, **fit_kw)
+                  resume=options.resume, config=config, draw=d.draw, **fit_kw)
     return module, history, None, frozen
