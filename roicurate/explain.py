@@ -159,13 +159,6 @@ def patch_masks(centres, size, window=5):
     return iny[:, :, None] & inx[:, None, :]
 
 
-def occlusion_windows(size, window=5, stride=1):
-    """(P, S, S) patch masks and (P, 2) their centres. With stride 1 the map value at pixel (i, j) is exactly
-    the drop caused by hiding the ``window x window`` patch centred there."""
-    centres = patch_centres(size, stride)
-    return patch_masks(centres, size, window), centres
-
-
 def _touched(changed, centres, window):
     """Which patches contain at least one pixel of the boolean (S, S) image ``changed`` (integral image)."""
     S = changed.shape[0]

@@ -2,14 +2,14 @@
 
 1. labels roicurate wrote beside the pipeline output (``roicurate_labels.json``, made by ``roicurate label`` from
    ground-truth masks),
-2. a dataset ``labels.json`` in a parent folder (the layout of ../shared/datasets: ``rois[<relative ROI file>].label``),
+2. a dataset ``labels.json`` in a parent folder (the shared datasets' layout: ``rois[<relative ROI file>].label``),
 3. the pipeline's own verdict — a human's after curation in the Suite2p GUI or a CaImAn script — unless that verdict
    is still exactly what ``roicurate apply`` wrote (a model's output is not a label); a person's answers in
    ``roicurate review`` (``RoiSet.human``, roicurate/review_answers.py) replace it ROI by ROI, and label the
    reviewed ROIs of a unit that has no other labels.
 
-Matching ground truth (the protocol of the shared datasets, see datasets/README.md): binarise each ROI
-(Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
+Matching ground truth (the protocol of the shared datasets' README): binarise each ROI as its source declares
+(``scale.source_binarize``; Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
 one-to-one Hungarian assignment, label 1 iff the partner has IoU >= threshold (0.5) and is a cell.
 """
 import hashlib

@@ -1,4 +1,6 @@
-"""Model specs, model cards and the Classifier: the one place that touches torch devices and threads.
+"""Model specs, model cards and the Classifier; the one place that resolves torch devices (``torch_device``: the
+Classifier and the training loop place networks through it) and sets inference threads, and the one step from
+logits to probabilities (``logits_to_probabilities``).
 
 A trained model on disk is two files, ``NAME.safetensors`` (weights) and ``NAME.json`` (the card). Loading
 reads tensors with safetensors and JSON with json: nothing is ever unpickled.
