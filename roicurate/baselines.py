@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 BUILTIN_FILE = Path(__file__).parent / "data" / "suite2p_classifier.npz"
 SUITE2P_KEYS = ("skew", "npix_norm", "compact")

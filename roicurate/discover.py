@@ -8,7 +8,7 @@ instead define ``find(root)`` returning the paths it claims. roicurate's own fil
 import os
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 OWN_FILES = ".roicurate-"
 

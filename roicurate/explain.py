@@ -17,7 +17,7 @@ explain exactly what ``Classifier.predict_proba`` saw.
 """
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.crops import make_crops
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.rois import RoiSet, iou_matrix, match_labels
 from roicurate.scale import source_binarize
 

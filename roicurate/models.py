@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.crops import CropSpec, make_crops
 from roicurate.safeio import atomic_write_bytes, sha256_file
 

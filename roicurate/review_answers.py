@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.safeio import free_name, locked_transaction
 
 FORMAT, VERSION = "roicurate-review", 1

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"

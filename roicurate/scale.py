@@ -14,7 +14,7 @@ Where the reference comes from, first that applies:
 """
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 PERCENTILE = 75
 SOURCE_STATISTIC = f"ROI statistic (equivalent diameter at the {PERCENTILE}th percentile of ROI area)"

@@ -8,7 +8,7 @@ through a temp file in the same folder + ``os.replace``, and record what was wri
 import os
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate import safeio
 from roicurate.safeio import (atomic_replace, check_free_space, clean_stale_temps, clone_or_copy, create_new,
                               free_name, fsync_dir, pause_after_check, sha256_file, temp_name)

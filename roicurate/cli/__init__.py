@@ -1,7 +1,7 @@
 """The ``roicurate`` command line: one module per command group (``apply``, ``revert``, ``status``, ``train``,
 ``label``, ``evaluate``, ``info``), the helpers they share in ``common``; plugins add commands through
 ``register_commands``."""
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.cli import apply, evaluate, info, label, revert, status, train  # noqa: F401 (they register themselves)
 from roicurate.cli.common import fail, cli
 

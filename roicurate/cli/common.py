@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.api.results import Events
 from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
 

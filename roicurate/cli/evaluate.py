@@ -3,7 +3,7 @@ import math
 
 import click
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option
 from roicurate.progress import progress
 

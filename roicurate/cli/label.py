@@ -1,7 +1,7 @@
 """``roicurate label``: labels for every ROI from hand-drawn masks."""
 import click
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.cli.common import cli
 
 

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option, types_option
 from roicurate.cli.evaluate import print_evaluation
 

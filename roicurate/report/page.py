@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.evaluate import prf
 from roicurate.report.figures import (accepted_classes_label, class_gallery, curves, explain_panels, fov, histogram,
                                       pipeline_name, timed)

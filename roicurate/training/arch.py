@@ -2,7 +2,7 @@
 (new weights, a model to fine-tune as it is, or the weights that fit from a model of another architecture)."""
 from dataclasses import dataclass, replace
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.training.fit import freeze_below
 
 

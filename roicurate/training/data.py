@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.crops import make_crops
 from roicurate.evaluate import class_indices
 from roicurate.labels import attach_labels, cell_labels

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.evaluate import best_f1_threshold, class_metrics, roc_auc
 from roicurate.models import logits_to_probabilities, torch_device
 from roicurate.safeio import atomic_write

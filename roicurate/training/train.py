@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.labels import cell_labels
 from roicurate.training.arch import fp16_round, resolve_architecture
 from roicurate.training.data import recordings, select_recordings, split_by_recording, stack, with_rehearsal
