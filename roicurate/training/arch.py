@@ -57,13 +57,19 @@ class Architecture:
         return m, [n for n in frozen if n not in reshaped]
 
 
+def same_network(init, arch_name):
+    """Whether a run continues ``init``'s own network (``arch_name`` is its architecture): it keeps ``init``'s spec,
+    crop and build options, where another architecture only gets the weights that fit."""
+    return init is not None and arch_name == init.spec.name
+
+
 def resolve_architecture(arch_spec, crop, sets, options, keep):
     """The Architecture of a run with options ``options`` (TrainOptions) on labelled ``sets``; one-line errors for
     combinations that cannot work. ``keep``: --epochs 0 (``options.init``'s weights as they are)."""
     init, task = options.init, getattr(arch_spec, "task", "curate")
     # fine-tuning a model as it is, or ``transfer``: the weights that fit a network of another architecture, input
     # channels or classes (a cell-type network started from the bundled cell / not-cell one)
-    transfer = init is not None and (arch_spec.name != init.spec.name or task == "types")
+    transfer = init is not None and (not same_network(init, arch_spec.name) or task == "types")
     if keep and transfer:
         raise RoicurateError("--epochs 0 keeps --init as it is; another architecture, input or classes needs training")
     init_state = None if init is None else {k: v.detach().cpu().clone() for k, v in init.module.state_dict().items()}

@@ -160,48 +160,15 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
         module.train()
         _freeze_bn_of_frozen(module)
         order = rng.permutation(len(y_tr)) if draw is None else rng.choice(len(y_tr), len(y_tr), p=draw)
-        total, seen = 0.0, 0
         bar = tqdm(total=int(np.ceil(len(order) / bs)), desc=f"epoch {epoch + 1}/{hp['epochs']}", unit="batch",
                    leave=False, disable=None, file=sys.stderr)
-        for i in range(0, len(order), bs):
-            idx = torch.from_numpy(order[i:i + bs])
-            bar.update(1)
-            if len(idx) < 2:
-                continue
-            k = torch.from_numpy(rng.integers(0, 8, len(idx)))
-            if xt.ndim == 5:
-                xb = xt[idx, torch.from_numpy(rng.integers(0, xt.shape[1], len(idx)))]
-            else:
-                xb = xt[idx]
-            if len(dropout_channels):
-                xb = xb.clone()
-                drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
-                xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
-            yb = yt[idx]
-            xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
-            yb = torch.cat([yb[k == j] for j in range(8)])
-            out = module(xb.to(dev))
-            loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+        step = (module, loss_fn, n_out, opt, sched, dev)
+        total, seen = _train_epoch(step, xt, yt, order, bs, rng, dropout_channels, dropout_p, bar)
         bar.close()
         has_val = len(y_va) > 0
-        x_m, y_m = (x_va, y_va) if has_val else (x_tr, y_tr)
-        if n_out == 1:
-            f1, thr, auc = _epoch_metrics(y_m, predict_scores(module, x_m, dev))
-        else:
-            f1, acc, auc = _class_epoch_metrics(np.asarray(y_m, np.int64), predict_outputs(module, x_m, dev), positive)
-        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_f1": f1 if has_val else None,
-               "val_f1_threshold": (thr if n_out == 1 else None) if has_val else None,
-               "val_roc_auc": auc if has_val else None, "train_f1": None if has_val else f1,
-               "seconds": round(time.time() - t0, 2)}
-        if n_out > 1:
-            row["val_accuracy" if has_val else "train_accuracy"] = acc
+        row, f1, acc, auc = _epoch_row(module, n_out, (x_va, y_va) if has_val else (x_tr, y_tr), has_val, dev,
+                                       positive)
+        row.update(epoch=epoch + 1, loss=total / max(seen, 1), seconds=round(time.time() - t0, 2))
         state["history"].append(row)
         what = "val" if has_val else "train (no validation)"
         scores = f"F1 {f1:.3f}" if n_out == 1 else f"macro-F1 {f1:.3f}  accuracy {acc:.3f}"
@@ -222,6 +189,58 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
             callback(row)
     module.load_state_dict(state["best_state"])
     return state["history"]
+
+
+def _train_epoch(step, xt, yt, order, bs, rng, dropout_channels, dropout_p, bar):
+    """One pass over ``order`` (item indices) in batches of ``bs``: a random scale variant (5-D crops), the image
+    channels dropped at random, one of the 8 rotations/flips per crop, a step. Returns (summed loss, items seen)."""
+    import torch
+    module, loss_fn, n_out, opt, sched, dev = step
+    total, seen = 0.0, 0
+    for i in range(0, len(order), bs):
+        idx = torch.from_numpy(order[i:i + bs])
+        bar.update(1)
+        if len(idx) < 2:
+            continue
+        k = torch.from_numpy(rng.integers(0, 8, len(idx)))
+        if xt.ndim == 5:
+            xb = xt[idx, torch.from_numpy(rng.integers(0, xt.shape[1], len(idx)))]
+        else:
+            xb = xt[idx]
+        if len(dropout_channels):
+            xb = xb.clone()
+            drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
+            xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
+        yb = yt[idx]
+        xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
+        yb = torch.cat([yb[k == j] for j in range(8)])
+        out = module(xb.to(dev))
+        loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total, seen
+
+
+def _epoch_row(module, n_out, scored, has_val, dev, positive):
+    """(history row without epoch / loss / seconds, F1 or macro-F1, accuracy or None, ROC AUC) of the network on
+    ``scored`` (x, y): the validation set, or the training set when there is none."""
+    x_m, y_m = scored
+    acc = None
+    if n_out == 1:
+        f1, thr, auc = _epoch_metrics(y_m, predict_scores(module, x_m, dev))
+    else:
+        f1, acc, auc = _class_epoch_metrics(np.asarray(y_m, np.int64), predict_outputs(module, x_m, dev), positive)
+    row = {"epoch": None, "loss": None, "val_f1": f1 if has_val else None,
+           "val_f1_threshold": (thr if n_out == 1 else None) if has_val else None,
+           "val_roc_auc": auc if has_val else None, "train_f1": None if has_val else f1, "seconds": None}
+    if n_out > 1:
+        row["val_accuracy" if has_val else "train_accuracy"] = acc
+    return row, f1, acc, auc
 
 
 def _save_checkpoint(path, config, state, module, opt, sched, rng):
