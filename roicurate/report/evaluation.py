@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from roicurate.evaluate import ECE_BINS, jsonable, pr_curve, reliability, roc_curve
-from roicurate.report.figures import figure, save
+from roicurate.report.figures import figure, roc_pr_lines, save
 
 LABELS = {"model": "model", "accept_all": "accept all", "pipeline": "pipeline's own", "suite2p_builtin": "Suite2p built-in"}
 
@@ -47,36 +47,29 @@ def _fmt(v):
 
 
 def write_figures(out, numbers, curves):
-    """Write roc.png, pr.png and reliability.png into ``out``; returns their paths. ``curves``: what
-    ``curves`` computed."""
+    """Write roc.png, pr.png and reliability.png (and confusion.png for K classes) into ``out``; returns their
+    paths. ``curves``: what :func:`curves` computed."""
     pooled = lambda k: (numbers if k == "model" else numbers["baselines"][k])["pooled"]
     label = lambda k: f"model ({numbers['model'].get('name')})" if k == "model" else LABELS.get(k, k)
     paths = []
 
-    fig = figure(4.5, 4.5)
-    ax = fig.add_subplot()
-    for k, c in curves["scores"].items():
-        fpr, tpr = c["roc"]
-        ax.plot(fpr, tpr, label=f"{label(k)}: AUC {pooled(k)['roc_auc']:.3f}", lw=2 if k == "model" else 1)
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({curves['n']} ROIs, pooled)",
-           xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=7)
-    paths.append(save(fig, out / "roc.png", dpi=110))
+    roc_fig, pr_fig = figure(4.5, 4.5), figure(4.5, 4.5)
+    roc_ax, pr_ax = roc_fig.add_subplot(), pr_fig.add_subplot()
+    roc_pr_lines(roc_ax, pr_ax, [dict(c, lw=2 if k == "model" else 1, roc_label=f"{label(k)}: AUC {pooled(k)['roc_auc']:.3f}",
+                                      pr_label=f"{label(k)}: AP {pooled(k)['pr_auc']:.3f}")
+                                 for k, c in curves["scores"].items()])
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({curves['n']} ROIs, pooled)",
+               xlim=(0, 1), ylim=(0, 1.01))
+    roc_ax.legend(loc="lower right", fontsize=7)
+    paths.append(save(roc_fig, out / "roc.png", dpi=110))
 
-    fig = figure(4.5, 4.5)
-    ax = fig.add_subplot()
-    for k, c in curves["scores"].items():
-        p, r = c["pr"]
-        ax.step(np.r_[0, r], np.r_[p[:1], p], where="pre", label=f"{label(k)}: AP {pooled(k)['pr_auc']:.3f}",
-                lw=2 if k == "model" else 1)
     m = pooled("model")
-    ax.plot([m["recall"]], [m["precision"]], "o", color="k", label=f"model at threshold {numbers['threshold']:.2f}")
+    pr_ax.plot([m["recall"]], [m["precision"]], "o", color="k", label=f"model at threshold {numbers['threshold']:.2f}")
     frac_all = curves["cell_fraction"]
-    ax.axhline(frac_all, color="0.7", lw=0.8, ls="--", label=f"accept all: precision {frac_all:.2f}")
-    ax.set(xlabel="recall", ylabel="precision", title="precision-recall (pooled)", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower left", fontsize=7)
-    paths.append(save(fig, out / "pr.png", dpi=110))
+    pr_ax.axhline(frac_all, color="0.7", lw=0.8, ls="--", label=f"accept all: precision {frac_all:.2f}")
+    pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall (pooled)", xlim=(0, 1), ylim=(0, 1.01))
+    pr_ax.legend(loc="lower left", fontsize=7)
+    paths.append(save(pr_fig, out / "pr.png", dpi=110))
 
     fig = figure(4.5, 4.5)
     ax = fig.add_subplot()

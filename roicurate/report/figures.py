@@ -127,6 +127,20 @@ def fov(u, path, numbered=()):
     return what
 
 
+def roc_pr_lines(ax_roc, ax_pr, series):
+    """Draw ROC and precision-recall curves onto two axes, the one way every roicurate figure draws them: each of
+    ``series`` (dicts: ``roc`` (fpr, tpr), ``pr`` (precision, recall) as ``evaluate.roc_curve`` / ``pr_curve`` give
+    them, ``roc_label``, ``pr_label``, optional ``lw`` and ``color``) as a line on the ROC axes and a step
+    function on the PR axes (precision holds until the next threshold), then the chance diagonal of ROC."""
+    for c in series:
+        style = {k: c[k] for k in ("lw", "color") if k in c}
+        fpr, tpr = c["roc"]
+        ax_roc.plot(fpr, tpr, label=c["roc_label"], **style)
+        p, r = c["pr"]
+        ax_pr.step(np.r_[0, r], np.r_[p[:1] if len(p) else [1.0], p], where="pre", label=c["pr_label"], **style)
+    ax_roc.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+
+
 def curves(u, path):
     """ROC, precision-recall and the confusion matrix at the threshold, for ROIs with a known label."""
     known = u.labels >= 0
@@ -134,11 +148,9 @@ def curves(u, path):
     acc = np.asarray(u.curation.accepted, bool)[known]
     fig = figure(12, 3.6)
     a1, a2, a3 = fig.subplots(1, 3)
-    fpr, tpr, _ = roc_curve(y, s)
-    a1.plot(fpr, tpr, color="#4c72b0", label=f"{u.classifier.name} (AUC {roc_auc(y, s):.3f})")
-    p, r, _ = pr_curve(y, s)
-    a2.plot(np.r_[0, r], np.r_[p[0] if len(p) else 1, p], color="#4c72b0",
-            label=f"{u.classifier.name} (AP {pr_auc(y, s):.3f})")
+    roc_pr_lines(a1, a2, [{"roc": roc_curve(y, s)[:2], "pr": pr_curve(y, s)[:2], "color": "#4c72b0",
+                           "roc_label": f"{u.classifier.name} (AUC {roc_auc(y, s):.3f})",
+                           "pr_label": f"{u.classifier.name} (AP {pr_auc(y, s):.3f})"}])
     for ax, (mx, my) in ((a1, ("fpr", "recall")), (a2, ("recall", "precision"))):
         pts = [(acc, "k", "o", f"roicurate at threshold {u.curation.threshold:.3f}")]
         if u.before is not None:
@@ -147,7 +159,6 @@ def curves(u, path):
             m = prf(y, verdict)
             val = {"fpr": m["fp"] / max(m["fp"] + m["tn"], 1), "recall": m["recall"], "precision": m["precision"]}
             ax.plot(val[mx], val[my], mk, color=c, ms=7, label=lab)
-    a1.plot([0, 1], [0, 1], ":", color="gray")
     a1.set(xlabel="false-positive rate (non-cells accepted)", ylabel="recall (cells accepted)", title="ROC")
     a2.set(xlabel="recall (cells accepted)", ylabel="precision (accepted that are cells)", title="precision-recall",
            ylim=(0, 1.02))
