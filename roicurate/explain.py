@@ -1,4 +1,4 @@
-"""Why a classifier said what it said, as plain arrays in crop coordinates (what ``report_figures.py`` draws).
+"""Why a classifier said what it said, as plain arrays in crop coordinates (what ``roicurate.report.figures`` draws).
 
 * ``saliency``: guided backpropagation (Springenberg et al. 2015). The gradient of the positive-class logit
   with respect to the crop, where every ReLU's backward pass lets only positive gradients through. It is
