@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 80
-PACKAGES = ("roicurate",)
+PACKAGES = ("roicurate", "roicurate_plugins")
 
 
 def module_names(root):
@@ -118,6 +118,9 @@ def test_the_checks_can_fail():
     assert "roicurate.training.fit" in graph["roicurate.training.train"]      # a top-level import
     assert "roicurate.cli.common" in graph["roicurate.cli.apply"]
     assert "roicurate.report" in graph["roicurate.api.applying"]              # the package, from a function
+    _, plugin_graph = import_graph("roicurate_plugins")
+    suite2p = [m for m in plugin_graph if m.startswith("roicurate_plugins.suite2p")]   # modules or a package
+    assert any(set(plugin_graph[m]) & set(suite2p) for m in suite2p)          # the Suite2p family's own imports
     code = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
     node = ast.parse(code).body[0]
     assert node.end_lineno - node.lineno + 1 == MAX_FUNCTION_LINES + 1
