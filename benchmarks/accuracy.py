@@ -21,7 +21,7 @@ from splits import SPLITS, paths
 from roicurate.evaluate import jsonable, metrics, pr_curve
 from roicurate.models import Classifier
 from roicurate.shape import shape_features
-from roicurate.train import load_labelled
+from roicurate.training.data import load_labelled
 
 
 def group_of(recording):

@@ -17,8 +17,8 @@ from splits import SPLITS, path
 
 from roicurate.evaluate import metrics
 from roicurate.models import Classifier
-from roicurate.outoflab import lab_of
-from roicurate.train import load_labelled
+from roicurate.training.outoflab import lab_of
+from roicurate.training.data import load_labelled
 
 
 def main():

@@ -33,7 +33,8 @@ from splits import DATA  # noqa: E402
 from roicurate.evaluate import evaluate_model, jsonable  # noqa: E402
 from roicurate.models import Classifier  # noqa: E402
 from roicurate.plugins import model_specs  # noqa: E402
-from roicurate.train import load_labelled, train  # noqa: E402
+from roicurate.training.data import load_labelled  # noqa: E402
+from roicurate.training.train import train  # noqa: E402
 
 SIMS = ["s2p_sim1", "s2p_sim2", "s2p_sim3"]
 RED = ["not_red", "red"]

@@ -29,7 +29,8 @@ from splits import DATA
 from roicurate.evaluate import best_f1_threshold, evaluate_model, jsonable
 from roicurate.models import Classifier
 from roicurate.plugins import model_specs, sources
-from roicurate.train import load_labelled, train
+from roicurate.training.data import load_labelled
+from roicurate.training.train import train
 
 NF = ["01.00", "01.01", "02.00", "02.01", "04.00", "04.01"]
 ABO = ["501484643", "501574836", "502608215", "510214538", "524691284", "527048992"]

@@ -1,7 +1,7 @@
 """Leave-one-lab-out: how a model does on a lab it never saw, at the threshold it would ship with.
 
 Labs: ABO (abo275), Neurofinder 01, 02 and 04 (two videos each), simulations. `roicurate train --operating-point
-out-of-lab` trains one model per lab on the other labs and scores that lab (roicurate/outoflab.py); each lab's
+out-of-lab` trains one model per lab on the other labs and scores that lab (roicurate/training/outoflab.py); each lab's
 numbers use the calibration and threshold chosen on the *other* labs' out-of-lab scores (nested), as a new lab
 would get them. Beside the model, on the same ROIs: accepting everything, the pipeline's own verdict (the simulated
 runs; the real sets hold only ROIs the pipeline accepted) and a logistic regression on the five shape features
@@ -25,10 +25,11 @@ import numpy as np
 from splits import SPLITS, path
 
 from roicurate.evaluate import jsonable, metrics
-from roicurate.outoflab import lab_of
+from roicurate.training.outoflab import lab_of
 from roicurate.plugins import model_specs, sources
 from roicurate.shape import shape_features
-from roicurate.train import load_labelled, train
+from roicurate.training.data import load_labelled
+from roicurate.training.train import train
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "roicurate_plugins" / "weights"
 
@@ -90,7 +91,7 @@ def adaptation(oof, min_recall):
     over every choice of adaptation recording."""
     from roicurate import calibrate as cal
     from roicurate.evaluate import best_f1_threshold
-    from roicurate.outoflab import operating_point
+    from roicurate.training.outoflab import operating_point
     y, p, lab, rec = oof["y"].astype(bool), oof["p"], oof["lab"], oof["recording"]
     off = oof["offset"] if "offset" in oof else None
     sub = lambda a, m: None if a is None else a[m]

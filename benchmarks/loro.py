@@ -7,7 +7,7 @@ accepting everything, the pipeline's own verdict and Suite2p's built-in classifi
     python benchmarks/loro.py suite2p --epochs 2    # a quick look
     python benchmarks/loro.py --json loro.json --device cuda --arch resnet50 --build width=16 --build first_stride=2
 
-Everything goes through roicurate's own train / evaluate code (`roicurate.train.train`, `evaluate_model`), so each
+Everything goes through roicurate's own train / evaluate code (`roicurate.training.train.train`, `evaluate_model`), so each
 fold's numbers are what `roicurate train ... --test` and `roicurate evaluate` report for it.
 """
 import argparse
@@ -24,7 +24,8 @@ from splits import SPLITS, path
 from roicurate.evaluate import evaluate_model, jsonable, metrics
 from roicurate.models import Classifier
 from roicurate.plugins import model_specs, sources
-from roicurate.train import load_labelled, train
+from roicurate.training.data import load_labelled
+from roicurate.training.train import train
 
 BASELINES = (("accept_all", "accept all"), ("pipeline", "pipeline's own"), ("suite2p_builtin", "Suite2p built-in"))
 

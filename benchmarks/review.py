@@ -1,7 +1,7 @@
 """How much a person's review lifts the written verdict, with a simulated annotator who always answers right.
 
 Per lab (abo275, Neurofinder 01 / 02 / 04, simulations), every ROI is scored by a model trained on the *other* labs
-(leave-one-lab-out: `roicurate train --operating-point out-of-lab`, roicurate/outoflab.py), calibrated (Platt) and
+(leave-one-lab-out: `roicurate train --operating-point out-of-lab`, roicurate/training/outoflab.py), calibrated (Platt) and
 thresholded on the other labs' out-of-lab scores (nested, as a new lab would get them). Then, in every recording,
 the first 0, 5, 10 and 20 % of its ROIs in a review order get the true label, and the F1 of the verdict written
 (human answer where there is one, else the model's) is computed over the lab's ROIs. Orders:
@@ -26,7 +26,7 @@ import numpy as np
 from splits import SPLITS, path
 
 from roicurate.evaluate import prf
-from roicurate.outoflab import MIN_RECALL, nested_metrics
+from roicurate.training.outoflab import MIN_RECALL, nested_metrics
 
 FRACTIONS = (0.0, 0.05, 0.10, 0.20)
 SEEDS = 20
@@ -37,7 +37,8 @@ def out_of_lab(pipeline, arch, epochs, seed, device):
     from dataclasses import replace
 
     from roicurate.plugins import model_specs, sources
-    from roicurate.train import load_labelled, train
+    from roicurate.training.data import load_labelled
+    from roicurate.training.train import train
     recs = [r for part in SPLITS[pipeline].values() for r in part]
     sets = load_labelled([str(path(r, pipeline)) for r in recs], pipeline, use_pipeline_labels=False)
     spec = model_specs()[arch]

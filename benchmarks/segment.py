@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from splits import DATA  # noqa: E402
 from train_unet import SPLIT, images  # noqa: E402
 
-from roicurate.labels import match_binarize  # noqa: E402
+from roicurate.scale import source_binarize  # noqa: E402
 from roicurate.plugins import sources  # noqa: E402
 from roicurate_plugins.unet import scoring as ev  # noqa: E402
 from roicurate_plugins.unet import missed_objects  # noqa: E402
@@ -94,7 +94,7 @@ def main():
         prob = seg.probability(rs.images[seg.image])
         regions = ev.regions_from_labels(seg.objects(prob))
         found, _ = missed_objects(regions, prob, rs)
-        keep = rs.binary(match_binarize(rs))
+        keep = rs.binary(source_binarize(rs))
         rois = [np.stack([rs.y[i:j][keep[i:j]], rs.x[i:j][keep[i:j]]], 1) for i, j in zip(rs.indptr[:-1], rs.indptr[1:])]
         no_roi = ev.neurofinder_match(truth, rois) < 0
         hit = ev.neurofinder_match(truth, [np.asarray(m["coordinates"]) for m in found]) if found else \

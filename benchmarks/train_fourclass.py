@@ -26,7 +26,7 @@ from splits import SPLITS, path
 
 from roicurate.evaluate import evaluate_model, jsonable
 from roicurate.models import Classifier
-from roicurate.train import load_labelled
+from roicurate.training.data import load_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = {"caiman": "caiman-cnn2", "suite2p": "suite2p-resnet50"}

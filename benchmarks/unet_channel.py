@@ -30,7 +30,8 @@ from roicurate.crops import CropSpec  # noqa: E402
 from roicurate.evaluate import evaluate_model  # noqa: E402
 from roicurate.models import Classifier  # noqa: E402
 from roicurate.plugins import model_specs, sources  # noqa: E402
-from roicurate.train import load_labelled, train  # noqa: E402
+from roicurate.training.data import load_labelled  # noqa: E402
+from roicurate.training.train import train  # noqa: E402
 
 VARIANTS = {"mask": (("mask",), "zscore"), "mask+unet": (("mask", "unet"), "none"),
             "mask+unet-z": (("mask", "unet"), "zscore"), "mask+mean": (("mask", "mean"), "zscore")}

@@ -2,13 +2,11 @@
 
 The Python API (``roicurate.apply``, ``predict``, ``revert``, ``status`` and their result classes) lives in
 ``roicurate.api`` and is loaded on first use, so ``import roicurate`` (and ``roicurate -h``) stays light."""
-__version__ = "0.2.0"
+from roicurate.common import RoicurateError, __version__
+
+__all__ = ["RoicurateError", "__version__"]
 
 _API = ("apply", "predict", "revert", "status", "UnitResult", "RevertResult", "StatusResult", "RoicurateWarning")
-
-
-class RoicurateError(Exception):
-    """A problem with the user's input, reported as one line; nothing has been changed on disk."""
 
 
 def __getattr__(name):

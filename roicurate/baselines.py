@@ -12,9 +12,10 @@ regression (scikit-learn ``LogisticRegression(C=100, solver="liblinear")``, the 
 the probability.
 
 The training set is Suite2p's ``classifiers/classifier.npy`` (GPL-3.0, from the suite2p package), shipped as
-``roicurate/data/suite2p_classifier.npz`` (see roicurate/data/README.md). Suite2p puts ROIs into bins with
-``np.argsort``, whose order of equal values depends on the CPU's numpy sort kernels; the shipped file keeps the
-order Suite2p 1.1.0 produced for the reference datasets, so the result is the same on every machine.
+``roicurate/data/suite2p_classifier.npz`` (made once by scripts/convert_suite2p_classifier.py; see
+roicurate/data/README.md). Suite2p puts ROIs into bins with ``np.argsort``, whose order of equal values depends on
+the CPU's numpy sort kernels; the shipped file keeps the order Suite2p 1.1.0 produced for the reference datasets,
+so the result is the same on every machine.
 """
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 BUILTIN_FILE = Path(__file__).parent / "data" / "suite2p_classifier.npz"
 SUITE2P_KEYS = ("skew", "npix_norm", "compact")
@@ -76,14 +77,6 @@ def load_suite2p_training(path=None):
     if stats.ndim != 2 or stats.shape != (len(iscell), len(keys)):
         raise RoicurateError(f"{path}: stats, keys and iscell do not fit together")
     return stats, keys, np.asarray(iscell), order
-
-
-def convert_suite2p_classifier(src, dst):
-    """Suite2p's pickled ``classifier.npy`` -> a plain ``.npz`` (stats, keys, iscell, order), loadable without
-    pickle. ``order`` is ``np.argsort(stats, axis=0)`` as computed by this process (Suite2p's own call)."""
-    stats, keys, iscell, _ = load_suite2p_training(src)
-    np.savez_compressed(dst, stats=stats, keys=np.array(keys), iscell=iscell,
-                        order=np.argsort(stats, axis=0).astype(np.int32))
 
 
 class Suite2pClassifier:

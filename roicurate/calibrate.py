@@ -15,7 +15,7 @@ Only what is in a card is ever applied: :func:`apply` is the one function that m
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.evaluate import ece
 
 METHODS = ("platt", "temperature", "isotonic", "none")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 
 @dataclass(frozen=True)

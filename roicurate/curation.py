@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 
 @dataclass

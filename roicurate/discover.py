@@ -8,7 +8,7 @@ the default of ``Source.find``, which a source may override with a cheaper searc
 import os
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 OWN_FILES = ".roicurate-"
 

@@ -1,4 +1,6 @@
-"""Classification metrics, with one definition for every number in a card, an evaluation JSON or a README:
+"""Classification metrics, and a model scored on labelled ROI sets (``evaluate_model``: it runs the classifier and
+its baselines; ``roicurate.report.evaluation`` writes what it returns). One definition for every number in a card,
+an evaluation JSON or a README:
 scikit-learn's (``roc_auc_score``, ``average_precision_score``, ``precision_recall_curve``, ``roc_curve``,
 ``confusion_matrix``, ``calibration_curve``), behind the names the rest of roicurate calls.
 
@@ -12,7 +14,6 @@ a score on a bin edge belongs to the lower bin); the mean, weighted by bin size,
 
 scikit-learn is imported inside the functions: ``sklearn.metrics`` costs ~1 s of every ``apply``'s start-up.
 """
-import json
 import warnings
 
 import numpy as np
@@ -263,38 +264,3 @@ def jsonable(o):
     if isinstance(o, (float, np.floating)):
         return float(o) if np.isfinite(o) else None
     return o
-
-
-def write_evaluation(out_dir, numbers, table):
-    """``metrics.json`` (every number), ``scores.csv`` (one row per ROI) and the figures (ROC, PR, reliability)."""
-    import csv
-    from pathlib import Path
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(jsonable(numbers), indent=1, allow_nan=False) + "\n")
-    extra = [c for c in table if c not in ("recording", "unit", "roi", "label")]
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["recording", "unit", "roi", "label"] + extra)
-        for i in range(len(table["label"])):
-            w.writerow([table["recording"][i], table["unit"][i], int(table["roi"][i]), int(table["label"][i])]
-                       + [_fmt(table[c][i]) for c in extra])
-    from roicurate.figures import write_figures     # figures.py only draws: it imports nothing from here
-    return write_figures(out, numbers, curves(numbers, table))
-
-
-def curves(numbers, table):
-    """What the evaluation's figures draw: the ROC and precision-recall curves of every ranking score (the model's
-    and each baseline's that takes more than one value; accept-all has none) and the model's reliability bins."""
-    y = table["label"].astype(bool)
-    keys = ["model"] + [k for k in numbers.get("baselines", {}) if len(np.unique(table[f"{k}_score"])) > 1]
-    out = {"n": int(len(y)), "cell_fraction": float(y.mean()), "bins": ECE_BINS,
-           "reliability": reliability(y, table["model"], ECE_BINS), "scores": {}}
-    for k in keys:
-        s = table["model" if k == "model" else f"{k}_score"]
-        out["scores"][k] = {"roc": roc_curve(y, s)[:2], "pr": pr_curve(y, s)[:2]}
-    return out
-
-
-def _fmt(v):
-    return int(v) if isinstance(v, (bool, np.bool_, np.integer)) else repr(float(v))

@@ -1,4 +1,4 @@
-"""Why a classifier said what it said, as plain arrays in crop coordinates (what ``report_figures.py`` draws).
+"""Why a classifier said what it said, as plain arrays in crop coordinates (what ``roicurate.report.figures`` draws).
 
 * ``saliency``: guided backpropagation (Springenberg et al. 2015). The gradient of the positive-class logit
   with respect to the crop, where every ReLU's backward pass lets only positive gradients through. It is
@@ -17,7 +17,7 @@ explain exactly what ``Classifier.predict_proba`` saw.
 """
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.crops import make_crops
 
 
@@ -157,13 +157,6 @@ def patch_masks(centres, size, window=5):
     iny = (r[None, :] >= lo[:, :1]) & (r[None, :] < lo[:, :1] + window)
     inx = (r[None, :] >= lo[:, 1:]) & (r[None, :] < lo[:, 1:] + window)
     return iny[:, :, None] & inx[:, None, :]
-
-
-def occlusion_windows(size, window=5, stride=1):
-    """(P, S, S) patch masks and (P, 2) their centres. With stride 1 the map value at pixel (i, j) is exactly
-    the drop caused by hiding the ``window x window`` patch centred there."""
-    centres = patch_centres(size, stride)
-    return patch_masks(centres, size, window), centres
 
 
 def _touched(changed, centres, window):

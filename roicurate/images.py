@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 ADD_IMAGE_FILES = (".npy", ".tif", ".tiff", ".png")      # the file types --add-image reads
 

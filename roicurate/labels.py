@@ -2,14 +2,14 @@
 
 1. labels roicurate wrote beside the pipeline output (``roicurate_labels.json``, made by ``roicurate label`` from
    ground-truth masks),
-2. a dataset ``labels.json`` in a parent folder (the layout of ../shared/datasets: ``rois[<relative ROI file>].label``),
+2. a dataset ``labels.json`` in a parent folder (the shared datasets' layout: ``rois[<relative ROI file>].label``),
 3. the pipeline's own verdict — a human's after curation in the Suite2p GUI or a CaImAn script — unless that verdict
    is still exactly what ``roicurate apply`` wrote (a model's output is not a label); a person's answers in
    ``roicurate review`` (``RoiSet.human``, roicurate/review_answers.py) replace it ROI by ROI, and label the
    reviewed ROIs of a unit that has no other labels.
 
-Matching ground truth (the protocol of the shared datasets, see datasets/README.md): binarise each ROI
-(Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
+Matching ground truth (the protocol of the shared datasets' README): binarise each ROI as its source declares
+(``scale.source_binarize``; Suite2p: weight > 0; CaImAn: weight > 0.2 x the component's max), IoU against every ground-truth mask,
 one-to-one Hungarian assignment, label 1 iff the partner has IoU >= threshold (0.5) and is a cell.
 """
 import hashlib
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.rois import RoiSet, iou_matrix, match_labels
+from roicurate.scale import source_binarize
 
 LABELS_NAME = "roicurate_labels.json"
 CELL_CLASSES = ("soma",)
@@ -74,19 +75,11 @@ def read_classes(path, ids, cell_classes=CELL_CLASSES):
     return np.array([n in cell_classes for n in names], bool), names
 
 
-def match_binarize(roiset):
-    """How ROI masks are binarised to compare them with drawn masks: the source's own crop rule (the published
-    protocols: Suite2p lam > 0, CaImAn A > 0.2 x max), as a fraction of each ROI's maximum weight."""
-    src = _source(roiset)
-    frac = getattr(getattr(src, "crop", None), "binarize", None)
-    return 0.0 if frac is None else float(frac)
-
-
 def label_from_truth(roiset, truth, is_cell=None, iou_threshold=0.5, binarize=None, class_names=None):
     """Per-ROI record of the one-to-one match of ``roiset`` against ``truth`` (a RoiSet of ground-truth masks);
     ``class_names`` (one per truth mask) adds each ROI's ``assigned_class``."""
     if binarize is None:
-        binarize = match_binarize(roiset)
+        binarize = source_binarize(roiset)
     iou = iou_matrix(roiset, truth, binarize_a=binarize)
     label, assigned, aiou = match_labels(iou, iou_threshold, is_cell)
     best = iou.argmax(1) if iou.shape[1] else np.zeros(len(roiset), np.int64)

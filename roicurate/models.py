@@ -1,9 +1,10 @@
-"""Model specs, model cards and the Classifier: the one place that touches torch devices and threads.
+"""Model specs, model cards and the Classifier; the one place that resolves torch devices (``torch_device``: the
+Classifier and the training loop place networks through it) and sets inference threads, and the one step from
+logits to probabilities (``logits_to_probabilities``).
 
 A trained model on disk is two files, ``NAME.safetensors`` (weights) and ``NAME.json`` (the card). Loading
 reads tensors with safetensors and JSON with json: nothing is ever unpickled.
 """
-import hashlib
 import json
 import math
 import os
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.crops import CropSpec, make_crops
+from roicurate.safeio import atomic_write_bytes, sha256_file
 
 BINARY_CLASSES = ("not_cell", "cell")
 
@@ -47,14 +49,6 @@ class ModelSpec:
     @property
     def card_path(self):
         return None if self.weights is None else str(Path(self.weights).with_suffix(".json"))
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_card(path):
@@ -239,7 +233,7 @@ class Classifier:
         self.crop = crop_from_card(card, card.get("name", "model card"))
         self.classes = tuple(card["classes"])
         self.threshold = float(card["threshold"])
-        self.device = _device(device)
+        self.device = torch_device(device)
         self.batch_size = batch_size
         self.fast = fast
         if threads:
@@ -297,16 +291,10 @@ class Classifier:
         are applied here; affine calibrations are already folded into the weights) with the ROIs' shape-prior
         logits ``prior`` (from :meth:`prior_logits`) added: the one place that turns logits into what thresholds,
         reports and explanations compare."""
-        import torch
         from roicurate.calibrate import apply as calibrate
         if (prior is None) != (self.card.get("shape_prior") is None):
             raise RoicurateError("a model with a shape prior needs the ROIs' prior logits (and one without, none)")
-        if logits.shape[1] == 1:
-            z = logits[:, 0].double()
-            p = torch.sigmoid(z if prior is None else z + torch.from_numpy(np.array(prior, np.float64)).to(z.device))
-            out = torch.stack([1 - p, p], 1).cpu().numpy()
-        else:
-            out = torch.softmax(logits.double(), 1).cpu().numpy()
+        out = logits_to_probabilities(logits, prior).numpy()
         if len(self.classes) == 2 and self.card.get("calibration"):
             p = calibrate(self.card["calibration"], out[:, self.positive])
             out[:, self.positive], out[:, 1 - self.positive] = p, 1 - p
@@ -342,7 +330,7 @@ def load_weights(weights, card, build):
     from safetensors.torch import load_file
     if not os.path.exists(weights):
         raise RoicurateError(f"{weights}: model weights are missing")
-    digest = sha256(weights)
+    digest = sha256_file(weights)
     if card.get("sha256") and card["sha256"] != digest:
         raise RoicurateError(f"{weights}: sha256 does not match its card (file changed or corrupt)")
     try:
@@ -362,7 +350,9 @@ def load_weights(weights, card, build):
     return module, digest
 
 
-def _device(device):
+def torch_device(device):
+    """The ``torch.device`` of ``--device`` (cpu, cuda, cuda:N; "auto" or None: cuda when present), or a one-line
+    error when CUDA is asked for and absent. Classifier and the training loop both place networks through it."""
     import torch
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -371,27 +361,31 @@ def _device(device):
     return torch.device(device)
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def logits_to_probabilities(logits, prior=None, dtype=None):
+    """(N, K) CPU tensor of a batch of network outputs: [1 - p, p] of a one-output (sigmoid) network, with the
+    shape-prior logits ``prior`` added before the sigmoid, or the softmax of a K-output one; computed in ``dtype``
+    (default float64; training's own epoch scores use the network's float32). No calibration: that is the card's
+    (:meth:`Classifier.logits_to_proba`)."""
+    import torch
+    dtype = torch.float64 if dtype is None else dtype
+    if logits.shape[1] == 1:
+        z = logits[:, 0].to(dtype)
+        p = torch.sigmoid(z if prior is None else z + torch.from_numpy(np.array(prior, np.float64)).to(z.device))
+        return torch.stack([1 - p, p], 1).cpu()
+    return torch.softmax(logits.to(dtype), 1).cpu()
 
 
 def save_model(out_dir, name, module, card):
-    """Write NAME.safetensors (fp16 floats) and NAME.json with its sha256; returns the card path."""
-    from safetensors.torch import save_file
+    """Write NAME.safetensors (fp16 floats) and NAME.json with its sha256, each through ``safeio.atomic_write``
+    (temp file, fsync, rename); returns the card path."""
+    from safetensors.torch import save
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu()
              for k, v in module.state_dict().items()}
     wpath = out / f"{name}.safetensors"
-    tmp = wpath.with_suffix(".safetensors.tmp")
-    save_file(state, str(tmp))
-    os.chmod(tmp, 0o666 & ~_umask())        # safetensors creates it 0600: a lab shares its models like its data
-    os.replace(tmp, wpath)
-    card = dict(card, name=name, sha256=sha256(wpath), roicurate_version=__version__)
+    atomic_write_bytes(wpath, save(state))       # a new file gets the umask's permissions: a lab shares its models
+    card = dict(card, name=name, sha256=sha256_file(wpath), roicurate_version=__version__)
     cpath = out / f"{name}.json"
-    tmp = cpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    os.replace(tmp, cpath)
+    atomic_write_bytes(cpath, (json.dumps(card, indent=1) + "\n").encode())
     return str(cpath)

@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"),

@@ -16,7 +16,8 @@ from importlib import metadata
 
 import pluggy
 
-from roicurate import RoicurateError, hookspecs
+from roicurate import hookspecs
+from roicurate.common import RoicurateError
 
 DEFAULT_PLUGINS = (
     "roicurate_plugins.nets",
@@ -132,6 +133,6 @@ def plugin_info():
         dist = dict(pm.list_plugin_distinfo()).get(plugin)
         version = getattr(dist, "version", None) if dist else None
         if version is None:
-            from roicurate import __version__ as version
+            from roicurate.common import __version__ as version
         rows.append((name, version, hooks))
     return rows

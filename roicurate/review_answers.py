@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
-from roicurate.safeio import free_name, unit
+from roicurate.common import RoicurateError
+from roicurate.safeio import free_name, locked_transaction
 
 FORMAT, VERSION = "roicurate-review", 1
 LABELS = (0, 1)
@@ -115,7 +115,7 @@ def _change(src, unit_path, roiset, edit):
     path = Path(src.review_path(unit_path))
     where = src.location(unit_path)
     folder = where if where.is_dir() else where.parent
-    with unit(folder, path) as tx:
+    with locked_transaction(folder, path) as tx:
         record = read_record(path)
         if record is not None and mismatch(record, roiset):
             aside = free_name(path.parent, path.name.removesuffix(".json") + "-stale", ".json")

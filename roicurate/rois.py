@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 
 @dataclass

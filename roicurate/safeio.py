@@ -3,7 +3,7 @@ writes, independent copies, no-replace creation.
 
 * ``atomic_write(path, write)`` / ``atomic_replace(tmp, path)``: the one temp file + fsync + ``os.replace`` +
   folder fsync that every writer uses (a file written from Python, or a prepared copy such as an edited HDF5).
-* ``unit(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
+* ``locked_transaction(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
   behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
   whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
 * Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
@@ -255,7 +255,7 @@ class Transaction:
 
 
 @contextlib.contextmanager
-def unit(folder, what):
+def locked_transaction(folder, what):
     """Lock ``folder``, clean dead runs' temp files, and run the body as one transaction: any failure undoes
     this unit's steps; an OSError becomes one line naming the file; SIGTERM exits with one line."""
     folder = Path(folder)
@@ -297,7 +297,7 @@ def _shielded(undo):
 # ---- atomic writes ---------------------------------------------------------------------------------------
 def atomic_write(path, write):
     """Call ``write(file_object)`` on a temp file beside ``path``, then ``atomic_replace`` it into place. The temp
-    file is removed on any failure (SIGTERM included, inside ``unit``)."""
+    file is removed on any failure (SIGTERM included, inside ``locked_transaction``)."""
     path = Path(path)
     tmp = temp_name(path)
     try:

@@ -8,13 +8,13 @@ Where the reference comes from, first that applies:
 2. the pipeline's own setting, where the user set it: Suite2p's ``diameter``, CaImAn's ``gSig`` (the sources read
    them and leave the defaults alone: a default says nothing about this recording);
 3. a statistic of the ROIs that junk does not fool: the equivalent diameter of the ROI at the 75th percentile of
-   area (masks binarised as the labelling protocol does). On the shared labelled sets it lies within 0.87-1.05x
+   area (masks binarised as their source declares: ``source_binarize``). On the shared labelled sets it lies within 0.87-1.05x
    the median diameter of the labelled cells, including neurofinder.04.00 where 87 % of the 691 ROIs are tiny
    junk (its plain median diameter is half the cells').
 """
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 PERCENTILE = 75
 SOURCE_STATISTIC = f"ROI statistic (equivalent diameter at the {PERCENTILE}th percentile of ROI area)"
@@ -25,12 +25,21 @@ def equivalent_diameter(area):
     return 2 * np.sqrt(np.asarray(area, float) / np.pi)
 
 
+def source_binarize(roiset):
+    """How the masks of ``roiset`` are binarised wherever a mask counts as its pixels (areas, outlines, matching
+    drawn masks): the binarisation its source declares in its crop spec (``Source.crop``; the published protocols:
+    Suite2p lam > 0, CaImAn A > 0.2 x max), as a fraction of each ROI's maximum weight; 0.0 where it declares none."""
+    from roicurate.plugins import sources
+    src = sources().get(roiset.source)
+    frac = None if src is None or src.crop is None else src.crop.binarize
+    return 0.0 if frac is None else float(frac)
+
+
 def roi_statistic(roiset):
     """The statistic of rule 3 above, in pixels (None for a recording without ROIs)."""
-    from roicurate.labels import match_binarize
     if not len(roiset):
         return None
-    keep = roiset.binary(match_binarize(roiset))
+    keep = roiset.binary(source_binarize(roiset))
     area = np.bincount(roiset.roi_index[keep], minlength=len(roiset))
     return float(equivalent_diameter(max(np.percentile(area, PERCENTILE), 1.0)))
 

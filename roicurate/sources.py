@@ -11,7 +11,7 @@ through a temp file in the same folder + ``os.replace``, and record what was wri
 import os
 from pathlib import Path
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate import safeio
 from roicurate.safeio import (atomic_replace, check_free_space, clean_stale_temps, clone_or_copy, create_new,
                               free_name, fsync_dir, pause_after_check, sha256_file, temp_name)
@@ -303,7 +303,7 @@ def restore_whole_file(path, backup, recorded, inspect, drift, force, original="
     clean_stale_temps(path.parent)
     check()
     notes = []
-    with safeio.unit(path.parent, path) as tx:
+    with safeio.locked_transaction(path.parent, path) as tx:
         st = check()
         if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
             os.unlink(backup)

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate.cli import add_image_option
+from roicurate.cli.common import add_image_option
 from roicurate.hookspecs import hookimpl
 
 def truth_labels(roiset, path, iou=0.5):

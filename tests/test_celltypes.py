@@ -14,7 +14,8 @@ from roicurate import RoicurateError
 from roicurate.images import add_images
 from roicurate.labels import attach_type_labels, read_type_labels
 from roicurate.plugins import model_specs, sources
-from roicurate.train import load_labelled, transfer_weights
+from roicurate.training.arch import transfer_weights
+from roicurate.training.data import load_labelled
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -13,7 +13,7 @@ from roicurate import calibrate
 from roicurate.baselines import suite2p_builtin
 from roicurate.evaluate import ece, metrics, roc_auc
 from roicurate.plugins import sources
-from roicurate.train import load_labelled
+from roicurate.training.data import load_labelled
 
 
 def manual_ece(y, s, bins=15):

@@ -160,7 +160,8 @@ def test_skipping_patches_that_change_nothing_is_exact(plane, fill, window, stri
     clf = classifier(cnn2(size=32, channels=(4, 8), hidden=8), 32)
     idx = [0, 5]
     got = explain.occlusion(clf, plane, idx, window=window, stride=stride, fill=fill, batch_size=100)
-    masks, centres = explain.occlusion_windows(32, window, stride)
+    centres = explain.patch_centres(32, stride)
+    masks = explain.patch_masks(centres, 32, window)
     x = torch.from_numpy(make_crops(plane, clf.crop, idx))
     with torch.inference_mode():
         for k in range(len(idx)):

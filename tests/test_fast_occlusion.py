@@ -20,7 +20,8 @@ def naive(clf, roiset, index, window=5, sample=None, occlude=None):
     from roicurate.crops import make_crops
     S = clf.crop.size
     hide = torch.tensor([occlude is None or c in occlude for c in clf.crop.channels])[None, :, None, None]
-    masks, centres = explain.occlusion_windows(S, window, 1)
+    centres = explain.patch_centres(S, 1)
+    masks = explain.patch_masks(centres, S, window)
     if sample:
         pick = np.random.default_rng(0).choice(len(centres), sample, replace=False)
         masks, centres = masks[pick], centres[pick]

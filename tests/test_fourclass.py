@@ -19,7 +19,7 @@ from roicurate.curation import curate
 from roicurate.labels import apply_class_rule, check_class_rule
 from roicurate.models import Classifier, save_model
 from roicurate.plugins import model_specs, sources
-from roicurate.train import load_labelled
+from roicurate.training.data import load_labelled
 from roicurate_plugins.fourclass import CLASSES, SIM_CLASS_RULE, vgg13_4c
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")

@@ -8,7 +8,7 @@ import pytest
 from conftest import cli_run as run
 
 from roicurate import RoicurateError
-from roicurate.train import load_labelled
+from roicurate.training.data import load_labelled
 
 FIELDS = ("label", "matched_gt", "assigned_gt", "assigned_iou", "best_gt", "best_iou")
 

@@ -8,9 +8,10 @@ import pytest
 from conftest import cli_run as run
 from scipy.stats import kstest, mannwhitneyu
 
-from roicurate import calibrate, evaluate, search
+from roicurate import calibrate, evaluate
+from roicurate.training import search
 from roicurate.baselines import liblinear_logistic
-from roicurate.train import OOF_FOLDS, oof_folds
+from roicurate.training.operating_point import N_FOLDS, recording_folds
 
 # 4 cells, 3 non-cells, ties across the classes at 0.5 and 0.1
 Y = np.array([1, 0, 1, 1, 0, 0, 1], bool)
@@ -145,12 +146,12 @@ def test_search_keeps_the_best_trial():
 def test_out_of_fold_folds_never_split_a_recording(n_recs):
     rng = np.random.default_rng(n_recs)
     groups = np.repeat([f"lab/rec{i}" for i in range(n_recs)], rng.integers(5, 60, n_recs))
-    folds, how = oof_folds(groups, seed=0)
+    folds, how = recording_folds(groups, seed=0)
     k = int(folds.max()) + 1
     if n_recs == 1:                       # nothing to split by: folds of the ROIs, and the rule says so
-        assert k == OOF_FOLDS and "one training recording" in how
+        assert k == N_FOLDS and "one training recording" in how
         return
-    assert k == min(OOF_FOLDS, n_recs) and f"{k} folds of whole training recordings" == how
+    assert k == min(N_FOLDS, n_recs) and f"{k} folds of whole training recordings" == how
     for f in range(k):
         held, train = set(groups[folds == f]), set(groups[folds != f])
         assert held and train and not held & train

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from roicurate import RoicurateError
-from roicurate.models import Classifier, sha256
+from roicurate.models import Classifier
+from roicurate.safeio import sha256_file
 from roicurate.plugins import model_specs, sources
 from roicurate_plugins.nets import cnn2, resnet50
 
@@ -30,7 +31,7 @@ def test_full_resnet50_has_the_published_size():
 
 def test_saved_model_roundtrip_without_pickle(tiny_model, suite2p_sessions):
     card = json.loads((tiny_model / "tiny.json").read_text())
-    assert card["sha256"] == sha256(tiny_model / "tiny.safetensors")
+    assert card["sha256"] == sha256_file(tiny_model / "tiny.safetensors")
     raw = (tiny_model / "tiny.safetensors").read_bytes()
     assert b"pickle" not in raw[:2000] and raw[8:9] == b"{"      # safetensors: length + JSON header
     clf = Classifier.load(str(tiny_model))
@@ -69,5 +70,5 @@ def test_bundled_models_are_registered_with_cards():
             for key in ("arch", "crop", "classes", "threshold", "threshold_rule", "training", "sha256"):
                 assert key in card, (name, key)
             assert "validation" in card or "out_of_lab" in card, name      # where its numbers were measured
-            assert card["sha256"] == sha256(spec.weights)
+            assert card["sha256"] == sha256_file(spec.weights)
             assert set(card["training"]["recordings"]).isdisjoint(card["training"]["validation_recordings"])

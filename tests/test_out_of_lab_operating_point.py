@@ -7,7 +7,7 @@ from conftest import cli_run as run
 
 from roicurate.evaluate import metrics
 from roicurate.models import Classifier
-from roicurate.outoflab import lab_of, nested_metrics, operating_point, threshold_for_recall
+from roicurate.training.outoflab import lab_of, nested_metrics, operating_point, threshold_for_recall
 
 
 def test_lab_names():

@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from roicurate import report, report_figures
+from roicurate import report
+from roicurate.report import figures as report_figures
 from roicurate.crops import CropSpec
 from roicurate.curation import curate
 from roicurate.models import Classifier, save_model
@@ -278,7 +279,7 @@ def test_a_plugin_section_is_rendered_and_a_failing_one_is_a_note(example_suite2
             name, title = "good", "Good section"
 
             def render(self, roiset, curation, folder):
-                from roicurate.figures import figure, save
+                from roicurate.report.figures import figure, save
                 fig = figure(2, 2)
                 fig.add_subplot().imshow(roiset.images["mean"])
                 save(fig, folder / "good.png")

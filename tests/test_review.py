@@ -220,7 +220,7 @@ def test_curate_in_python_takes_the_answers_too(plane, tiny_model):
 
 
 def test_answers_are_labels_for_train_and_evaluate(plane, tiny_model):
-    from roicurate.train import load_labelled
+    from roicurate.training.data import load_labelled
     (src, unit, rs), = read_units([plane])
     review_answers.answer(src, unit, rs, 0, 0)
     review_answers.answer(src, unit, rs, 1, 1)

@@ -13,7 +13,8 @@ from conftest import cli_run as run
 from PIL import Image
 
 from roicurate import RoicurateError
-from roicurate.models import Classifier, sha256
+from roicurate.models import Classifier
+from roicurate.safeio import sha256_file
 from roicurate.plugins import model_specs
 from roicurate_plugins.unet import scoring as ev
 from roicurate_plugins.unet.model import MODEL, Segmenter, normalise, probability, unet
@@ -110,7 +111,7 @@ def test_bundled_model_is_registered_and_listed(seg):
     spec = model_specs()[MODEL]
     assert spec.pipeline == "any" and spec.classes == ("background", "neuron") and spec.weights
     card = json.loads(open(spec.card_path).read())
-    assert card["sha256"] == sha256(spec.weights) and card["arch"] == "unet" and card["input"]["image"] == "mean"
+    assert card["sha256"] == sha256_file(spec.weights) and card["arch"] == "unet" and card["input"]["image"] == "mean"
     assert set(card["training"]["recordings"]).isdisjoint(card["training"]["test_recordings"])
     out = run("models").output
     assert MODEL in out and "background,neuron" in out and card["sha256"][:12] in out

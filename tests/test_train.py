@@ -12,9 +12,11 @@ from safetensors.torch import load_file
 
 from roicurate import RoicurateError
 from roicurate.crops import CropSpec
-from roicurate.models import Classifier, save_model, sha256
+from roicurate.models import Classifier, save_model
+from roicurate.safeio import sha256_file
 from roicurate.plugins import model_specs
-from roicurate.train import fit, freeze_below, load_labelled, split_by_recording, stack
+from roicurate.training.data import load_labelled, split_by_recording, stack
+from roicurate.training.fit import fit, freeze_below
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_same_seed_same_weights(sims, tmp_path):
     quick(sims, tmp_path / "a", "--seed", "3")
     quick(sims, tmp_path / "b", "--seed", "3")
     quick(sims, tmp_path / "c", "--seed", "4")
-    digest = {k: sha256(tmp_path / k / "model.safetensors") for k in "abc"}
+    digest = {k: sha256_file(tmp_path / k / "model.safetensors") for k in "abc"}
     assert digest["a"] == digest["b"] != digest["c"]
     card = json.loads((tmp_path / "a/model.json").read_text())
     assert card["sha256"] == digest["a"] and card["training"]["recordings"] == ["s2p_sim1"]
@@ -165,8 +167,8 @@ def test_user_errors_are_one_line(sims, tmp_path):
 def test_rehearsal_draws_the_old_recordings_as_their_share_and_never_validates_on_them(sims, tmp_path):
     """Fine-tuning on a new recording with --rehearse: the old recordings only train, as --rehearse-share of every
     epoch's draws (with the class balance of what is drawn); the threshold comes from the new ROIs alone."""
-    from roicurate.fit import _loss
-    from roicurate.train import with_rehearsal
+    from roicurate.training.fit import _loss
+    from roicurate.training.data import with_rehearsal
     x, y = np.zeros((30, 1, 4, 4), np.float32), (np.arange(30) < 10).astype(np.float32)
     xr, yr = np.ones((90, 1, 4, 4), np.float32), (np.arange(90) < 60).astype(np.float32)
     xa, ya, draw = with_rehearsal(x, y, (xr, yr), 0.25)

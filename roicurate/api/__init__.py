@@ -14,7 +14,7 @@ Nothing here imports torch until a model is loaded.
 """
 import warnings as _warnings
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.api.applying import iter_apply
 from roicurate.api.restoring import iter_revert, iter_status
 from roicurate.api.results import ApplyTotals, Events, RevertResult, RoicurateWarning, StatusResult, UnitResult

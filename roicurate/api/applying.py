@@ -3,7 +3,7 @@ them one by one, yielding each unit's result as soon as it is written (160 plane
 import os
 import time
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.api.lines import DRY_RUN, count_units, types_line, undo_line, verdict_line
 from roicurate.api.paths import as_names, as_paths, expand, image_items
 from roicurate.api.results import ApplyTotals, Events, UnitResult

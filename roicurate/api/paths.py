@@ -1,7 +1,7 @@
 """The paths the API is given: normalised, checked, and (``recursive``) every pipeline output found under them."""
 import os
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 
 def as_paths(paths):

@@ -1,6 +1,6 @@
 """The engines of ``revert`` (put the pipeline's original verdict back) and ``status`` (what roicurate did to each
 unit), one result at a time."""
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.api.lines import status_line
 from roicurate.api.paths import as_paths, check_exist, expand
 from roicurate.api.results import Events, RevertResult, StatusResult

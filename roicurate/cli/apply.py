@@ -2,7 +2,7 @@
 ``roicurate.api.iter_apply``: it parses the options and prints each unit's lines as the API yields them."""
 import click
 
-from roicurate.cli import Printer, add_image_option, cli, emit, json_mode, note, recursive_option, say
+from roicurate.cli.common import Printer, add_image_option, cli, emit, json_mode, note, recursive_option, say
 
 
 class _Closing(Printer):

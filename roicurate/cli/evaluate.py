@@ -3,8 +3,8 @@ import math
 
 import click
 
-from roicurate import RoicurateError
-from roicurate.cli import add_image_option, class_rule, cli, log, num, pipeline_option
+from roicurate.common import RoicurateError
+from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option
 from roicurate.progress import progress
 
 
@@ -66,10 +66,11 @@ def evaluate(paths, model_name, pipeline, threshold, out, device, suite2p_classi
     the pipeline's own verdict, Suite2p's built-in classifier) on the same ROIs. A model with more than two
     classes is also scored per class where the labels name object classes (confusion matrix). A cell-type model
     is scored on --types labels, against accept-all and the pipeline's own red-cell probability."""
-    from roicurate.evaluate import evaluate_model, write_evaluation
+    from roicurate.evaluate import evaluate_model
+    from roicurate.report.evaluation import write_evaluation
     from roicurate.images import parse_image_options
     from roicurate.models import Classifier
-    from roicurate.train import load_labelled
+    from roicurate.training.data import load_labelled
     clf = Classifier.load(model_name, device=device)
     if (types is not None) != (clf.task == "types"):
         raise RoicurateError(f"--types scores a cell-type model, and model '{clf.name}' "

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from roicurate.cli import cli
+from roicurate.cli.common import cli
 
 
 @cli.command()

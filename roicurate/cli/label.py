@@ -1,8 +1,8 @@
 """``roicurate label``: labels for every ROI from hand-drawn masks."""
 import click
 
-from roicurate import RoicurateError
-from roicurate.cli import cli
+from roicurate.common import RoicurateError
+from roicurate.cli.common import cli
 
 
 @cli.command()

@@ -4,8 +4,8 @@ import json
 
 import click
 
-from roicurate import RoicurateError
-from roicurate.cli import add_image_option, class_rule, cli, log, num, pipeline_option, types_option
+from roicurate.common import RoicurateError
+from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option, types_option
 from roicurate.cli.evaluate import print_evaluation
 
 
@@ -16,7 +16,6 @@ def parse_val(val):
         return float(val)
     except ValueError:
         return [v for v in val.split(",") if v]
-
 
 
 @cli.command()
@@ -88,25 +87,14 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     pipeline's own (curated) verdict. A cell-type architecture (task "types") trains on --types labels instead.
     --init with another --arch (e.g. a cell-type network from the bundled suite2p-resnet50) starts from the
     weights that fit; layers whose shape differs train even below --freeze-until."""
-    from dataclasses import replace
-
     from roicurate.images import parse_image_options
-    from roicurate.models import Classifier
     from roicurate.plugins import model_specs, pipeline_source
-    from roicurate.train import load_labelled, train as run_train
+    from roicurate.training.arch import same_network
+    from roicurate.training.data import load_labelled
+    from roicurate.training.train import train as run_train
 
     specs = model_specs()
-    if arch and arch not in specs:
-        raise RoicurateError(f"unknown architecture '{arch}' (registered: {', '.join(specs)})")
-    init = Classifier.load(init_model, specs) if init_model else None
-    task = specs[arch].task if arch else (init.task if init else "curate")
-    if (types is not None) != (task == "types"):
-        raise RoicurateError("--types trains a cell-type architecture (task 'types', see roicurate models) and such "
-                             "an architecture needs --types")
-    if type_classes:
-        type_classes = [c for c in type_classes.split(",") if c]
-    elif init and init.task == "types":
-        type_classes = list(init.classes)          # fine-tuning a cell-type model: its classes, in its order
+    init, task, type_classes = model_to_start_from(specs, arch, init_model, types, type_classes)
     images = parse_image_options(add_image)
     labelled = lambda found, pipe: load_labelled(found, pipe, log=log, types=types, images=images,
                                                  type_classes=type_classes)
@@ -114,20 +102,13 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     if len({rs.pipeline for rs in sets}) > 1:
         raise RoicurateError("the paths mix pipelines; train one pipeline at a time (--pipeline)")
     src = pipeline_source(sets[0].pipeline)
-    if init:
-        if arch and arch != init.card["arch"]:
-            log(f"--init {init_model} ({init.card['arch']}) into --arch {arch}: the weights that fit are copied")
-        if init.card.get("pipeline") not in (None, "any", src.name):
-            log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
-    elif freeze_until or rehearse:
-        option = "--freeze-until" if freeze_until else "--rehearse"
-        raise RoicurateError(f"{option} needs --init (a model to fine-tune)")
-    arch = arch or (init.card["arch"] if init else src.default_arch)
+    arch = architecture_name(arch, init, init_model, src, freeze_until, rehearse)
+    same = same_network(init, arch)           # fine-tuning init's own network: its spec and crop as they are
     kwargs = {}
     for item in build:
         key, _, value = item.partition("=")
         kwargs[key] = json.loads(value) if value else None
-    spec = init.spec if init and arch == init.card["arch"] else specs[arch]
+    spec = init.spec if same else specs[arch]
     rule = None if task == "types" else \
         class_rule(class_rule_path, init.card.get("class_rule") if init else spec.class_rule, spec.classes)
     # rehearsal: labelled outputs of other recordings, mixed into fine-tuning (quoted glob patterns expanded)
@@ -138,18 +119,11 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
         sets = [attach_labels(rs, log=log, class_rule=rule) for rs in sets]
         if old:
             old = [attach_labels(rs, log=log, class_rule=rule) for rs in old]
-    crop = init.crop if init and arch == init.card["arch"] else spec.crop or src.crop
-    if channels:
-        if init and arch == init.card["arch"]:
-            raise RoicurateError("--channels: a fine-tuned model keeps its channels; give --arch for another input")
-        crop = replace(crop, channels=tuple(c for c in channels.split(",") if c))
-    if scale and init and arch == init.card["arch"] and scale != crop.scale:
-        raise RoicurateError("--scale: a fine-tuned model keeps its crop scale; give --arch for another input")
-    if not (init and arch == init.card["arch"]):
-        # cell / not cell: the cell's size relative to the recording's cells; cell types: the images' intensities
-        # (measured on the two-channel simulations, where reference-scaled crops ranked worse), native pixels
-        crop = replace(crop, scale=scale or ("native" if task == "types" else "reference"),
-                       optional_images=bool(image_dropout))
+    crop = init.crop if same else training_crop(spec.crop or src.crop, channels, scale, task, image_dropout)
+    if same and (channels or (scale and scale != crop.scale)):
+        option = "--channels" if channels else "--scale"
+        what = "channels" if channels else "crop scale"
+        raise RoicurateError(f"{option}: a fine-tuned model keeps its {what}; give --arch for another input")
     if "size" not in kwargs and "size" in spec.build.__code__.co_varnames:
         kwargs["size"] = crop.size
     hp = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "lr_decay": lr_decay,
@@ -161,6 +135,53 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
                      suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, rehearse=old,
                      rehearse_share=rehearse_share, operating_point=operating_point, min_recall=min_recall,
                      image_dropout=image_dropout, log=log)
+    say_trained(card, out, name, test)
+
+
+def model_to_start_from(specs, arch, init_model, types, type_classes):
+    """(the --init Classifier or None, the task trained, the cell-type classes); one-line errors for an unknown
+    --arch and for --types without a cell-type architecture (or the reverse)."""
+    from roicurate.models import Classifier
+    if arch and arch not in specs:
+        raise RoicurateError(f"unknown architecture '{arch}' (registered: {', '.join(specs)})")
+    init = Classifier.load(init_model, specs) if init_model else None
+    task = specs[arch].task if arch else (init.task if init else "curate")
+    if (types is not None) != (task == "types"):
+        raise RoicurateError("--types trains a cell-type architecture (task 'types', see roicurate models) and such "
+                             "an architecture needs --types")
+    if type_classes:
+        type_classes = [c for c in type_classes.split(",") if c]
+    elif init and init.task == "types":
+        type_classes = list(init.classes)          # fine-tuning a cell-type model: its classes, in its order
+    return init, task, type_classes
+
+
+def architecture_name(arch, init, init_model, src, freeze_until, rehearse):
+    """--arch, else --init's architecture, else the pipeline's default; says what fine-tuning will do."""
+    if init:
+        if arch and arch != init.card["arch"]:
+            log(f"--init {init_model} ({init.card['arch']}) into --arch {arch}: the weights that fit are copied")
+        if init.card.get("pipeline") not in (None, "any", src.name):
+            log(f"note: --init {init_model} was trained on {init.card['pipeline']} ROIs; fine-tuning on {src.name}")
+    elif freeze_until or rehearse:
+        option = "--freeze-until" if freeze_until else "--rehearse"
+        raise RoicurateError(f"{option} needs --init (a model to fine-tune)")
+    return arch or (init.card["arch"] if init else src.default_arch)
+
+
+def training_crop(crop, channels, scale, task, image_dropout):
+    """The crop of a new network: ``crop`` (the architecture's, else the source's) with --channels, and its scale:
+    cell / not cell: the cell's size relative to the recording's cells; cell types: the images' intensities
+    (measured on the two-channel simulations, where reference-scaled crops ranked worse), native pixels."""
+    from dataclasses import replace
+    if channels:
+        crop = replace(crop, channels=tuple(c for c in channels.split(",") if c))
+    return replace(crop, scale=scale or ("native" if task == "types" else "reference"),
+                   optional_images=bool(image_dropout))
+
+
+def say_trained(card, out, name, test):
+    """The closing line (threshold, validation numbers) and, with --test, the held-out evaluation's table."""
     c = json.load(open(card))
     v = c.get("validation")
     msg = f"{card}: threshold {c['threshold']:.3f} ({c['threshold_rule']})"

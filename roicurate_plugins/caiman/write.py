@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 
 from roicurate import RoicurateError, hdf5_content
-from roicurate.safeio import atomic_replace, sha256_file, unit
+from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
 from roicurate_plugins.caiman.read import already_selected, import_h5py, is_selected, open_hdf5
@@ -55,7 +55,7 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
     backup = backup_path(path)
     K = len(curation.accepted)
     v = verdict(curation, as_cnn_preds)
-    with unit(path.parent, path) as tx:
+    with locked_transaction(path.parent, path) as tx:
         st = check_writable(path, force=force)          # again: another run may have written meanwhile
         if st.K != K or len(roiset) != K:
             raise RoicurateError(f"{path}: has {st.K} components but the curation has {K} (RoiSet: {len(roiset)})")

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
-from roicurate.safeio import atomic_replace, sha256_file, unit
+from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
 from roicurate_plugins.nwb.shared import MODULE, backup_of, has_hdf5_signature, pynwb
@@ -195,7 +195,7 @@ def write(path, roiset, curation, force=False):
     accepted = np.asarray(curation.accepted, bool)
     cp = np.asarray(curation.probabilities, np.float64) if len(curation.classes) > 2 else None
     sha = verdict_sha256(rows, prob, accepted, cp)
-    with unit(path.parent, path) as tx:
+    with locked_transaction(path.parent, path) as tx:
         st = check_writable(path, force, roiset.origin["table"])     # again: another run may have written meanwhile
         ps_key = next((k for k in st.counts if k.endswith("/" + roiset.origin["plane_segmentation"])), None)
         if ps_key is None or st.counts[ps_key] != roiset.origin["ps_rows"]:

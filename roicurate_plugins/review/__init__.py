@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from roicurate import RoicurateError
-from roicurate.cli import add_image_option
+from roicurate.cli.common import add_image_option
 from roicurate.hookspecs import hookimpl
 
 HOST = "127.0.0.1"

@@ -100,7 +100,7 @@ class ReviewSession:
     def picture(self, kind, roi=None):
         """PNG bytes: "crop" (the summary image around ROI ``roi`` with its outline), "fov" (the whole field of
         view with every outline, once), "why" (the report's panel: model input, saliency, occlusion; drawn by
-        roicurate/report_figures.py)."""
+        roicurate/report/figures.py)."""
         key = (kind, roi)
         if key not in self.pictures:
             if roi is not None:
@@ -111,7 +111,7 @@ class ReviewSession:
         return self.pictures[key]
 
     def _crop(self, roi):
-        from roicurate.report_figures import context_windows
+        from roicurate.report.figures import context_windows
         ctx = context_windows(self.unit, [roi])
         mask = ctx["mask"][0] > 0
         img = ctx["image"][0] if ctx["image"] is not None else mask.astype(np.float64)
@@ -130,7 +130,7 @@ class ReviewSession:
         outline in the report's colours for the model's verdict: green accepted, magenta rejected."""
         from matplotlib.colors import to_rgb
 
-        from roicurate.report_figures import ACCEPTED, FOV_IMAGES, REJECTED, outline_pixels
+        from roicurate.report.figures import ACCEPTED, FOV_IMAGES, REJECTED, outline_pixels
         rs = self.roiset
         name = next((n for n in FOV_IMAGES if n in rs.images), None)
         img = np.zeros(rs.shape) if name is None else np.asarray(rs.images[name], np.float64)
@@ -143,7 +143,7 @@ class ReviewSession:
         return _png(np.nan_to_num(rgb))
 
     def _why(self, roi):
-        from roicurate.report_figures import explain_panels
+        from roicurate.report.figures import explain_panels
         occ = {"window": 5, "stride": 2, "fill": 0.0, "occlude": ("mask",)}
         panels, _ = explain_panels(self.unit, np.array([roi]), self.cache / "why", occ, progress=False)
         return (self.cache / "why" / panels[roi]).read_bytes()

@@ -14,7 +14,7 @@ import numpy as np
 import roicurate
 from roicurate import RoicurateError
 from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, free_name,
-                              pause_after_check, sha256_bytes, sha256_file, unit)
+                              locked_transaction, pause_after_check, sha256_bytes, sha256_file)
 from roicurate.sources import check_dir_writable
 from roicurate_plugins.suite2p.files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
                                              expand_units, load_file, load_iscell, load_redcell, plane_folders,
@@ -75,7 +75,7 @@ def write_plane(path, roiset, curation, force=False):
     data = npy_bytes(iscell)
     multi = len(curation.classes) > 2
     classes = npy_bytes(np.asarray(curation.probabilities, np.float64)) if multi else b""
-    with unit(plane, plane / ISCELL) as tx:
+    with locked_transaction(plane, plane / ISCELL) as tx:
         st = check_writable(plane, force=force, combined=False)   # again: another run may have written meanwhile
         if roi_count(plane) != n:
             raise RoicurateError(f"{plane / 'stat.npy'}: changed while roicurate ran (now {roi_count(plane)} "
@@ -145,7 +145,7 @@ def write_types(path, roiset, curation, force=False, redcell=False):
     if redcell and len(curation.classes) != 2:
         raise RoicurateError(f"--redcell needs a two-class model (e.g. not_red / red); this one has "
                              f"{len(curation.classes)} classes")
-    with unit(plane, plane / TYPES) as tx:
+    with locked_transaction(plane, plane / TYPES) as tx:
         check_types_writable(plane, force, redcell)
         pause_after_check()
         record = types_record(plane)
@@ -200,7 +200,7 @@ def rebuild_combined(suite2p_dir):
     """combined/iscell.npy = the planes' iscell.npy concatenated, as Suite2p does, under combined/'s lock, with
     its original kept once; flips made in the GUI's combined view (which stay there) are kept beside."""
     combined = suite2p_dir / "combined"
-    with unit(combined, combined / ISCELL) as tx:
+    with locked_transaction(combined, combined / ISCELL) as tx:
         data = npy_bytes(combined_rows(suite2p_dir))
         st = verified_state(combined, roi_count(combined))
         check_free_space(combined, 3 * len(data) + (1 << 20), f"{combined / ISCELL} and its backup")
@@ -269,7 +269,7 @@ def check_revert(plane, force):
 def revert_plane(plane, force):
     """Restore iscell.npy from the verified backup, then remove the backup, then the record (until the record
     is gone, a re-run can tell the restored original from hand edits)."""
-    with unit(plane, plane / ISCELL) as tx:
+    with locked_transaction(plane, plane / ISCELL) as tx:
         if not is_curated(plane):
             return []
         st = check_revert(plane, force)
@@ -304,7 +304,7 @@ def revert_combined(suite2p_dir):
         return []
     if any(is_curated(p) for p in plane_folders(suite2p_dir)):
         return rebuild_combined(suite2p_dir) + [f"{combined / ISCELL} rebuilt from the planes"]
-    with unit(combined, combined / ISCELL) as tx:
+    with locked_transaction(combined, combined / ISCELL) as tx:
         if not (combined / BACKUP).exists() and not (combined / RECORD).exists():
             return []
         st = verified_state(combined, roi_count(combined))

@@ -95,9 +95,9 @@ def read_input(path, kind="mean"):
 def missed_objects(regions, prob, roiset, max_overlap=0.0):
     """The objects whose pixels lie in pipeline ROIs (binarised as the labelling protocol does: Suite2p lam > 0,
     CaImAn A > 0.2 x max) for at most ``max_overlap`` of their area: cells the pipeline may have missed."""
-    from roicurate.labels import match_binarize
+    from roicurate.scale import source_binarize
     covered = np.zeros(roiset.shape, bool)
-    keep = roiset.binary(match_binarize(roiset))
+    keep = roiset.binary(source_binarize(roiset))
     covered[roiset.y[keep], roiset.x[keep]] = True
     out = []
     for i, r in enumerate(regions):
@@ -118,7 +118,7 @@ def _show(ax, image, title):
 
 
 def probability_figure(path, image, prob, labels, title):
-    from roicurate.figures import figure, save
+    from roicurate.report.figures import figure, save
     fig = figure(13, 4.6)
     ax = fig.add_subplot(1, 3, 1)
     _show(ax, image, title)
@@ -135,7 +135,7 @@ def probability_figure(path, image, prob, labels, title):
 
 
 def missed_figure(path, image, covered, missed, shape):
-    from roicurate.figures import figure, save
+    from roicurate.report.figures import figure, save
     fig = figure(7, 7)
     ax = fig.add_subplot()
     _show(ax, image, f"{len(missed)} possibly missed cells (red): U-Net objects outside the pipeline's ROIs (cyan)")

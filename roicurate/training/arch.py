@@ -2,8 +2,8 @@
 (new weights, a model to fine-tune as it is, or the weights that fit from a model of another architecture)."""
 from dataclasses import dataclass, replace
 
-from roicurate import RoicurateError
-from roicurate.fit import freeze_below
+from roicurate.common import RoicurateError
+from roicurate.training.fit import freeze_below
 
 
 @dataclass
@@ -57,13 +57,19 @@ class Architecture:
         return m, [n for n in frozen if n not in reshaped]
 
 
-def resolve_architecture(arch_spec, crop, sets, o, keep):
-    """The Architecture of a run with options ``o`` (TrainOptions) on labelled ``sets``; one-line errors for
-    combinations that cannot work. ``keep``: --epochs 0 (``o.init``'s weights as they are)."""
-    init, task = o.init, getattr(arch_spec, "task", "curate")
+def same_network(init, arch_name):
+    """Whether a run continues ``init``'s own network (``arch_name`` is its architecture): it keeps ``init``'s spec,
+    crop and build options, where another architecture only gets the weights that fit."""
+    return init is not None and arch_name == init.spec.name
+
+
+def resolve_architecture(arch_spec, crop, sets, options, keep):
+    """The Architecture of a run with options ``options`` (TrainOptions) on labelled ``sets``; one-line errors for
+    combinations that cannot work. ``keep``: --epochs 0 (``options.init``'s weights as they are)."""
+    init, task = options.init, getattr(arch_spec, "task", "curate")
     # fine-tuning a model as it is, or ``transfer``: the weights that fit a network of another architecture, input
     # channels or classes (a cell-type network started from the bundled cell / not-cell one)
-    transfer = init is not None and (arch_spec.name != init.spec.name or task == "types")
+    transfer = init is not None and (not same_network(init, arch_spec.name) or task == "types")
     if keep and transfer:
         raise RoicurateError("--epochs 0 keeps --init as it is; another architecture, input or classes needs training")
     init_state = None if init is None else {k: v.detach().cpu().clone() for k, v in init.module.state_dict().items()}
@@ -76,7 +82,7 @@ def resolve_architecture(arch_spec, crop, sets, o, keep):
     else:
         inherited = {} if init is None else {k: v for k, v in init.card.get("build_kwargs", {}).items()
                                              if k not in ("in_channels", "n_out")}   # e.g. the width, so weights fit
-        build_kwargs = {**inherited, **(o.build_kwargs or {})}
+        build_kwargs = {**inherited, **(options.build_kwargs or {})}
         build_kwargs.setdefault("in_channels", len(crop.channels))
     if task == "types":
         found = {tuple(rs.origin.get("label_classes") or ()) for rs in sets}
@@ -85,14 +91,14 @@ def resolve_architecture(arch_spec, crop, sets, o, keep):
                                  f"(--types); found {', '.join('/'.join(f) or 'none' for f in found)}")
         arch_spec = replace(arch_spec, classes=next(iter(found)), positive_class=None)
         build_kwargs.setdefault("n_out", 1 if len(arch_spec.classes) == 2 else len(arch_spec.classes))
-    arch = Architecture(arch_spec, crop, build_kwargs, init, transfer, o.freeze_until, o.seed, init_state)
-    if o.operating_point == "out-of-lab" and arch.multi:
+    arch = Architecture(arch_spec, crop, build_kwargs, init, transfer, options.freeze_until, options.seed, init_state)
+    if options.operating_point == "out-of-lab" and arch.multi:
         raise RoicurateError("--operating-point out-of-lab is for cell / not-cell models")
-    if arch.multi and o.shape_prior:
+    if arch.multi and options.shape_prior:
         raise RoicurateError("--shape-prior adds to a one-output network's logit; this model has "
                              f"{len(arch.classes)} classes")
-    if arch.multi and o.class_rule is not None and o.class_rule["positive"] != arch.classes[arch.pos]:
-        raise RoicurateError(f"the class rule's positive class is '{o.class_rule['positive']}', the model's "
+    if arch.multi and options.class_rule is not None and options.class_rule["positive"] != arch.classes[arch.pos]:
+        raise RoicurateError(f"the class rule's positive class is '{options.class_rule['positive']}', the model's "
                              f"'{arch.classes[arch.pos]}'")
     return arch
 

@@ -1,8 +1,9 @@
 """The figures of a report: score histogram, outlines on the field of view, curves against labels, one row of
 panels per explained ROI (model input, image, saliency, occlusion) and the per-class galleries.
 
-Each function draws one PNG with matplotlib's object API (no pyplot, no global backend change) and returns its path;
-``report.py`` puts them on the page.
+Each function draws one PNG and returns its path; ``page.py`` puts them on the page. Every roicurate figure (these,
+the evaluation's, plugins') is made with the two helpers ``figure`` and ``save``: matplotlib's object API, no
+pyplot, no global backend change.
 """
 import contextlib
 import time
@@ -11,8 +12,22 @@ import numpy as np
 
 from roicurate.crops import CropSpec, make_crops
 from roicurate.evaluate import pr_auc, pr_curve, prf, roc_auc, roc_curve
-from roicurate.figures import figure, save
-from roicurate.labels import match_binarize
+from roicurate.scale import source_binarize
+
+
+def figure(w, h):
+    """A ``w`` x ``h`` inch matplotlib Figure on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path, dpi=100, tight=True):
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
+    return path
+
 
 ACCEPTED, REJECTED = "#3ee03e", "#ff33cc"         # green / magenta: told apart with red-green colour blindness
 FOV_IMAGES = ("mean", "mean_enhanced", "corr", "max")
@@ -87,7 +102,7 @@ def _fov_image(rs):
 def fov(u, path, numbered=()):
     rs, acc = u.roiset, np.asarray(u.curation.accepted, bool)
     img, what = _fov_image(rs)
-    roi, y, x = outline_pixels(rs, match_binarize(rs))
+    roi, y, x = outline_pixels(rs, source_binarize(rs))
     rgba = np.zeros(rs.shape + (4,))
     from matplotlib.colors import to_rgba
     for sel, colour in ((~acc[roi], REJECTED), (acc[roi], ACCEPTED)):   # accepted drawn last, on top
@@ -112,6 +127,20 @@ def fov(u, path, numbered=()):
     return what
 
 
+def roc_pr_lines(ax_roc, ax_pr, series):
+    """Draw ROC and precision-recall curves onto two axes, the one way every roicurate figure draws them: each of
+    ``series`` (dicts: ``roc`` (fpr, tpr), ``pr`` (precision, recall) as ``evaluate.roc_curve`` / ``pr_curve`` give
+    them, ``roc_label``, ``pr_label``, optional ``lw`` and ``color``) as a line on the ROC axes and a step
+    function on the PR axes (precision holds until the next threshold), then the chance diagonal of ROC."""
+    for c in series:
+        style = {k: c[k] for k in ("lw", "color") if k in c}
+        fpr, tpr = c["roc"]
+        ax_roc.plot(fpr, tpr, label=c["roc_label"], **style)
+        p, r = c["pr"]
+        ax_pr.step(np.r_[0, r], np.r_[p[:1] if len(p) else [1.0], p], where="pre", label=c["pr_label"], **style)
+    ax_roc.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+
+
 def curves(u, path):
     """ROC, precision-recall and the confusion matrix at the threshold, for ROIs with a known label."""
     known = u.labels >= 0
@@ -119,11 +148,9 @@ def curves(u, path):
     acc = np.asarray(u.curation.accepted, bool)[known]
     fig = figure(12, 3.6)
     a1, a2, a3 = fig.subplots(1, 3)
-    fpr, tpr, _ = roc_curve(y, s)
-    a1.plot(fpr, tpr, color="#4c72b0", label=f"{u.classifier.name} (AUC {roc_auc(y, s):.3f})")
-    p, r, _ = pr_curve(y, s)
-    a2.plot(np.r_[0, r], np.r_[p[0] if len(p) else 1, p], color="#4c72b0",
-            label=f"{u.classifier.name} (AP {pr_auc(y, s):.3f})")
+    roc_pr_lines(a1, a2, [{"roc": roc_curve(y, s)[:2], "pr": pr_curve(y, s)[:2], "color": "#4c72b0",
+                           "roc_label": f"{u.classifier.name} (AUC {roc_auc(y, s):.3f})",
+                           "pr_label": f"{u.classifier.name} (AP {pr_auc(y, s):.3f})"}])
     for ax, (mx, my) in ((a1, ("fpr", "recall")), (a2, ("recall", "precision"))):
         pts = [(acc, "k", "o", f"roicurate at threshold {u.curation.threshold:.3f}")]
         if u.before is not None:
@@ -132,7 +159,6 @@ def curves(u, path):
             m = prf(y, verdict)
             val = {"fpr": m["fp"] / max(m["fp"] + m["tn"], 1), "recall": m["recall"], "precision": m["precision"]}
             ax.plot(val[mx], val[my], mk, color=c, ms=7, label=lab)
-    a1.plot([0, 1], [0, 1], ":", color="gray")
     a1.set(xlabel="false-positive rate (non-cells accepted)", ylabel="recall (cells accepted)", title="ROC")
     a2.set(xlabel="recall (cells accepted)", ylabel="precision (accepted that are cells)", title="precision-recall",
            ylim=(0, 1.02))
@@ -246,7 +272,7 @@ def context_windows(u, index):
     """The summary image and a binary mask around each ROI, centred like a default crop: what a person would
     look at in the pipeline's GUI (the model may not see the image at all)."""
     rs, S = u.roiset, u.classifier.crop.size
-    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=match_binarize(rs)), index)[:, 0]
+    mask = make_crops(rs, CropSpec(S, ("mask",), binarize=source_binarize(rs)), index)[:, 0]
     name = next((n for n in FOV_IMAGES if n in rs.images), None)
     image = None if name is None else make_crops(rs, CropSpec(S, (name,), image_norm="none"), index)[:, 0]
     return {"mask": mask, "image": image, "image_name": name}

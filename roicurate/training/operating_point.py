@@ -1,14 +1,17 @@
 """The last phases of ``roicurate train``: calibrate the fitted network (and weigh its shape prior), choose the
-threshold, and describe the run in the card. ``run`` is the :class:`roicurate.train.Run` of that training."""
+threshold, and describe the run in the card. ``run`` is the :class:`roicurate.training.train.Run` of that training."""
 import numpy as np
 
-from roicurate.fit import fit, unjittered
 from roicurate.labels import cell_labels
-from roicurate.outoflab import MIN_RECALL, lab_of, nested_metrics
-from roicurate.outoflab import operating_point as oof_operating_point
 from roicurate.scale import reference_diameter
 from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
-from roicurate.train_arch import fp16_round
+from roicurate.training.arch import fp16_round
+from roicurate.training.data import recordings, stack, with_rehearsal
+from roicurate.training.fit import DEFAULTS, fit, predict_scores, unjittered
+from roicurate.training.outoflab import MIN_RECALL, lab_of, nested_metrics
+from roicurate.training.outoflab import operating_point as out_of_lab_operating_point
+
+N_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 
 
 def _fold(run, calib, a, b, probe):
@@ -30,12 +33,12 @@ def validation_scores(run):
 def shape_prior_of(run):
     """A logistic regression on the training ROIs' shape features (``--shape-prior``), or ``init``'s prior kept
     (re-weighted with the Platt calibration), or None."""
-    o, arch = run.o, run.arch
-    if o.shape_prior:
+    options, arch = run.options, run.arch
+    if options.shape_prior:
         return fit_shape_prior(run, run.train_sets, run.data.y_tr)
     init = arch.init
     if init is not None and not arch.transfer and init.card.get("shape_prior"):
-        if run.keep or (run.val_sets and o.calibration == "platt"):
+        if run.keep or (run.val_sets and options.calibration == "platt"):
             if not run.keep:
                 run.log(f"{init.name}'s shape prior is kept and re-weighted on validation")
             return init.card["shape_prior"]
@@ -50,25 +53,25 @@ def fit_shape_prior(run, sets, y):
     return fit_prior(np.concatenate([shape_features(rs, binz, relative) for rs in sets]), y, binz, relative=relative)
 
 
-def calibrate(run):
+def calibrate_network(run):
     """Calibration on validation (K classes: temperature + per-class biases; two: ``--calibrate``, with the shape
     prior's weight), or on out-of-lab scores; folded into the output layer where it is affine. Sets the card's
     ``calibration``, ``shape_prior`` (and ``out_of_lab``); returns (calibration, prior, out-of-lab threshold)."""
     import torch
     from roicurate import calibrate as cal
     from roicurate.models import Classifier
-    o, arch, card, val_sets = run.o, run.arch, run.card, run.val_sets
-    calib, prior, oof_thr = None, shape_prior_of(run), None
-    if arch.multi and val_sets and o.calibration != "none":
+    options, arch, card, val_sets = run.options, run.arch, run.card, run.val_sets
+    calib, prior, out_of_lab_threshold = None, shape_prior_of(run), None
+    if arch.multi and val_sets and options.calibration != "none":
         proba = np.concatenate([Classifier(run.module, card, arch.spec).predict_proba(rs) for rs in val_sets])
-        calib, (a, bias) = cal.fit_classes(o.calibration, run.data.y_va, proba, arch.pos)
+        calib, (a, bias) = cal.fit_classes(options.calibration, run.data.y_va, proba, arch.pos)
         _fold(run, calib, a, torch.tensor(bias, dtype=torch.float32), run.data.x_va[:64])
         run.log(f"calibration ({calib['method']}, {len(arch.classes)} classes, on validation): log-loss "
                 f"{calib['log_loss_before']:.3f} -> {calib['log_loss_after']:.3f}; ECE of {arch.classes[arch.pos]} "
                 f"{calib['ece_before']:.3f} -> {calib['ece_after']:.3f}")
-    elif val_sets and o.calibration != "none":
+    elif val_sets and options.calibration != "none":
         offset = None if prior is None else np.concatenate([prior_logit(prior, rs) for rs in val_sets])
-        calib = cal.fit(o.calibration, run.y_val, validation_scores(run), offset)
+        calib = cal.fit(options.calibration, run.y_val, validation_scores(run), offset)
         if cal.affine(calib):
             _fold(run, calib, *cal.affine(calib), run.data.x_va[:64])
         run.log(f"calibration ({calib['method']}, on validation): ECE {calib['ece_before']:.3f} -> "
@@ -78,20 +81,20 @@ def calibrate(run):
     elif prior is not None:
         card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
         run.log(f"shape prior: weight {calib['prior_weight']:.3f} (network logit weight {calib['a']:.3f})")
-    if o.operating_point == "out-of-lab":
-        calib, prior, oof_thr = calibrate_out_of_lab(run, prior)
+    if options.operating_point == "out-of-lab":
+        calib, prior, out_of_lab_threshold = calibrate_out_of_lab(run, prior)
     card["calibration"] = calib
-    return calib, prior, oof_thr
+    return calib, prior, out_of_lab_threshold
 
 
 def calibrate_out_of_lab(run, prior):
-    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/outoflab.py); the card
+    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/training/outoflab.py); the card
     gets each lab's nested numbers. Returns (calibration, prior or None, threshold)."""
-    o, card, min_recall = run.o, run.card, run.o.min_recall or MIN_RECALL
-    oof = out_of_lab_scores(run, prior_fit=(lambda ss, y: fit_shape_prior(run, ss, y)) if o.shape_prior else None)
-    scores = (oof["y"], oof["p"], oof["offset"], oof["lab"])
-    np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in oof.items() if v is not None})   # per ROI
-    calib, thr = oof_operating_point(*scores, min_recall)
+    options, card, min_recall = run.options, run.card, run.options.min_recall or MIN_RECALL
+    lab_scores = out_of_lab_scores(run, prior_fit=(lambda ss, y: fit_shape_prior(run, ss, y)) if options.shape_prior else None)
+    scores = (lab_scores["y"], lab_scores["p"], lab_scores["offset"], lab_scores["lab"])
+    np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in lab_scores.items() if v is not None})   # per ROI
+    calib, thr = out_of_lab_operating_point(*scores, min_recall)
     _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
     if prior is not None and calib["prior_weight"] < 1e-3:
         run.log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
@@ -114,7 +117,6 @@ def out_of_lab_scores(run, prior_fit=None):
     """For every lab, a model trained on the other labs scores that lab's ROIs: {"y": labels, "p": network
     probabilities (uncalibrated), "offset": shape-prior logits or None, "lab", "recording"} per ROI."""
     from roicurate.models import Classifier
-    from roicurate.train import stack
     arch = run.arch
     y, p, off, group, recs = [], [], [], [], []
     bare = dict(run.card, calibration=None)
@@ -122,7 +124,7 @@ def out_of_lab_scores(run, prior_fit=None):
     for lab in run.labs:
         inside = [rs for rs in run.sets if lab_of(rs.recording) == lab]
         rest = [rs for rs in run.sets if lab_of(rs.recording) != lab]
-        x, yy = stack(rest, arch.crop, None, run.o.scale_jitter)
+        x, yy = stack(rest, arch.crop, None, run.options.scale_jitter)
         m, _ = arch.new_module()
         fit(m, x, yy, unjittered(x[:0]), yy[:0], log=lambda s: None, **run.fit_kw)
         m.cpu().eval()
@@ -141,6 +143,40 @@ def out_of_lab_scores(run, prior_fit=None):
             "lab": np.array(group), "recording": np.array(recs)}
 
 
+def recording_folds(groups, seed):
+    """(fold index per ROI, what the folds are): scikit-learn's GroupKFold on ``groups`` (each ROI's recording),
+    N_FOLDS folds or one per recording when there are fewer, so no recording is on both sides of a fold; a
+    single recording falls back to N_FOLDS random folds of its ROIs."""
+    from sklearn.model_selection import GroupKFold
+    n_recs = len(set(groups))
+    if n_recs < 2:
+        return (np.random.default_rng(seed).permutation(len(groups)) % N_FOLDS,
+                f"{N_FOLDS} folds of the ROIs of the one training recording")
+    folds = np.zeros(len(groups), np.int64)
+    for f, (_, held) in enumerate(GroupKFold(min(N_FOLDS, n_recs)).split(groups, groups=groups)):
+        folds[held] = f
+    return folds, f"{min(N_FOLDS, n_recs)} folds of whole training recordings"
+
+
+def out_of_fold_scores(new_module, x, y, hp, seed, device, positive=-1, rehearsal=None, share=0.5, groups=None,
+                       log=print, **fit_kw):
+    """(scores, what the folds are): scores of the training ROIs by models that did not see them or their recording
+    (``groups``: each ROI's recording, see :func:`recording_folds`), each trained (same settings, no validation, the same
+    rehearsal) on the other folds. Used for the threshold when there is no validation recording."""
+    folds, how = recording_folds(np.zeros(len(y)) if groups is None else np.asarray(groups), seed)
+    log(f"out-of-fold scores: {how}")
+    scores = np.zeros(len(y))
+    for f in range(int(folds.max()) + 1):
+        m, _ = new_module()
+        xf, yf, draw = with_rehearsal(x[folds != f], y[folds != f], rehearsal, share)
+        fit(m, xf, yf, unjittered(x[:0]), y[:0], hp, seed=seed, device=device, log=lambda s: None, positive=positive,
+            draw=draw, **fit_kw)
+        m.cpu()
+        fp16_round(m)
+        scores[folds == f] = predict_scores(m, x[folds == f], "cpu", positive=positive)
+    return scores, how
+
+
 def choose_threshold(y, s, target_precision):
     """Precision first: the lowest threshold reaching ``target_precision`` on validation; max F1 if none does."""
     from roicurate.evaluate import best_f1_threshold, threshold_for_precision
@@ -152,60 +188,59 @@ def choose_threshold(y, s, target_precision):
     return thr, how
 
 
-def threshold(run, oof_thr):
+def set_threshold(run, out_of_lab_threshold):
     """The operating threshold and the rule that chose it (out of lab, on validation, or on out-of-fold scores
     of the training ROIs when there is no validation recording); written into the card."""
-    from roicurate.train import out_of_fold_scores
-    o, arch, d = run.o, run.arch, run.data
-    if o.operating_point == "out-of-lab":
-        thr, how = oof_thr, (f"highest threshold at which every lab's out-of-lab recall is >= "
-                             f"{o.min_recall or MIN_RECALL} (Platt-calibrated pooled leave-one-lab-out scores)")
+    options, arch, d = run.options, run.arch, run.data
+    if options.operating_point == "out-of-lab":
+        thr, how = out_of_lab_threshold, (f"highest threshold at which every lab's out-of-lab recall is >= "
+                             f"{options.min_recall or MIN_RECALL} (Platt-calibrated pooled leave-one-lab-out scores)")
     elif run.val_sets:
-        thr, how = choose_threshold(run.y_val, validation_scores(run), o.target_precision)
+        thr, how = choose_threshold(run.y_val, validation_scores(run), options.target_precision)
     else:
         fit_kw = {k: v for k, v in run.fit_kw.items() if k not in ("hp", "seed", "device", "positive")}
         groups = np.repeat([rs.recording for rs in run.train_sets], [len(rs) for rs in run.train_sets])
-        oof, folds = out_of_fold_scores(arch.new_module, d.x_tr, d.y_tr, run.hp, o.seed, o.device, arch.pos,
-                                        d.rehearsal, o.rehearse_share, groups, run.log, **fit_kw)
-        thr, how = choose_threshold(d.y_tr == arch.pos if arch.multi else d.y_tr, oof, o.target_precision)
+        fold_scores, folds = out_of_fold_scores(arch.new_module, d.x_tr, d.y_tr, run.hp, options.seed, options.device, arch.pos,
+                                        d.rehearsal, options.rehearse_share, groups, run.log, **fit_kw)
+        y_cell = d.y_tr == arch.pos if arch.multi else d.y_tr
+        thr, how = choose_threshold(y_cell, fold_scores, options.target_precision)
         how = how.replace("validation", f"out-of-fold ({folds})")
-    run.card.update(threshold=thr, threshold_rule=how, target_precision=o.target_precision)
+    run.card.update(threshold=thr, threshold_rule=how, target_precision=options.target_precision)
 
 
 def training_record(run, history, rows, frozen, prior, calib):
     """The card's ``training``: what the model was trained on, how, and with what result per epoch."""
-    from roicurate.train import DEFAULTS, recordings
-    o, arch, d, hp = run.o, run.arch, run.data, run.hp
+    options, arch, d, hp = run.options, run.arch, run.data, run.hp
     classes, multi, relative = arch.classes, arch.multi, arch.crop.scale == "reference"
     counts = lambda y: dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
     labelled = run.train_sets + run.val_sets
     diameters = [reference_diameter(rs) for rs in labelled] if relative else None
-    augmentation = "8 rotations/flips" + (f", scale jitter x{sorted(o.scale_jitter)}" if relative and o.scale_jitter
-                                          else "") + (f", image channels dropped in {o.image_dropout:.0%}"
+    augmentation = "8 rotations/flips" + (f", scale jitter x{sorted(options.scale_jitter)}" if relative and options.scale_jitter
+                                          else "") + (f", image channels dropped in {options.image_dropout:.0%}"
                                                       if run.fit_kw["dropout_channels"] else "")
     if prior is None:
         prior_text = None
-    elif o.shape_prior:
+    elif options.shape_prior:
         prior_text = "logistic regression on shape features of the training ROIs, weighted on validation"
     else:
         prior_text = f"{arch.init.name}'s" + (", re-weighted on validation" if calib else "")
-    rehearse = o.rehearse
+    rehearse = options.rehearse
     return {
         "recordings": recordings(run.train_sets), "validation_recordings": recordings(run.val_sets),
         "test_recordings": recordings(run.test_sets),
         "label_sources": sorted({str(rs.origin["label_source"]) for rs in labelled}),
         "n_train": int(len(d.y_tr)), "n_train_cells": run.ncell(d.y_tr), "n_val": int(len(d.y_va)),
-        "n_val_cells": run.ncell(d.y_va), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": o.seed,
+        "n_val_cells": run.ncell(d.y_va), "epochs_run": len(history), **{k: hp[k] for k in DEFAULTS}, "seed": options.seed,
         "augmentation": augmentation,
         "class_balance": "cross-entropy weighted by inverse class frequency" if multi
                          else "BCE pos_weight = negatives/positives",
         "class_counts": {"train": counts(d.y_tr), "validation": counts(d.y_va)} if multi else None,
         "shape_prior": prior_text,
         "reference_diameter_px": [min(diameters), max(diameters)] if relative else None,
-        "split": "by lab" if o.operating_point == "out-of-lab" else "by recording",
+        "split": "by lab" if options.operating_point == "out-of-lab" else "by recording",
         "init": None if arch.init is None else {"name": arch.init.card.get("name"),
                                                 "sha256": arch.init.card.get("sha256"), "transfer": arch.transfer},
-        "freeze_until": o.freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
-        "rehearsal": {"recordings": recordings(rehearse), "n": int(len(d.rehearsal[1])), "share": o.rehearse_share,
+        "freeze_until": options.freeze_until, "frozen_parameters": len(frozen), "history": history, "search": rows,
+        "rehearsal": {"recordings": recordings(rehearse), "n": int(len(d.rehearsal[1])), "share": options.rehearse_share,
                       "label_sources": sorted({str(rs.origin["label_source"]) for rs in rehearse})}
                      if rehearse else None}

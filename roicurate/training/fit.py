@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate.evaluate import best_f1_threshold, class_metrics, roc_auc
-from roicurate.models import _device
+from roicurate.models import logits_to_probabilities, torch_device
+from roicurate.safeio import atomic_write
 
 DEFAULTS = {"epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "lr_decay": None, "patience": 6}
 
@@ -33,16 +34,16 @@ def unjittered(x):
 
 
 def predict_outputs(module, x, device, batch=256):
-    """(N, K) probabilities: [1 - p, p] of a one-output (sigmoid) network, the softmax of a K-output one."""
+    """(N, K) uncalibrated probabilities of the crops ``x`` (``models.logits_to_probabilities``, in float32 as the
+    network computes them): what the epochs' validation scores and the out-of-fold scores are."""
     import torch
     module.eval()
     out = []
     x = unjittered(x)
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            logit = module(torch.from_numpy(x[i:i + batch]).to(device))
-            p = torch.sigmoid(logit[:, :1]) if logit.shape[1] == 1 else torch.softmax(logit, 1)
-            out.append((torch.cat([1 - p, p], 1) if logit.shape[1] == 1 else p).cpu())
+            logits = module(torch.from_numpy(x[i:i + batch]).to(device))
+            out.append(logits_to_probabilities(logits, dtype=torch.float32))
     return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
 
 
@@ -135,7 +136,7 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
     hp = dict(DEFAULTS, **{k: v for k, v in hp.items() if v is not None})
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    dev = _device(device)
+    dev = torch_device(device)
     module.to(dev)
     loss_fn, n_out = _loss(module, x_tr, y_tr, dev, draw)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -159,48 +160,15 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
         module.train()
         _freeze_bn_of_frozen(module)
         order = rng.permutation(len(y_tr)) if draw is None else rng.choice(len(y_tr), len(y_tr), p=draw)
-        total, seen = 0.0, 0
         bar = tqdm(total=int(np.ceil(len(order) / bs)), desc=f"epoch {epoch + 1}/{hp['epochs']}", unit="batch",
                    leave=False, disable=None, file=sys.stderr)
-        for i in range(0, len(order), bs):
-            idx = torch.from_numpy(order[i:i + bs])
-            bar.update(1)
-            if len(idx) < 2:
-                continue
-            k = torch.from_numpy(rng.integers(0, 8, len(idx)))
-            if xt.ndim == 5:
-                xb = xt[idx, torch.from_numpy(rng.integers(0, xt.shape[1], len(idx)))]
-            else:
-                xb = xt[idx]
-            if len(dropout_channels):
-                xb = xb.clone()
-                drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
-                xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
-            yb = yt[idx]
-            xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
-            yb = torch.cat([yb[k == j] for j in range(8)])
-            out = module(xb.to(dev))
-            loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+        step = (module, loss_fn, n_out, opt, sched, dev)
+        total, seen = _train_epoch(step, xt, yt, order, bs, rng, dropout_channels, dropout_p, bar)
         bar.close()
         has_val = len(y_va) > 0
-        x_m, y_m = (x_va, y_va) if has_val else (x_tr, y_tr)
-        if n_out == 1:
-            f1, thr, auc = _epoch_metrics(y_m, predict_scores(module, x_m, dev))
-        else:
-            f1, acc, auc = _class_epoch_metrics(np.asarray(y_m, np.int64), predict_outputs(module, x_m, dev), positive)
-        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_f1": f1 if has_val else None,
-               "val_f1_threshold": (thr if n_out == 1 else None) if has_val else None,
-               "val_roc_auc": auc if has_val else None, "train_f1": None if has_val else f1,
-               "seconds": round(time.time() - t0, 2)}
-        if n_out > 1:
-            row["val_accuracy" if has_val else "train_accuracy"] = acc
+        row, f1, acc, auc = _epoch_row(module, n_out, (x_va, y_va) if has_val else (x_tr, y_tr), has_val, dev,
+                                       positive)
+        row.update(epoch=epoch + 1, loss=total / max(seen, 1), seconds=round(time.time() - t0, 2))
         state["history"].append(row)
         what = "val" if has_val else "train (no validation)"
         scores = f"F1 {f1:.3f}" if n_out == 1 else f"macro-F1 {f1:.3f}  accuracy {acc:.3f}"
@@ -223,18 +191,68 @@ def fit(module, x_tr, y_tr, x_va, y_va, hp, seed=0, device="cpu", log=print, che
     return state["history"]
 
 
+def _train_epoch(step, xt, yt, order, bs, rng, dropout_channels, dropout_p, bar):
+    """One pass over ``order`` (item indices) in batches of ``bs``: a random scale variant (5-D crops), the image
+    channels dropped at random, one of the 8 rotations/flips per crop, a step. Returns (summed loss, items seen)."""
+    import torch
+    module, loss_fn, n_out, opt, sched, dev = step
+    total, seen = 0.0, 0
+    for i in range(0, len(order), bs):
+        idx = torch.from_numpy(order[i:i + bs])
+        bar.update(1)
+        if len(idx) < 2:
+            continue
+        k = torch.from_numpy(rng.integers(0, 8, len(idx)))
+        if xt.ndim == 5:
+            xb = xt[idx, torch.from_numpy(rng.integers(0, xt.shape[1], len(idx)))]
+        else:
+            xb = xt[idx]
+        if len(dropout_channels):
+            xb = xb.clone()
+            drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
+            xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
+        yb = yt[idx]
+        xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
+        yb = torch.cat([yb[k == j] for j in range(8)])
+        out = module(xb.to(dev))
+        loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total, seen
+
+
+def _epoch_row(module, n_out, scored, has_val, dev, positive):
+    """(history row without epoch / loss / seconds, F1 or macro-F1, accuracy or None, ROC AUC) of the network on
+    ``scored`` (x, y): the validation set, or the training set when there is none."""
+    x_m, y_m = scored
+    acc = None
+    if n_out == 1:
+        f1, thr, auc = _epoch_metrics(y_m, predict_scores(module, x_m, dev))
+    else:
+        f1, acc, auc = _class_epoch_metrics(np.asarray(y_m, np.int64), predict_outputs(module, x_m, dev), positive)
+    row = {"epoch": None, "loss": None, "val_f1": f1 if has_val else None,
+           "val_f1_threshold": (thr if n_out == 1 else None) if has_val else None,
+           "val_roc_auc": auc if has_val else None, "train_f1": None if has_val else f1, "seconds": None}
+    if n_out > 1:
+        row["val_accuracy" if has_val else "train_accuracy"] = acc
+    return row, f1, acc, auc
+
+
 def _save_checkpoint(path, config, state, module, opt, sched, rng):
-    """Our own file, read back with ``torch.load(weights_only=True)`` (tensors and plain Python values only)."""
-    import os
+    """Our own file, read back with ``torch.load(weights_only=True)`` (tensors and plain Python values only), written
+    through ``safeio.atomic_write``."""
     import torch
     ckpt = {"config": json.dumps(config, sort_keys=True), "epoch": state["epoch"], "best": state["best"],
             "stale": state["stale"], "history": json.dumps(state["history"]), "best_state": state["best_state"],
             "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state()}
-    tmp = Path(str(path) + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def _load_checkpoint(path, config, module, opt, sched, rng):

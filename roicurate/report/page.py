@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError, __version__
+from roicurate.common import RoicurateError, __version__
 from roicurate.evaluate import prf
-from roicurate.report_figures import (accepted_classes_label, class_gallery, curves, explain_panels, fov, histogram,
+from roicurate.report.figures import (accepted_classes_label, class_gallery, curves, explain_panels, fov, histogram,
                                       pipeline_name, timed)
 from roicurate.rois import RoiSet
 
@@ -153,7 +153,7 @@ def class_section(u, slug, folder, per_class=24):
 
 def gallery_html(u, slug, idx, panels, empty="none"):
     """One captioned figure per ROI in ``idx``: ``panels`` maps an ROI to its PNG in the folder ``slug`` (from
-    :func:`~roicurate.report_figures.explain_panels`); ``empty`` is said when ``idx`` is empty."""
+    :func:`~roicurate.report.figures.explain_panels`); ``empty`` is said when ``idx`` is empty."""
     items = "".join(f"<figure><figcaption>{_caption(u, int(i))}</figcaption>"
                     f"<img src='{slug}/{panels[int(i)]}' alt='explanation of ROI {int(i)}'></figure>" for i in idx)
     return items or f"<p>{empty}</p>"

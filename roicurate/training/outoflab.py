@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 from roicurate import calibrate as cal
 from roicurate.evaluate import metrics
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roicurate import RoicurateError
+from roicurate.common import RoicurateError
 
 # name: (low, high) sampled log-uniformly, or a tuple of choices
 SPACE = {
