@@ -98,7 +98,8 @@ def train(a):
                           "Neurofinder F1 (centres within 5 px) on the training recordings against the original "
                           "Neurofinder labels (ABO: FinalGT), without TTA",
         "target": "labelled cell pixels; pixels where two cells touch or overlap are background",
-        "training": {"recordings": [n for n, _, _ in train_sets], "labs": labs + ["sim"] * a.sims,
+        "training": {"recordings": [n for n, _, _ in train_sets], "validation_recordings": [],   # none: see threshold_rule
+                     "labs": labs + ["sim"] * a.sims,
                      "held_out_lab": a.hold,
                      "test_recordings": LABS.get(a.hold, []), "images": {lab: "max" if lab == "abo" else "mean"
                                                                          for lab in labs},

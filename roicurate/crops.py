@@ -230,3 +230,15 @@ def linear_resize_matrix(n_in, n_out):
     i1 = np.minimum(i0 + 1, n_in - 1)
     m[np.arange(n_out), i1] += f
     return m
+
+
+def dihedral(x, k, inverse=False):
+    """The k-th (0-7) of the eight rotations/flips of (N, C, H, W) torch tensors: rotate by k % 4 quarter turns, then
+    flip left-right for k >= 4; ``inverse`` undoes it. Training augments crops with it; the U-Net's test-time
+    augmentation averages over all eight."""
+    import torch
+    if inverse:
+        x = torch.flip(x, (3,)) if k >= 4 else x
+        return torch.rot90(x, -(k % 4), (2, 3))
+    x = torch.rot90(x, k % 4, (2, 3))
+    return torch.flip(x, (3,)) if k >= 4 else x

@@ -39,14 +39,8 @@ SIM_CLASS_RULE = {
             "at IoU >= 0.1; noise: everything else (out-of-focus blobs, no partner, IoU < 0.1)",
 }
 
-def __getattr__(name):
-    if name in ("VGG", "DEPTHS"):          # in torchnets.py: registering the models must not import torch
-        from roicurate_plugins import torchnets
-        return getattr(torchnets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def _vgg(*args):
+def _vgg(*args):              # the network lives in torchnets.py: registering the models must not import torch
     from roicurate_plugins.torchnets import VGG
     return VGG(*args)
 

@@ -21,13 +21,6 @@ WEIGHTS = Path(__file__).parent / "weights"
 
 
 # The networks live in torchnets.py, imported on first build: registering them must not import torch.
-def __getattr__(name):
-    if name in ("Bottleneck", "ResNet", "CNN2", "_cells"):
-        from roicurate_plugins import torchnets
-        return getattr(torchnets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def resnet50(in_channels=1, n_out=1, width=64, first_stride=1, **_):
     from roicurate_plugins.torchnets import ResNet
     return ResNet(in_channels, n_out, (3, 4, 6, 3), width=width, first_kernel=5, first_stride=first_stride)

@@ -139,3 +139,18 @@ def test_missing_image_names_the_recording_and_the_providers(geometry_only_plane
         make_crops(rs, CropSpec(channels=("mask", "max_over_mean")))
     assert "'max'" in str(e.value) and "\n" not in str(e.value)
     assert ratio_plugin.calls == 1 and "max_over_mean" not in rs.images     # a failure is not cached
+
+
+def test_dihedral_gives_the_eight_rotations_flips_and_undoes_each():
+    """One function for training's augmentation and the U-Net's test-time augmentation."""
+    import torch
+
+    from roicurate.crops import dihedral
+    x = torch.arange(2 * 1 * 5 * 4, dtype=torch.float32).reshape(2, 1, 5, 4)     # non-square
+    square = torch.arange(25, dtype=torch.float32).reshape(1, 1, 5, 5)
+    outs = [dihedral(square, k) for k in range(8)]
+    assert len({tuple(o.flatten().tolist()) for o in outs}) == 8
+    for k, o in enumerate(outs):
+        assert torch.equal(dihedral(o, k, inverse=True), square)
+    assert torch.equal(dihedral(x, 4), torch.flip(x, (3,)))
+    assert torch.equal(dihedral(x, 1), torch.rot90(x, 1, (2, 3)))

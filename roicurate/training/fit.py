@@ -15,17 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from roicurate.common import RoicurateError
+from roicurate.crops import dihedral
 from roicurate.evaluate import best_f1_threshold, class_metrics, roc_auc
 from roicurate.models import logits_to_probabilities, torch_device
 from roicurate.safeio import atomic_write
 
 DEFAULTS = {"epochs": 20, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "lr_decay": None, "patience": 6}
-
-
-def _dihedral(x, k):
-    import torch
-    x = torch.rot90(x, k % 4, (2, 3))
-    return torch.flip(x, (3,)) if k >= 4 else x
 
 
 def unjittered(x):
@@ -212,7 +207,7 @@ def _train_epoch(step, xt, yt, order, bs, rng, dropout_channels, dropout_p, bar)
             drop = torch.from_numpy(rng.random(len(idx)) < dropout_p)
             xb[drop.nonzero()[:, 0][:, None], torch.tensor(list(dropout_channels))[None, :]] = 0
         yb = yt[idx]
-        xb = torch.cat([_dihedral(xb[k == j], j) for j in range(8)])
+        xb = torch.cat([dihedral(xb[k == j], j) for j in range(8)])
         yb = torch.cat([yb[k == j] for j in range(8)])
         out = module(xb.to(dev))
         loss = loss_fn(out[:, 0], yb.to(dev)) if n_out == 1 else loss_fn(out, yb.to(dev).long())

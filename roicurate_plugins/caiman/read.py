@@ -1,7 +1,7 @@
 """CaImAn results as a RoiSet: the HDF5 file written by ``cnm.save()`` (read with h5py alone, no CaImAn needed)
 and a live ``CNMF`` / ``Estimates`` object (duck typing), through one builder, ``roiset_from_estimates``.
 
-Layout (CaImAn 1.12.1, see shared/FACTS-caiman.md): ``/estimates/A`` is a CSC sparse group ``data, indices,
+Layout (CaImAn 1.12.1, see docs/formats.md): ``/estimates/A`` is a CSC sparse group ``data, indices,
 indptr, shape`` of pixels x K whose rows are pixels in Fortran order over ``dims``; ``None`` is stored as the
 string ``b'NoneType'``; a ``str`` value is an attribute of its group. CaImAn's ``load_CNMF`` sets every key under
 ``/estimates`` on the Estimates object, so what we add (a dataset and four string attributes) survives a load.

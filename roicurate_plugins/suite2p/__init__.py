@@ -1,7 +1,7 @@
 """Suite2p source: reads a plane folder (stat.npy + iscell.npy + ops) and writes the verdict into iscell.npy;
 registered as ``suite2p``.
 
-What the Suite2p GUI and pipeline expect (see FACTS-suite2p.md): iscell.npy is float64 (N, 2) =
+What the Suite2p GUI and pipeline expect (see docs/formats.md): iscell.npy is float64 (N, 2) =
 [accepted 1.0/0.0, probability]; combined/iscell.npy is the concatenation of the planes' iscell.npy in
 natural plane order. We keep the pipeline's own iscell.npy once as iscell_suite2p.npy and record what we
 wrote (with its sha256) in roicurate.json, so a later run notices hand edits made in the GUI. A model with more

@@ -3,7 +3,7 @@ per-ROI numbers), iscell.npy, redcell.npy, ops (0.14 / 1.x layouts) and its summ
 
 Every way a file can be missing or broken becomes one RoicurateError line naming it. Object arrays (stat.npy,
 ops.npy) are read with the plain-data unpickler (roicurate.plaindata): a file someone shared never runs code here.
-What the Suite2p GUI expects of iscell.npy: see FACTS-suite2p.md.
+What the Suite2p GUI expects of iscell.npy: see docs/formats.md.
 """
 import re
 from pathlib import Path

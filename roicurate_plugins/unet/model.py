@@ -14,6 +14,7 @@ projection), normalised per image by its 1st and 99th percentiles.
 import numpy as np
 
 from roicurate import RoicurateError
+from roicurate.crops import dihedral
 from roicurate_plugins.unet import scoring as ev
 
 MODEL = "unet-mean"
@@ -75,16 +76,6 @@ class Segmenter:
         return ev.label_objects(prob >= thr, self.min_size if min_size is None else min_size)
 
 
-def _dihedral(x, k, inverse=False):
-    """The k-th of the 8 rotations/flips of (N, C, H, W) tensors, or its inverse."""
-    import torch
-    if inverse:
-        x = torch.rot90(x, -(k % 4), (2, 3))
-        return torch.flip(x, (3,)) if k >= 4 else x
-    x = torch.flip(x, (3,)) if k >= 4 else x
-    return torch.rot90(x, k % 4, (2, 3))
-
-
 def probability(module, image, tta=False):
     """Sigmoid output of ``module`` on a normalised (H, W) image, reflect-padded to a multiple of 16."""
     import torch
@@ -95,6 +86,6 @@ def probability(module, image, tta=False):
     x = F.pad(x, (0, -W % step, 0, -H % step), mode="reflect")
     with torch.inference_mode():
         ks = range(8) if tta else (0,)
-        p = sum(_dihedral(torch.sigmoid(module(_dihedral(x, k))), k, inverse=True) for k in ks) / len(ks)
+        p = sum(dihedral(torch.sigmoid(module(dihedral(x, k))), k, inverse=True) for k in ks) / len(ks)
     return p[0, 0, :H, :W].numpy().astype(np.float32)
 
