@@ -39,8 +39,7 @@ SUITE2P_ENV = Path(os.environ.get("ROICURATE_SUITE2P_ENV", ".suite2p-env"))
 if not SUITE2P_ENV.is_absolute():
     SUITE2P_ENV = REPO / SUITE2P_ENV
 SUITE2P_PYTHON = SUITE2P_ENV / "bin" / "python"
-SHARED = Path(os.environ["ROICURATE_SHARED"]) if os.environ.get("ROICURATE_SHARED") else REPO.parent / "shared"
-SIM1_PLANE = SHARED / "datasets" / "sim" / "s2p_sim1" / "suite2p" / "plane0"   # Suite2p 1.1.0 output, 155 ROIs
+PLANE = REPO / "examples" / "s2p_sim2" / "suite2p" / "plane0"   # the bundled Suite2p 1.1.0 output, 34 ROIs
 
 # Runs inside the suite2p venv: python - OUT_JSON PLANE_DIR [PLANE_DIR ...]
 GUI_SCRIPT = r'''
@@ -172,10 +171,9 @@ def roicurate_apply(plane_dir):
 
 
 def copy_plane(dst):
-    """Writable copy of the Suite2p 1.1.0 sim1 plane0 (the shared data is read-only)."""
-    if not (SIM1_PLANE / "stat.npy").exists():
-        _unavailable(f"shared dataset not found at {SIM1_PLANE} (set ROICURATE_SHARED)")
-    shutil.copytree(SIM1_PLANE, dst)
+    """Writable copy of the bundled example's plane0 (a real Suite2p 1.1.0 output; the repository's copy stays as
+    it is)."""
+    shutil.copytree(PLANE, dst)
     for p in [dst, *dst.rglob("*")]:
         p.chmod(p.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | (stat.S_IXUSR if p.is_dir() else 0))
     return dst
@@ -226,8 +224,8 @@ def loaded(tmp_path_factory):
 
 def test_untouched_suite2p_output_loads_as_written(loaded):
     """Sanity: the GUI shows Suite2p's own iscell.npy exactly (labels, probabilities, counts)."""
-    original = np.load(SIM1_PLANE / "iscell.npy")
-    assert original.dtype == np.float64 and original.shape == (155, 2)
+    original = np.load(PLANE / "iscell.npy")
+    assert original.dtype == np.float64 and original.shape == (34, 2)
     r = loaded["results"]["untouched"]
     assert gui_problems(r, original) == []
     assert r["gui"]["cells_label"] == str(int(original[:, 0].sum()))
@@ -237,7 +235,7 @@ def test_untouched_suite2p_output_loads_as_written(loaded):
 def test_roicurate_iscell_loads_as_written(loaded):
     """roicurate's float64 (N, 2) [accepted, probability] is what the GUI shows: its labels, its probabilities."""
     written = loaded["files"]["roicurate"]
-    original = np.load(SIM1_PLANE / "iscell.npy")
+    original = np.load(PLANE / "iscell.npy")
     assert written.dtype == np.float64 and written.shape == original.shape
     assert not np.array_equal(written, original), "the rewritten iscell.npy equals Suite2p's: the test proves nothing"
     r = loaded["results"]["roicurate"]
@@ -249,7 +247,7 @@ def test_roicurate_iscell_loads_as_written(loaded):
     # the GUI shows roicurate's labels, not Suite2p's (the model disagrees with Suite2p's classifier on some ROIs)
     assert (gui_cell != original[:, 0].astype(bool)).any()
     backup = loaded["planes"]["roicurate"] / "iscell_suite2p.npy"
-    assert backup.read_bytes() == (SIM1_PLANE / "iscell.npy").read_bytes(), "Suite2p's own iscell.npy was not kept"
+    assert backup.read_bytes() == (PLANE / "iscell.npy").read_bytes(), "Suite2p's own iscell.npy was not kept"
     assert loaded["after"]["roicurate"] == loaded["before"]["roicurate"], "loading changed a file"
 
 
