@@ -138,6 +138,7 @@ def main():
     ap.add_argument("--bundle", metavar="NAME", help="save the model trained on every lab as this bundled model")
     ap.add_argument("--out", help="with --bundle: save it here instead of roicurate_plugins/weights/")
     ap.add_argument("--json")
+    ap.add_argument("--scores", help="keep the per-ROI out-of-lab scores (.npz) here (outside the repository)")
     a = ap.parse_args()
     t0 = time.time()
     recs = [r for part in SPLITS[a.pipeline].values() for r in part]
@@ -160,6 +161,8 @@ def main():
         npz = Path(card_path).with_suffix(".out-of-lab.npz")
         with np.load(npz) as z:
             oof = dict(z)
+        if a.scores:
+            Path(a.scores).write_bytes(npz.read_bytes())
         npz.unlink()            # per-ROI labels of the shared sets: never beside a bundled model
     binz = crop.binarize or 0.0
     labs = sorted({lab_of(rs.recording) for rs in sets})

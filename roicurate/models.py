@@ -223,8 +223,9 @@ def crop_from_card(card, where="model card"):
 class Classifier:
     """A network with its card: ``predict_proba(roiset) -> (N, K)`` with batching, threads and device here, once."""
 
-    def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None, fast=True):
-        """``batch_size`` 64: on a 2-core CPU larger batches spilled the cache and ran 2-3x slower per ROI
+    def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None, fast=True, tta=False):
+        """``tta``: test-time augmentation, the network's logits averaged over the eight rotations/flips of each crop
+        (eight times the network work; ``benchmarks/tta.py`` measures what it gains). ``batch_size`` 64: on a 2-core CPU larger batches spilled the cache and ran 2-3x slower per ROI
         (``benchmarks/speed.py --batch N`` compares); channels-last memory layout was another 1.2-1.7x. ``fast``:
         run the architecture's ``inference`` form (same logits, less work); False runs the plain module."""
         import torch
@@ -236,6 +237,7 @@ class Classifier:
         self.device = torch_device(device)
         self.batch_size = batch_size
         self.fast = fast
+        self.tta = bool(tta)
         if threads:
             torch.set_num_threads(int(threads))
         self.module = module.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -318,10 +320,19 @@ class Classifier:
                 idx = order[start:start + self.batch_size]
                 buf = make_crops(roiset, self.crop, idx, out=None if buf is None or len(buf) != len(idx) else buf)
                 x = torch.from_numpy(buf).to(self.device).contiguous(memory_format=torch.channels_last)
-                out[idx] = self.logits_to_proba(net(x), None if prior is None else prior[idx])
+                out[idx] = self.logits_to_proba(self.network_logits(net, x), None if prior is None else prior[idx])
                 if progress:
                     progress(len(idx))
         return out
+
+
+    def network_logits(self, net, x):
+        """The network's logits of a batch of crops ``x``; with ``tta`` their mean over the eight rotations/flips."""
+        if not self.tta:
+            return net(x)
+        import torch
+        from roicurate.crops import dihedral
+        return sum(net(dihedral(x, k).contiguous(memory_format=torch.channels_last)) for k in range(8)) / 8
 
 
 def load_weights(weights, card, build):

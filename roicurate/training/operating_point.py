@@ -115,10 +115,11 @@ def calibrate_out_of_lab(run, prior):
 
 def out_of_lab_scores(run, prior_fit=None):
     """For every lab, a model trained on the other labs scores that lab's ROIs: {"y": labels, "p": network
-    probabilities (uncalibrated), "offset": shape-prior logits or None, "lab", "recording"} per ROI."""
+    probabilities (uncalibrated), "p_tta": the same with test-time augmentation, "offset": shape-prior logits or
+    None, "lab", "recording", "index" (the ROI's index in its recording)} per ROI."""
     from roicurate.models import Classifier
     arch = run.arch
-    y, p, off, group, recs = [], [], [], [], []
+    y, p, p_tta, off, group, recs, index = [], [], [], [], [], [], []
     bare = dict(run.card, calibration=None)
     bare.pop("shape_prior", None)
     for lab in run.labs:
@@ -130,17 +131,20 @@ def out_of_lab_scores(run, prior_fit=None):
         m.cpu().eval()
         fp16_round(m)
         prior = prior_fit(rest, yy) if prior_fit else None
-        clf = Classifier(m, bare, arch.spec)
+        clf, clf_tta = Classifier(m, bare, arch.spec), Classifier(m, bare, arch.spec, tta=True)
         for rs in inside:
             y.append(cell_labels(rs) > 0)
             p.append(clf.predict_proba(rs)[:, clf.positive])
+            p_tta.append(clf_tta.predict_proba(rs)[:, clf.positive])
+            index.append(np.arange(len(rs)))
             off.append(prior_logit(prior, rs) if prior else np.zeros(len(rs)))
             group += [lab] * len(rs)
             recs += [rs.recording] * len(rs)
         run.log(f"out of lab {lab}: scored {sum(len(r) for r in inside)} ROIs with a model trained on "
                 f"{len(yy)} ROIs of the other labs")
     return {"y": np.concatenate(y), "p": np.concatenate(p), "offset": np.concatenate(off) if prior_fit else None,
-            "lab": np.array(group), "recording": np.array(recs)}
+            "lab": np.array(group), "recording": np.array(recs), "index": np.concatenate(index),
+            "p_tta": np.concatenate(p_tta)}
 
 
 def recording_folds(groups, seed):
