@@ -2,7 +2,8 @@
 ``roicurate.api.iter_apply``: it parses the options and prints each unit's lines as the API yields them."""
 import click
 
-from roicurate.cli.common import Printer, add_image_option, cli, emit, json_mode, note, recursive_option, say
+from roicurate.cli.common import (Printer, add_image_option, cli, emit, json_mode, log, note, recursive_option,
+                                  say)
 
 
 class _Closing(Printer):
@@ -59,7 +60,7 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
         for message in result.notes:
             note(message)
         for warning in result.warnings:
-            click.echo(warning, err=True)
+            log(warning)
         say(result.line)
         if as_json:
             emit(result.record())

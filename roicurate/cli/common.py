@@ -1,7 +1,9 @@
 """The ``roicurate`` command group (``cli``) and what its commands share: output lines (``say``, ``note``,
-``detail``, ``emit``), shared options and the ``--recursive`` listing. Every user-facing error is one line on stderr
-and a non-zero exit status. Command modules (and plugins' commands) import from here, never from the package."""
+``detail``, ``emit``, ``warn``, ``log``: all through one writer, ``Output``), shared options and the ``--recursive``
+listing. Every user-facing error is one line on stderr and a non-zero exit status. Command modules (and plugins'
+commands) import from here, never from the package."""
 import json
+import os
 import sys
 
 import click
@@ -11,8 +13,61 @@ from roicurate.api.results import Events
 from roicurate.progress import QUIET, VERBOSE, set_verbosity, verbosity
 
 
+class Output:
+    """The one writer of every line the command line prints. Output is never part of a write sequence: when stdout
+    or stderr fails (ENOSPC of a full disk behind ``> log.txt``, EPIPE of a closed pipe, EIO), the first failure is
+    kept, that stream is pointed at /dev/null (so that Python's own flush at exit cannot fail either) and no longer
+    tried, and the command runs to its end: every unit finished (``combined/`` included) or undone. ``finish`` then
+    exits 1 with one line on stderr, or silently where stderr is the stream that failed."""
+
+    def __init__(self):
+        self.failed = {}                  # {err (False: stdout, True: stderr): the OSError}
+
+    def echo(self, message, err=False):
+        if err in self.failed:
+            return
+        try:
+            click.echo(message, err=err)
+        except OSError as e:             # BrokenPipeError included
+            self.broken(err, e)
+
+    def broken(self, err, e):
+        """Stream ``err`` failed with ``e``: from now on it goes to /dev/null."""
+        self.failed.setdefault(err, e)
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, (sys.stderr if err else sys.stdout).fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):   # no real file descriptor (a test runner's stream)
+            pass
+
+    def finish(self):
+        """At the end of a command: exit 1 if a stream failed, with one line on stderr where it still works."""
+        if not self.failed:
+            return
+        err, e = next(iter(self.failed.items()))
+        self.echo(f"roicurate: error: cannot write to {'stderr' if err else 'stdout'} ({e.strerror or e}); the "
+                  f"command ran to its end, but what it printed is incomplete", err=True)
+        sys.exit(1)
+
+
+_OUTSIDE = Output()          # lines printed outside a command (e.g. a plugin that fails to load)
+
+
+def output():
+    """The current command's ``Output`` (one per command run, on the root context)."""
+    ctx = click.get_current_context(silent=True)
+    return _OUTSIDE if ctx is None else ctx.find_root().meta.setdefault("roicurate.output", Output())
+
+
+def echo(message, err=False):
+    """Print one line (stderr with ``err``) through the command's ``Output``: never raises an I/O error."""
+    output().echo(message, err=err)
+
+
 def fail(e):
-    click.echo(f"roicurate: error: {e}", err=True)
+    """The one-line error on stderr (where it can still be written), exit 1."""
+    echo(f"roicurate: error: {e}", err=True)
     sys.exit(1)
 
 
@@ -31,9 +86,11 @@ def _verbosity_params():
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except RoicurateError as e:
             fail(e)
+        output().finish()
+        return result
 
     def add_command(self, cmd, name=None):
         """Every command, plugins' included, takes -q/--quiet and -v/--verbose (as the group itself does)."""
@@ -59,26 +116,26 @@ def json_mode():
 
 def emit(obj):
     """One JSON object on one line of stdout (``--json``)."""
-    click.echo(json.dumps(obj, default=str))
+    echo(json.dumps(obj, default=str))
 
 
 def say(message):
     """A result line (stdout; stderr with --json), left out with --quiet."""
     ctx = click.get_current_context(silent=True)
     if verbosity() != QUIET:
-        click.echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
+        echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
 
 
 def note(message):
     """A line the user must see even with --quiet (where an edit was kept, a warning): stdout, stderr with --json."""
     ctx = click.get_current_context(silent=True)
-    click.echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
+    echo(message, err=bool(ctx and ctx.meta.get("roicurate.json")))
 
 
 def detail(message):
     """A --verbose line (stderr)."""
     if verbosity() == VERBOSE:
-        click.echo(message, err=True)
+        echo(message, err=True)
 
 
 def add_image_option(f):
@@ -97,7 +154,8 @@ def types_option(f):
 
 
 def log(message):
-    click.echo(message, err=True)
+    """A line on stderr whatever the verbosity (warnings, training's progress)."""
+    echo(message, err=True)
 
 
 def num(v, fmt=".3f"):
@@ -154,8 +212,37 @@ class Printer(Events):
     def detail(self, message):
         detail(message)
 
+    def progress(self, total, desc):
+        return _SafeProgress(super().progress(total, desc))
+
     def line(self, text):
         say(text)
+
+
+class _SafeProgress:
+    """A progress reporter whose failing stderr (full disk, closed pipe) turns it off instead of stopping a write
+    sequence: the failure goes to the command's ``Output``."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def _call(self, name, *args):
+        if self.bar is None:
+            return
+        try:
+            getattr(self.bar, name)(*args)
+        except OSError as e:
+            self.bar = None
+            output().broken(True, e)
+
+    def update(self, k=1):
+        self._call("update", k)
+
+    def clear(self):
+        self._call("clear")
+
+    def close(self):
+        self._call("close")
 
 
 def say_found(roots, listing, as_json=False):

@@ -1,7 +1,7 @@
 """``roicurate revert`` puts the pipeline's original verdict back: a thin layer over ``roicurate.api.iter_revert``."""
 import click
 
-from roicurate.cli.common import Printer, cli, recursive_option
+from roicurate.cli.common import Printer, cli, echo, recursive_option
 
 
 @cli.command()
@@ -14,4 +14,4 @@ def revert(paths, force, recursive=False):
     roicurate's files. Says "nothing to revert" (exit 0) where nothing is curated."""
     from roicurate.api import iter_revert
     for result in iter_revert(*paths, force=force, recursive=recursive, events=Printer()):
-        click.echo(result.line)
+        echo(result.line)
