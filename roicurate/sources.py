@@ -101,6 +101,18 @@ class Source:
         spans several units: Suite2p rebuilds combined/ of every suite2p/ folder written to. Returns a note for the
         user or None. Default: nothing to do."""
 
+    def space_needed(self, unit):
+        """(bytes that stay, bytes needed only while it runs) of free space that ``write`` needs on the filesystem
+        of ``unit``, or None where that cannot be known. ``apply`` adds up, per filesystem, the bytes every unit of
+        a batch keeps (a new backup, records) and the largest temporary need (a temp copy), and refuses a batch
+        that cannot fit before its first write. Default, for a unit that is one file with a whole-file backup beside
+        it (CaImAn, NWB): a temp copy of the file, and the backup where there is none yet; None for other units."""
+        where, backup = Path(self.location(unit)), self.backup_path(unit)
+        if backup is None or not where.is_file():
+            return None
+        size = where.stat().st_size
+        return (0 if backup.exists() else size), size + (8 << 20)
+
     def original_verdict(self, path, roiset):
         """(accepted (N,) bool or None, score (N,) float or None): the pipeline's own verdict and score, from
         roicurate's backup when ``apply`` has replaced them. Default: what ``read`` found (``pipeline_accepted``)."""
@@ -318,6 +330,13 @@ def restore_whole_file(path, backup, recorded, inspect, drift, force, original="
         if st.backup_sha and sha256_file(tmp) != st.backup_sha:
             raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
         atomic_replace(tmp, path, mode_from=backup)
-        os.unlink(backup)
-        fsync_dir(path.parent)
+        tx.undo.clear()                   # the original is back: nothing from here on is undone (kept edits stay)
+        try:
+            os.unlink(backup)
+            fsync_dir(path.parent)
+        except OSError as e:              # the file is restored; the backup may be left (a re-run removes it)
+            left = "could not be removed" if backup.exists() else "was removed but its folder not synced"
+            raise RoicurateError("; ".join([f"{path}: restored from {backup.name}, but {backup.name} {left} "
+                                            f"({e.strerror or e}); run roicurate revert again to finish"]
+                                           + notes)) from None
     return "; ".join([f"restored from {backup.name}"] + notes)

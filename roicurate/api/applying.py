@@ -2,11 +2,12 @@
 them one by one, yielding each unit's result as soon as it is written (160 planes print 160 lines as they go)."""
 import os
 import time
+from pathlib import Path
 
 from roicurate.common import RoicurateError
-from roicurate.api.lines import DRY_RUN, count_units, types_line, undo_line, verdict_line
+from roicurate.api.lines import DRY_RUN, count_units, types_line, undo_command, undo_line, verdict_line
 from roicurate.api.paths import as_names, as_paths, expand, image_items
-from roicurate.api.results import ApplyTotals, Events, UnitResult
+from roicurate.api.results import ApplyTotals, BatchStopped, Events, UnitResult
 
 
 def check_pipeline(clf, pipeline, unit, any_pipeline=False):
@@ -139,8 +140,11 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
                recursive=False, also_accept=(), as_cnn_preds=False, redcell=False, add_image=(), any_pipeline=False,
                report=None, explain=50, events=None):
     """``roicurate.apply`` one unit at a time: a generator of UnitResult, each yielded as soon as its unit is
-    written. Everything is read and checked for every unit before the first write. ``events`` (an
-    ``Events``) hears what is found, read and loaded, the progress, and at the end the ``ApplyTotals``."""
+    written. Everything is read and checked for every unit (the free space of the whole batch included) before the
+    first write. A unit that fails at write time is undone; the units written before it stay written, their
+    ``finish_batch`` (combined/) runs, the undo line for exactly them is told, and ``BatchStopped`` is raised.
+    ``events`` (an ``Events``) hears what is found, read and loaded, the progress, and at the end the
+    ``ApplyTotals``."""
     from roicurate.images import parse_image_options
     events = events or Events()
     t0 = time.monotonic()
@@ -159,34 +163,136 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
         raise RoicurateError("--report explains cell / not-cell verdicts, not cell types; use roicurate explain")
     units = read_and_check(expand(roots, recursive, events), images, diameter,
                            None if dry_run else (types, force, redcell), events)
+    if not dry_run:
+        check_batch_space(units)
     classifiers = load_classifiers(units, chosen, device, also_accept, any_pipeline, events)
     options = {"threshold": threshold, "also_accept": also_accept, "dry_run": dry_run, "force": force,
                "types": types, "redcell": redcell, "as_cnn_preds": as_cnn_preds}
-    written, reported, n_accepted = {}, [], 0
+    batch = Batch(types)
     bar = events.progress(sum(len(rs) for _, _, rs in units), "classifying")
-    for src, unit, rs in units:
-        if not len(rs):
-            yield empty_result(src, unit, rs, dry_run)
-            continue
-        result = curate_unit(src, unit, rs, classifiers[rs.pipeline], options, bar)
-        reported.append((unit, rs, result.curation, classifiers[rs.pipeline][0]))
-        n_accepted += int(result.accepted.sum())
-        if not dry_run and not types:
-            written.setdefault(src, []).append(unit)
-        yield result
+    try:
+        yield from curate_units(units, classifiers, options, bar, batch)
+    except GeneratorExit:                        # the caller stopped early: what was written is still finished
+        finish_quietly(batch, roots, recursive, events)
+        raise
+    except Exception as e:                       # noqa: BLE001 (finished below, then raised again)
+        batch.stopped = e
     bar.close()
-    lines = [m for m in (src.finish_batch(done) for src, done in written.items()) if m]
-    if written:
-        lines.append(undo_line(written, roots, recursive))
-    for line in lines:
-        events.line(line)
-    if report and reported:
+    lines = finish_written(batch, roots, recursive, events)
+    if report and batch.reported:
         from roicurate.report import write_report
-        lines.append(f"report: {write_report(report, reported, n_explain=explain, progress=events.show_progress)}")
+        where = write_report(report, batch.reported, n_explain=explain, progress=events.show_progress)
+        lines.append(f"report: {where}")
         events.line(lines[-1])
     n_rois = sum(len(rs) for _, _, rs in units)
     seconds = time.monotonic() - t0
-    done = (f"done: {count_units(src for src, _, _ in units)}, {n_rois} ROIs, {n_accepted} "
+    done = (f"done: {count_units(src for src, _, _ in units)}, {n_rois} ROIs, {batch.n_accepted} "
             f"{'typed' if types else 'accepted'}, {seconds:.1f} s" + DRY_RUN * dry_run)
     n_written = 0 if dry_run else sum(1 for _, _, rs in units if len(rs))
-    events.finished(ApplyTotals(len(units), n_rois, n_accepted, n_written, seconds, dry_run, tuple(lines), done))
+    events.finished(ApplyTotals(len(units), n_rois, batch.n_accepted, n_written, seconds, dry_run, tuple(lines),
+                                done))
+
+
+class Batch:
+    """What an ``apply`` run has done so far: ``written`` {source: [units]} (for ``finish_batch``, combined/, and the
+    undo line; a cell-type model's units need neither, but are undone by the same revert), ``reported`` (for
+    ``--report``), the accepted count, and the failure that ``stopped`` it."""
+
+    def __init__(self, types=False):
+        self.types, self.written, self.reported, self.n_accepted, self.stopped = types, {}, [], 0, None
+        self.in_finish = False        # True: what stopped it was a finish_batch (combined/), not a unit
+
+
+def curate_units(units, classifiers, options, bar, batch):
+    """Classify and write each unit in order, yielding its UnitResult; ``batch`` keeps track of what was written."""
+    for src, unit, rs in units:
+        if not len(rs):
+            yield empty_result(src, unit, rs, options["dry_run"])
+            continue
+        result = curate_unit(src, unit, rs, classifiers[rs.pipeline], options, bar)
+        batch.reported.append((unit, rs, result.curation, classifiers[rs.pipeline][0]))
+        batch.n_accepted += int(result.accepted.sum())
+        if not options["dry_run"]:
+            batch.written.setdefault(src, []).append(unit)
+        yield result
+
+
+def finish_written(batch, roots, recursive, events):
+    """After the units: each source's ``finish_batch`` (Suite2p: combined/ of every suite2p/ folder written to) and
+    the undo line, told to ``events`` as they are made; returns those lines. Where a unit (or a ``finish_batch``)
+    failed, raises: the original error when nothing was written, else ``BatchStopped`` (one line: what failed, what
+    stays written and the command that reverts exactly that)."""
+    lines = []
+    for src, done in ({} if batch.types else batch.written).items():
+        try:
+            message = src.finish_batch(done)
+        except (RoicurateError, OSError) as e:    # combined/ stays as it was (its own transaction undid it)
+            if batch.stopped is None:
+                batch.stopped, batch.in_finish = e, True
+            continue
+        if message:
+            lines.append(message)
+            events.line(message)
+    exact = written_paths(batch.written)
+    if batch.stopped is not None and exact:
+        lines.append(undo_line(batch.written, exact))
+        events.line(lines[-1])
+    elif batch.written and not batch.types:
+        lines.append(undo_line(batch.written, roots, recursive))
+        events.line(lines[-1])
+    if batch.stopped is not None:
+        raise stopped_error(batch, undo_command(exact))
+    return lines
+
+
+def finish_quietly(batch, roots, recursive, events):
+    """``finish_written`` for a caller that closed the generator: a failure is told to ``events``, not raised."""
+    try:
+        finish_written(batch, roots, recursive, events)
+    except RoicurateError as e:
+        events.line(str(e))
+
+
+def written_paths(written):
+    """The paths that revert exactly the units written (an NWB file once for all of its tables)."""
+    return list(dict.fromkeys(str(src.location(u)) for src, units in written.items() for u in units))
+
+
+def stopped_error(batch, command):
+    """The error a stopped batch ends with: the failure itself where nothing was written (it was undone); else one
+    line saying what failed, what stays written and ``command``, which reverts exactly that (``BatchStopped``)."""
+    e = batch.stopped
+    if not isinstance(e, (RoicurateError, OSError)):
+        return e                                  # a bug, not a write failure: its traceback is wanted
+    cause = str(e) if isinstance(e, RoicurateError) else f"{e.filename or 'write'}: {e.strerror or e}"
+    if not batch.written:
+        return e if isinstance(e, RoicurateError) else RoicurateError(cause)
+    n = count_units(src for src, units in batch.written.items() for _ in units)
+    for said in ("; nothing changed", "; nothing written"):     # true of the failed unit only: said below
+        cause = cause[:-len(said)] if cause.endswith(said) else cause
+    what = ("it was left as it was; the {n} written stay written" if batch.in_finish else
+            "that unit was left as it was and the batch stopped there: the {n} written before it stay written")
+    return BatchStopped(f"{cause}; {what.format(n=n)} (undo with: {command})",
+                        [u for units in batch.written.values() for u in units], command)
+
+
+def check_batch_space(units):
+    """Before the first write: for every filesystem that holds two or more of the batch's units, the bytes they
+    all keep (new backups, records) plus the largest temporary need (a temp copy) must be free
+    (``Source.space_needed``; units whose need cannot be known are left to their own check under the lock)."""
+    from roicurate.safeio import check_free_space
+    needs, seen = {}, set()
+    for src, unit, rs in units:
+        where = Path(src.location(unit))
+        if not len(rs) or where in seen:          # an NWB file's tables share one backup and one temp copy
+            continue
+        seen.add(where)
+        need = src.space_needed(unit)
+        if need is None:
+            continue
+        folder = where if where.is_dir() else where.parent
+        entry = needs.setdefault(os.stat(folder).st_dev, [folder, 0, 0, 0])
+        entry[1], entry[2], entry[3] = entry[1] + need[0], max(entry[2], need[1]), entry[3] + 1
+    for folder, kept, temporary, n in needs.values():
+        if n > 1:
+            check_free_space(folder, kept + temporary, f"the {n} units this batch writes on its filesystem")

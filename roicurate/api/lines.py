@@ -55,8 +55,12 @@ def undo_line(written, paths, recursive=False):
     backups = (src.backup_path(u) for src, units in written.items() for u in units)
     kept = list(dict.fromkeys(str(b) for b in backups if b is not None))          # NWB planes share one backup
     where = "" if not kept else f" in {kept[0]}" + (f" (and {len(kept) - 1} more like it)" if len(kept) > 1 else "")
-    return (f"the pipeline's original verdict is kept{where}; undo with: roicurate revert "
-            + ("--recursive " if recursive else "") + " ".join(shlex.quote(str(p)) for p in paths))
+    return f"the pipeline's original verdict is kept{where}; undo with: {undo_command(paths, recursive)}"
+
+
+def undo_command(paths, recursive=False):
+    """``roicurate revert [--recursive] PATH ...``, each path quoted for a shell."""
+    return "roicurate revert " + ("--recursive " if recursive else "") + " ".join(shlex.quote(str(p)) for p in paths)
 
 
 def status_line(row):

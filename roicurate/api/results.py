@@ -2,6 +2,8 @@
 (``Events``: the command line subclasses it to print; a library call hears nothing and prints nothing)."""
 from dataclasses import dataclass, field
 
+from roicurate.common import RoicurateError
+
 
 class RoicurateWarning(UserWarning):
     """A note a library caller must see (e.g. where hand edits were kept before roicurate replaced them)."""
@@ -72,6 +74,17 @@ class UnitResult:
                 "accepted": n_accepted, "rejected": self.rois - n_accepted, "inputs": list(self.inputs),
                 "reference_diameter": self.reference_diameter, "diameter_source": self.diameter_source,
                 "written": list(self.written), "backup": self.backup, "dry_run": self.dry_run}
+
+
+class BatchStopped(RoicurateError):
+    """``apply`` could not write one unit of a batch (a full disk at write time ...) after writing others: that
+    unit was undone, the units written before it stay written and were finished (Suite2p's combined/ rebuilt to
+    match them), and nothing after it was written. ``written``: those units; ``undo``: the ``roicurate revert``
+    command that reverts exactly them (also in the message, which is one line)."""
+
+    def __init__(self, message, written, undo):
+        super().__init__(message)
+        self.written, self.undo = tuple(map(str, written)), undo
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,13 @@ class Suite2pSource(Source):
         none, revert removes ours)."""
         write_types(path, roiset, curation, force, redcell)
 
+    def space_needed(self, path):
+        """iscell.npy's temp copy and, where there is none yet, its backup, plus the record (combined/'s are as
+        small: the margin covers them)."""
+        plane = Path(path)
+        size = (plane / ISCELL).stat().st_size
+        return (0 if (plane / BACKUP).exists() else size) + (64 << 10), size + (1 << 20)
+
     def finish_batch(self, units):
         """Rebuild combined/ of every suite2p/ folder written to (and of one a killed run left out of step)."""
         return rebuild_all_combined(units)
