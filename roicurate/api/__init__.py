@@ -58,6 +58,8 @@ def apply(*paths, model=None, threshold=None, dry_run=False, force=False, diamet
 
     Raises:
         RoicurateError: a bad input, option or model (one line naming the file); nothing was written.
+        roicurate.api.results.BatchStopped: a unit could not be written after the checks passed (e.g. the disk
+            filled): it was undone, the units before it stay written (``.written``; ``.undo`` reverts them).
     """
     results = list(iter_apply(*paths, model=model, threshold=threshold, dry_run=dry_run, force=force,
                               diameter=diameter, device=device, recursive=recursive, also_accept=also_accept,
