@@ -142,3 +142,67 @@ def test_suite2p_rerun_with_another_roi_count_is_curated_afresh(copy_example):
     new_run = (plane / "iscell.npy").read_bytes()
     curate(plane)
     assert (plane / "iscell_suite2p.npy").read_bytes() == new_run
+
+
+# ---- CaImAn: the record is in the file, so a re-run (a new cnm.save()) leaves a backup of another save ----------
+caiman = CaimanSource()
+
+
+def curate_caiman(path, seed=0, force=False):
+    from test_caiman import curation_for as caiman_curation
+    rs = caiman.read(path)
+    caiman.check_writable(path, force=force)
+    return caiman.write(path, rs, caiman_curation(len(rs), seed), force=force)
+
+
+@pytest.fixture
+def caiman_rerun(copy_caiman, caiman_files):
+    """A CaImAn file curated by roicurate, then replaced by a new CaImAn run with as many components (another
+    seed: other components, CaImAn's own new verdict)."""
+    path = copy_caiman("evaluated")
+    curate_caiman(path)
+    shutil.copyfile(caiman_files["evaluated_seed1"], path)
+    return path
+
+
+def test_caiman_record_names_the_components(copy_caiman):
+    import h5py
+    path = copy_caiman("evaluated")
+    curate_caiman(path)
+    with h5py.File(path, "r") as f:
+        assert f["estimates"].attrs["roicurate_roi_sha256"] == roi_fingerprint(caiman.read(path))
+
+
+def test_caiman_rerun_status_apply_revert(caiman_rerun):
+    path = caiman_rerun
+    backup = caiman.backup_path(path)
+    assert unit_status(caiman, path)["state"] == "re-run"
+    before = tree_hashes(path.parent)
+    with pytest.raises(RoicurateError) as e:           # the old backup is not this file's original
+        caiman.revert(path, force=True)
+    assert "\n" not in str(e.value) and "re-ran" in str(e.value) and "nothing changed" in str(e.value)
+    assert tree_hashes(path.parent) == before
+    earlier, new_run = backup.read_bytes(), path.read_bytes()
+    note = curate_caiman(path)                           # no --force: a re-run is not a re-save by hand
+    kept = list(path.parent.glob("*.roicurate-backup-stale-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == earlier and kept[0].name in note
+    assert backup.read_bytes() == new_run and unit_status(caiman, path)["state"] == "curated"
+    caiman.revert(path)
+    assert path.read_bytes() == new_run and kept[0].exists()
+
+
+def test_caiman_resave_with_the_same_components_is_still_refused(copy_caiman):
+    """Same components, other content (re-saved by hand): not a re-run; apply refuses without --force as before,
+    and status says the record is missing with the advice apply accepts."""
+    import h5py
+    path = copy_caiman("evaluated")
+    original = path.read_bytes()
+    curate_caiman(path)
+    path.write_bytes(original)
+    with h5py.File(path, "r+") as f:
+        f["estimates"].attrs["note"] = "re-saved"
+    row = unit_status(caiman, path)
+    assert row["state"] == "record missing" and "--force" in row["detail"], row
+    with pytest.raises(RoicurateError, match="re-saved"):
+        caiman.check_writable(path)
+    curate_caiman(path, force=True)                      # the advice status gave works

@@ -68,8 +68,8 @@ def status_line(row):
     if row["state"] == "record missing":
         return f"{row['path']}: RECORD MISSING: {row['detail']}"
     thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}"
-    text = f"{row['path']}: curated by {row['model']} at threshold {thr}" + (f" on {row['date']}" if row["date"]
-                                                                             else "")
+    text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}" if row["model"] else "roicurate") + \
+        (f" on {row['date']}" if row["date"] else "")
     if row["state"] == "edited since":
         text += "; the verdict was edited since (roicurate apply keeps the edits beside it before writing)"
     elif row["state"] == "re-run":
