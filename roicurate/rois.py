@@ -1,4 +1,6 @@
-"""RoiSet: the one data type every stage speaks (sources produce it, crops/models/writers consume it)."""
+"""RoiSet: the one data type every stage speaks (sources produce it, crops/models/writers consume it), and the
+fingerprint of its ROIs' geometry that every record roicurate writes carries (``roi_fingerprint``)."""
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,6 +120,19 @@ class RoiSet:
                       pipeline=self.pipeline, path=self.path, recording=self.recording, origin=dict(self.origin),
                       diameter=self.diameter, diameter_source=self.diameter_source, frame_source=self.frame_source,
                       human=take(self.human))
+
+
+def roi_fingerprint(roiset):
+    """sha256 (hex) of the ROIs' geometry: the frame shape, then every ROI's pixels (row, column, weight) in ROI
+    order, from the flat layout (``indptr``, ``y``, ``x``, ``weight``; fixed little-endian dtypes). Every format
+    builds its RoiSet the same way each time (Suite2p: stat.npy's ypix/xpix/lam in order; CaImAn: A's columns with
+    zeros dropped and indices sorted; NWB: the table's masks), so a pipeline re-run that moves, reorders or
+    reweights ROIs changes it even when the ROI count stays the same. Records name it ``roi_sha256``."""
+    h = hashlib.sha256(b"roicurate-roi-geometry-v1")
+    h.update(np.asarray(roiset.shape, "<i8").tobytes())
+    for a, dt in ((roiset.indptr, "<i8"), (roiset.y, "<i4"), (roiset.x, "<i4"), (roiset.weight, "<f4")):
+        h.update(np.ascontiguousarray(np.asarray(a).astype(dt, copy=False)).tobytes())
+    return h.hexdigest()
 
 
 def iou_matrix(a, b, binarize_a=0.0, binarize_b=0.0):

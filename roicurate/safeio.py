@@ -132,8 +132,10 @@ def check_replaceable(path):
 def clone_or_copy(src, dst):
     """An independent copy of ``src`` at the new path ``dst``: a reflink (FICLONE) where the filesystem has one
     (btrfs, xfs: instant, shares blocks copy-on-write), else a kernel copy. Never a hard link: a program still
-    writing to the original must not write into the copy. Returns "reflink" or "copy"."""
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    writing to the original must not write into the copy. ``src`` may be a file already open for reading (the one
+    that was verified: no second open of a path another process may have replaced). Returns "reflink" or "copy"."""
+    opened = contextlib.nullcontext(src) if hasattr(src, "fileno") else open(src, "rb")
+    with opened as fin, open(dst, "xb") as fout:
         try:
             fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
             how = "reflink"

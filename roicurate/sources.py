@@ -282,61 +282,101 @@ def temp_copy(src, path, tx):
     return tmp
 
 
-def restore_whole_file(path, backup, recorded, inspect, drift, force, original="the pipeline's original"):
+def restore_whole_file(path, backup, recorded, inspect, drift, force, original="the pipeline's original",
+                       salvage=None):
     """``revert`` of a whole-file backup. ``recorded(path)``: roicurate's verdict is in the file; ``inspect(path)``:
     the verified state of file and backup (``adopt``: the file already is the backup; ``backup_sha``);
-    ``drift(path, st)``: what revert would drop (hand edits, a re-saved file), "" for nothing. Checked before and
-    again under the lock; with ``force`` the file is kept beside before the backup's copy (its sha256 checked) is
-    put in place atomically and the backup removed."""
+    ``drift(path, st)``: what revert would drop (hand edits, a re-saved file), "" for nothing; ``salvage(path)``:
+    with ``force``, where the file itself cannot be read (truncated), the state after verifying the backup alone.
+
+    Everything is checked once, under the lock, and from the backup opened first: another run that reverted
+    meanwhile is seen as such (nothing to revert), never as a file without a record. The copy put in place is made
+    from that open backup and its sha256 checked; with ``force`` the file is kept beside first; then the backup is
+    removed."""
     path = Path(path)
     if not path.exists():
         raise RoicurateError(f"{path}: does not exist")
-
-    def check():
-        if not backup.exists():
-            if recorded(path):
-                raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so {original} "
-                                     f"is not here; nothing changed")
-            raise safeio.NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name})")
-        st = inspect(path)
-        if not st.adopt and not recorded(path):
-            raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so it is unknown which file is "
-                                 f"{original}; nothing changed (move the backup away if {path.name} is the "
-                                 f"pipeline's own output)")
-        st.keep = "" if st.adopt else drift(path, st)
-        if st.keep and not force:
-            raise RoicurateError(f"{path}: changed since roicurate wrote it ({st.keep}); revert would drop that: use "
-                                 f"--force to keep it beside the file and restore {original}")
-        check_dir_writable(path.parent)
-        safeio.check_replaceable(path)
-        safeio.check_replaceable(backup)
-        return st
-
     clean_stale_temps(path.parent)
-    check()
-    notes = []
     with safeio.locked_transaction(path.parent, path) as tx:
-        st = check()
-        if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
-            os.unlink(backup)
-            fsync_dir(path.parent)
-            return f"already {original}; {backup.name} removed"
-        check_free_space(path.parent, backup.stat().st_size + (path.stat().st_size if st.keep else 0) + (8 << 20),
-                         f"restoring {path.name}")
-        pause_after_check()
-        if st.keep:
-            notes.append(f"edits kept in {keep_beside(path, tx).name}")
-        tmp = temp_copy(backup, path, tx)
-        if st.backup_sha and sha256_file(tmp) != st.backup_sha:
-            raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
-        atomic_replace(tmp, path, mode_from=backup)
-        tx.undo.clear()                   # the original is back: nothing from here on is undone (kept edits stay)
         try:
-            os.unlink(backup)
-            fsync_dir(path.parent)
-        except OSError as e:              # the file is restored; the backup may be left (a re-run removes it)
-            left = "could not be removed" if backup.exists() else "was removed but its folder not synced"
-            raise RoicurateError("; ".join([f"{path}: restored from {backup.name}, but {backup.name} {left} "
-                                            f"({e.strerror or e}); run roicurate revert again to finish"]
-                                           + notes)) from None
+            held = open(backup, "rb")             # opened once: what is verified below is what is copied
+        except FileNotFoundError:
+            held = None
+        try:
+            st = _check_restore(path, backup, held, recorded, inspect, drift, force, original, salvage)
+            return _restore_from(path, backup, held, st, tx, original)
+        finally:
+            if held is not None:
+                held.close()
+
+
+def _check_restore(path, backup, held, recorded, inspect, drift, force, original, salvage):
+    """``restore_whole_file``'s checks, under the lock; ``held``: the backup opened, or None (there is none)."""
+    try:
+        rec = recorded(path)
+        st = inspect(path) if held is not None else None
+    except RoicurateError as e:
+        if held is None or salvage is None:
+            raise
+        if not force:
+            raise RoicurateError(f"{e}; revert --force restores {backup.name} once it is verified and keeps this file "
+                                 f"beside it") from None
+        st = salvage(path)
+        st.keep = f"unreadable: {str(e).split(': ', 1)[-1]}"
+        return _check_replaceable(path, backup, st)
+    if held is None:
+        if rec:
+            raise RoicurateError(f"{backup}: missing, but {path.name} holds roicurate's verdict, so {original} "
+                                 f"is not here; nothing changed")
+        raise safeio.NothingToRevert(f"{path}: nothing to revert (no roicurate backup {backup.name}; already "
+                                     f"reverted?)")
+    if not st.adopt and not rec:
+        why = ("the pipeline re-ran since roicurate curated the earlier file (other ROIs): roicurate apply sets that "
+               "backup aside and curates this one" if st.rerun else
+               f"move the backup away if {path.name} is the pipeline's own output")
+        raise RoicurateError(f"{backup}: {path.name} carries no roicurate record, so {backup.name} is not known to be "
+                             f"{original} of this file; nothing changed ({why})")
+    st.keep = "" if st.adopt else drift(path, st)
+    if st.keep and not force:
+        raise RoicurateError(f"{path}: changed since roicurate wrote it ({st.keep}); revert would drop that: use "
+                             f"--force to keep it beside the file and restore {original}")
+    return _check_replaceable(path, backup, st)
+
+
+def _check_replaceable(path, backup, st):
+    check_dir_writable(path.parent)
+    safeio.check_replaceable(path)
+    safeio.check_replaceable(backup)
+    return st
+
+
+def _restore_from(path, backup, held, st, tx, original):
+    """Put the open backup ``held`` in place of ``path`` (checked by ``_check_restore``); returns the note."""
+    if st.adopt:                      # an interrupted run: the file already is the backup, byte for byte
+        os.unlink(backup)
+        fsync_dir(path.parent)
+        return f"already {original}; {backup.name} removed"
+    size = os.fstat(held.fileno()).st_size
+    check_free_space(path.parent, size + (path.stat().st_size if st.keep else 0) + (8 << 20),
+                     f"restoring {path.name}")
+    pause_after_check()
+    notes = []
+    if st.keep:
+        notes.append(f"{'edits' if not st.keep.startswith('unreadable') else 'the unreadable file'} kept in "
+                     f"{keep_beside(path, tx).name}")
+    tmp = temp_name(path)
+    tx.created(tmp)
+    clone_or_copy(held, tmp)
+    if st.backup_sha and sha256_file(tmp) != st.backup_sha:
+        raise RoicurateError(f"{backup}: its copy does not match the recorded sha256; nothing changed")
+    atomic_replace(tmp, path, mode_from=backup)
+    tx.undo.clear()                       # the original is back: nothing from here on is undone (kept edits stay)
+    try:
+        os.unlink(backup)
+        fsync_dir(path.parent)
+    except OSError as e:                  # the file is restored; the backup may be left (a re-run removes it)
+        left = "could not be removed" if backup.exists() else "was removed but its folder not synced"
+        raise RoicurateError("; ".join([f"{path}: restored from {backup.name}, but {backup.name} {left} "
+                                        f"({e.strerror or e}); run roicurate revert again to finish"]
+                                       + notes)) from None
     return "; ".join([f"restored from {backup.name}"] + notes)

@@ -15,7 +15,7 @@ import roicurate.caiman as live
 from roicurate import RoicurateError, __version__
 from roicurate.crops import CropSpec, linear_resize_matrix, make_crops
 from roicurate.curation import Curation
-from roicurate.rois import RoiSet
+from roicurate.rois import RoiSet, roi_fingerprint
 from roicurate_plugins.caiman import CaimanSource, load_estimates
 
 import caiman_files
@@ -30,7 +30,7 @@ OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/r
         "estimates/cnn_preds"}
 OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version", "roicurate_time",
              "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs",
-             "roicurate_backup_sha256", "roicurate_content_sha256", "roicurate_human"}
+             "roicurate_backup_sha256", "roicurate_content_sha256", "roicurate_human", "roicurate_roi_sha256"}
 
 # Every attribute of a CaImAn 1.12.1 Estimates after fit/refit/evaluate_components and a script that sets Cn:
 # the /estimates keys of cnm.save()'s file (asserted below against the real file) plus the three it never saves.
@@ -396,6 +396,7 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
                                    "roicurate_version": __version__, "roicurate_reference_diameter": "none",
                                    "roicurate_diameter_source": "", "roicurate_inputs": '["mask"]',
                                    "roicurate_backup_sha256": original,
+                                   "roicurate_roi_sha256": roi_fingerprint(src.read(p)),
                                    "roicurate_content_sha256": est.attrs["roicurate_content_sha256"],
                                    "roicurate_time": est.attrs["roicurate_time"],
                                    "roicurate_human": '{"cell": 0, "not_cell": 0, "overruled": 0, "reviewed": 0}'}
@@ -451,8 +452,7 @@ def test_hand_edits_and_stale_backups_need_force(copy_file, caiman_files):
     backup = p.with_name("cnmf_refit_evaluated.roicurate-backup.hdf5")
     shutil.copyfile(caiman_files["evaluated_seed1"], p)
     old_backup = sha(backup)
-    with pytest.raises(RoicurateError, match="differs from its backup"):
-        src.check_writable(p)
+    src.check_writable(p)           # other components: a re-run, no --force needed (tests/test_reruns.py)
     assert sha(backup) == old_backup
     new_original = sha(p)
     rs = src.read(p)

@@ -68,7 +68,11 @@ def test_backup_without_record_is_an_unknown_state(curated):
 
 
 def test_stale_backup_after_a_suite2p_rerun_is_refused_before_any_write(curated):
+    """A record from before the ROI fingerprint (tests/test_reruns.py: with it, a re-run is curated afresh)."""
     plane, original = curated
+    rec = json.loads((plane / "roicurate.json").read_text())
+    del rec["roi_sha256"]
+    (plane / "roicurate.json").write_text(json.dumps(rec))
     stat = np.load(plane / "stat.npy", allow_pickle=True)
     np.save(plane / "stat.npy", stat[:-4])                 # Suite2p re-run: 30 ROIs now, the backup has 34 rows
     np.save(plane / "iscell.npy", np.load(plane / "iscell_suite2p.npy")[:-4])

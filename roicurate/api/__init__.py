@@ -144,9 +144,10 @@ def status(*paths, recursive=False):
 
     Returns:
         list[StatusResult]: one per unit, ``state`` one of ``not curated``, ``curated``, ``edited since``,
-        ``backup missing``, ``unreadable``.
+        ``re-run``, ``backup missing``, ``backup damaged``, ``record missing``, ``unreadable`` (a unit whose files
+        cannot be read is reported so, and the others follow).
 
     Raises:
-        RoicurateError: a path that does not exist or that no source can read.
+        RoicurateError: a path that does not exist or that no source claims.
     """
     return list(iter_status(*paths, recursive=recursive))

@@ -68,12 +68,19 @@ def status_line(row):
     if row["state"] == "not curated":
         return f"{row['path']}: not curated by roicurate"
     if row["state"] == "unreadable":
-        return f"{row['path']}: unreadable record ({row['detail']})"
+        return f"{row['path']}: unreadable ({row['detail']})"
+    if row["state"] == "record missing":
+        return f"{row['path']}: RECORD MISSING: {row['detail']}"
     thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}"
-    text = f"{row['path']}: curated by {row['model']} at threshold {thr}" + (f" on {row['date']}" if row["date"]
-                                                                             else "")
+    text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}" if row["model"] else "roicurate") + \
+        (f" on {row['date']}" if row["date"] else "")
     if row["state"] == "edited since":
         text += "; the verdict was edited since (roicurate apply keeps the edits beside it before writing)"
+    elif row["state"] == "re-run":
+        text += ("; RE-RUN by the pipeline since roicurate curated it (other ROIs): its verdict is the new run's; "
+                 "roicurate apply curates it and keeps the earlier curation's files aside, revert refuses")
     elif row["state"] == "backup missing":
         text += f"; BACKUP MISSING: {row['backup']} (the pipeline's original verdict cannot be restored)"
-    return text
+    elif row["state"] == "backup damaged":
+        text += "; BACKUP DAMAGED (the pipeline's original verdict cannot be restored from it)"
+    return text + (f"; {row['detail']}" if row["detail"] else "")

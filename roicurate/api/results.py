@@ -128,11 +128,14 @@ class StatusResult:
     Attributes:
         path, source: the unit and the source that claims it.
         state: ``not curated``, ``curated``, ``edited since`` (the verdict was changed after roicurate wrote it),
-            ``backup missing`` or ``unreadable``.
+            ``re-run`` (the pipeline re-ran since: other ROIs, its own new verdict), ``backup missing``, ``backup
+            damaged`` (it cannot give the original back), ``record missing`` (a backup whose record is gone) or
+            ``unreadable`` (the unit's files cannot be read).
         model, sha256, threshold, date: the model (name or card path), its weights' sha256, the threshold and the
             time of roicurate's write (None when not curated).
         backup: where the pipeline's original verdict is kept (None when not curated).
-        detail: why the record is unreadable (None otherwise).
+        detail: why the unit is unreadable, its backup damaged or its record missing, and notes (hand edits in
+            Suite2p's combined/); None when there is nothing to add.
         review: ``reviewed N of M`` where ``roicurate review`` answers exist for the unit, else None.
         line: the line the command line prints.
     """

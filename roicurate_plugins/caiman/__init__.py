@@ -12,11 +12,12 @@ import numpy as np
 from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
+from roicurate.rois import roi_fingerprint
 from roicurate.sources import Source
 from roicurate_plugins.caiman.read import estimates_of, load_estimates, open_hdf5, read_file, read_object, read_value
 from roicurate_plugins.caiman.verdict import store_on_object, verdict
-from roicurate_plugins.caiman.write import (BACKUP_TAG, backup_path, check_writable, is_backup, read_recorded,
-                                           revert_file, write_file)
+from roicurate_plugins.caiman.write import (BACKUP_TAG, ROI_ATTR, backup_path, check_writable, is_backup,
+                                           read_recorded, revert_file, write_file)
 
 __all__ = ["CaimanSource", "load_estimates"]
 
@@ -87,7 +88,9 @@ class CaimanSource(Source):
     def apply_to_object(self, obj, curation, as_cnn_preds=False):
         """Set ``curation`` on the object's Estimates with the fields and attributes ``write`` puts in the file, so
         that ``cnm.save()`` stores the same verdict (``as_cnn_preds``: also ``cnn_preds``)."""
-        store_on_object(estimates_of(obj), verdict(curation, as_cnn_preds))
+        v = verdict(curation, as_cnn_preds)
+        v.attrs[ROI_ATTR] = roi_fingerprint(read_object(obj))      # what cnm.save() then stores, as write() does
+        store_on_object(estimates_of(obj), v)
 
 
 @hookimpl

@@ -208,9 +208,7 @@ def read_file(path):
             raise RoicurateError(f"{path}: estimates/A is not a valid sparse matrix ({e})") from None
         if A is None:
             raise RoicurateError(f"{path}: estimates/A has no data/indices/indptr/shape")
-        dims = next((d for d in (read_value(est, "dims"), read_value(f, "dims"),
-                                 read_value(f["params/data"], "dims") if "params/data" in f else None)
-                     if d is not None), None)
+        dims = _dims(f, est)
         gsig = read_value(f["params/init"], "gSig") if "params/init" in f else None
         arrays = {k: read_value(est, k) for k in ("b", "f", "Cn", "idx_components")}
         arrays["C"] = _time_mean(est, "C")
@@ -220,6 +218,30 @@ def read_file(path):
               "gSig": None if gsig is None else [int(g) for g in np.ravel(gsig)]}
     return roiset_from_estimates(A, dims, **arrays, selected=selected, features=features, origin=origin,
                                  path=str(path), where=str(path))
+
+
+def _dims(f, est):
+    """The frame: ``/estimates/dims``, else ``/dims``, else ``/params/data/dims`` (None when none says)."""
+    return next((d for d in (read_value(est, "dims"), read_value(f, "dims"),
+                             read_value(f["params/data"], "dims") if "params/data" in f else None)
+                 if d is not None), None)
+
+
+def file_fingerprint(path):
+    """``roicurate.rois.roi_fingerprint`` of a ``cnm.save()`` file's components: A's columns (data, indices,
+    indptr, shape, as ``read_file`` builds the RoiSet) over dims, reading only A and dims."""
+    from roicurate.rois import roi_fingerprint
+    h5py = import_h5py()
+    with open_hdf5(path) as f:
+        est = f.get("estimates")
+        if not isinstance(est, h5py.Group) or not isinstance(est.get("A"), h5py.Group):
+            raise RoicurateError(f"{path}: no estimates/A (not a CaImAn file written by cnm.save())")
+        try:
+            A = read_value(est, "A")
+        except (ValueError, TypeError) as e:
+            raise RoicurateError(f"{path}: estimates/A is not a valid sparse matrix ({e})") from None
+        dims = _dims(f, est)
+    return roi_fingerprint(roiset_from_estimates(A, dims, where=str(path)))
 
 
 def estimates_of(obj):

@@ -15,13 +15,15 @@ from roicurate import RoicurateError, hdf5_content
 from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
-from roicurate_plugins.caiman.read import already_selected, import_h5py, is_selected, open_hdf5
+from roicurate.rois import roi_fingerprint
+from roicurate_plugins.caiman.read import already_selected, file_fingerprint, import_h5py, is_selected, open_hdf5
 from roicurate_plugins.caiman.verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, SCALE_ATTRS, WRITTEN, edited_after_write,
                                               recorded, store_in_group, verdict)
 
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
 # the backup's sha256 (a file hash) and the hash of everything write() does not set, both taken at the first apply
 BACKUP_ATTRS = ("roicurate_backup_sha256", "roicurate_content_sha256")
+ROI_ATTR = "roicurate_roi_sha256"   # roicurate.rois.roi_fingerprint of the components the verdict is for
 
 
 def backup_path(path):
@@ -41,8 +43,8 @@ def check_writable(path, force=False):
     return check_whole_file_writable(path, inspect, force, lambda st: (
         st.edited and "idx_components changed since roicurate wrote it (re-filtered in CaImAn?); use --force to "
                       "overwrite those edits (the file is kept beside it)",
-        st.stale and f"differs from its backup {backup_path(path).name} in more than roicurate's own fields (re-saved "
-                     f"since roicurate backed it up?); move the old backup away, or use --force (the old backup is "
+        st.stale and not st.rerun and f"differs from its backup {backup_path(path).name} in more than roicurate's "
+                     f"own fields (re-saved since roicurate backed it up?); move the old backup away, or use --force (the old backup is "
                      f"kept as {path.stem}.roicurate-backup-stale-<time>{path.suffix} and the current file is "
                      f"backed up)"))
 
@@ -63,6 +65,7 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
         tmp, new_backup, notes = prepare_whole_file(path, backup, st, tx, extra=2 * payload)
         v.attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
         v.attrs["roicurate_content_sha256"] = (not new_backup and st.content) or content_sha256(backup)
+        v.attrs[ROI_ATTR] = roi_fingerprint(roiset)
         with import_h5py().File(tmp, "r+") as f:
             store_in_group(f["estimates"], v)
         atomic_replace(tmp, path)
@@ -70,16 +73,43 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
 
 
 def read_recorded(path):
-    """What roicurate recorded in the file (``Source.recorded``), or None."""
+    """What roicurate recorded in the file (``Source.recorded``), or None; with a damaged backup
+    (``backup_problem``), and for a file without a record beside a backup of another save: CaImAn re-ran (other
+    components: ``rerun``) or re-saved it (``record_missing``)."""
+    path, backup = Path(path), backup_path(path)
     with open_hdf5(path) as f:
-        return recorded(f.get("estimates"))
+        est = f.get("estimates")
+        rec = recorded(est)
+        K = int(est["A/shape"][1]) if rec is not None and "A/shape" in est else None
+        sha = str(est.attrs["roicurate_backup_sha256"]) if rec is not None and \
+            "roicurate_backup_sha256" in est.attrs else None
+    if rec is None:
+        if not backup.exists() or sha256_file(backup) == sha256_file(path):
+            return None                    # never curated, or an interrupted first run (the backup is the file)
+        if _other_rois(path, backup):
+            return {"model": None, "threshold": None, "date": None, "intact": False, "rerun": True,
+                    "notes": [f"{backup.name} belongs to the earlier save"]}
+        return {"record_missing": f"{path.name} differs from its backup {backup.name} and carries no roicurate "
+                                  f"record (re-saved since?); roicurate apply --force keeps that backup as "
+                                  f"{path.stem}.roicurate-backup-stale-<time>{path.suffix} and backs up this file"}
+    if backup.exists():
+        try:
+            _check_backup(backup, K, sha)
+        except RoicurateError as e:
+            rec["backup_problem"] = str(e).replace("; nothing changed", "")
+    return rec
 
 
 def revert_file(path, force=False):
     """Restore the verified backup byte for byte (``sources.restore_whole_file``), then remove it."""
     drift = lambda path, st: "idx_components re-filtered" if st.edited else "re-saved" if st.stale else ""
-    return restore_whole_file(path, backup_path(Path(path)), lambda p: read_recorded(p) is not None, inspect, drift,
-                              force, "CaImAn's original")
+    return restore_whole_file(path, backup_path(Path(path)), _has_record, inspect, drift, force, "CaImAn's original")
+
+
+def _has_record(path):
+    """roicurate's verdict is in the file (its attributes on /estimates)."""
+    with open_hdf5(path) as f:
+        return recorded(f.get("estimates")) is not None
 
 
 def inspect(path):
@@ -122,12 +152,23 @@ def _inspect_files(path, backup):
         rec = "roicurate_model" in est.attrs
         get = lambda k: str(est.attrs[k]) if k in est.attrs else None
         st = SimpleNamespace(K=K, rec=rec, edited=rec and edited_after_write(est), stale=False, adopt=False,
-                             backup_sha=get("roicurate_backup_sha256"), content=get("roicurate_content_sha256"))
+                             rerun=False, backup_sha=get("roicurate_backup_sha256"),
+                             content=get("roicurate_content_sha256"), roi_sha=get(ROI_ATTR))
     if settle_without_record(path, backup, rec, st, "CaImAn's original"):
+        st.rerun = st.stale and _other_rois(path, backup)
         return st
     _check_backup(backup, K, st.backup_sha)
     st.stale = content_sha256(path) != (st.content or content_sha256(backup))
     return st
+
+
+def _other_rois(path, backup):
+    """The backup holds other components than the file (CaImAn re-ran and saved a new file under this name): their
+    fingerprints differ. A backup whose A cannot be read is not called a re-run (the refusal stays)."""
+    try:
+        return file_fingerprint(path) != file_fingerprint(backup)
+    except RoicurateError:
+        return False
 
 
 def _check_backup(backup, K, sha):
@@ -151,5 +192,5 @@ def _check_backup(backup, K, sha):
 def content_sha256(path):
     """sha256 over everything in the file but what write() sets (roicurate/hdf5_content.py)."""
     skip = {f"estimates/{k}" for k in WRITTEN}
-    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS + (HUMAN_ATTR,))
+    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS + (HUMAN_ATTR, ROI_ATTR))
     return hdf5_content.content_sha256(path, skip.__contains__, lambda name, k: name == "estimates" and k in ours)

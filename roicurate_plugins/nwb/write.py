@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
+from roicurate.rois import roi_fingerprint
 from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
@@ -35,6 +36,7 @@ ROOT_ATTRS = (".specloc", "nwb_version")   # set by whichever pynwb wrote last
 TEXT = ("table", "plane_segmentation", "pipeline", "model", "model_sha256", "classes", "accepted_classes", "inputs",
         "diameter_source", "roicurate_version", "time", "verdict_sha256", "backup", "backup_sha256")
 FLOAT = ("threshold", "reference_diameter_px")
+OPTIONAL = ("roi_sha256",)           # columns files written by earlier versions lack (read as "")
 DESCRIBE = {
     "table": "the roicurate verdict table of this row (in this module)",
     "plane_segmentation": "the PlaneSegmentation it refers to (processing module/ImageSegmentation/name[/planeZ])",
@@ -47,7 +49,9 @@ DESCRIBE = {
     "diameter_source": "where the reference diameter came from", "roicurate_version": "roicurate version",
     "time": "UTC time of the write", "verdict_sha256": "sha256 of the verdict table as roicurate wrote it",
     "backup": "file name of roicurate's copy of the original file",
-    "backup_sha256": "sha256 of roicurate's copy of the original file"}
+    "backup_sha256": "sha256 of roicurate's copy of the original file",
+    "roi_sha256": "fingerprint of the ROIs the verdict is for (sha256 of the table's masks: frame, then each ROI's "
+                  "rows, columns and weights in order; roicurate.rois.roi_fingerprint)"}
 
 
 def _h5py():
@@ -115,6 +119,7 @@ def _curations(f):
     try:
         cols = {k: t[k][()] for k in TEXT + FLOAT}
         n = len(cols["table"])
+        cols.update({k: t[k][()] if k in t else [""] * n for k in OPTIONAL})
         return [{k: (float(v[i]) if k in FLOAT else _text(v[i])) for k, v in cols.items()} for i in range(n)]
     except Exception as e:
         raise RoicurateError(f"{f.filename}: processing/{MODULE}/{CURATIONS} is unreadable ({type(e).__name__}); "
@@ -132,7 +137,7 @@ def inspect(path):
         counts = _ps_counts(f)
         group = f.get(f"processing/{MODULE}")
         edited = [r["table"] for r in rows if group is None or _file_verdict_sha(group, r["table"]) != r["verdict_sha256"]]
-    st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False,
+    st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False, rerun=False,
                          backup_sha=rows[0]["backup_sha256"] if rows else None)
     if settle_without_record(path, backup, bool(rows), st):
         return st
@@ -179,6 +184,7 @@ def _provenance(roiset, curation, sha, backup, backup_sha):
             "roicurate_version": __version__,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "verdict_sha256": sha, "backup": backup.name, "backup_sha256": backup_sha,
+            "roi_sha256": roi_fingerprint(roiset),
             "threshold": float(curation.threshold), "reference_diameter_px": np.nan if d is None else float(d)}
 
 
@@ -244,7 +250,7 @@ def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
                              f"threshold {prov['threshold']:.4g})", columns=cols))
         prov_cols = [VectorData(name=k, description=DESCRIBE[k],
                                 data=np.array([r[k] for r in records], np.float64) if k in FLOAT
-                                else [r[k] for r in records]) for k in TEXT + FLOAT]
+                                else [r.get(k, "") for r in records]) for k in TEXT + FLOAT + OPTIONAL]
         mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
                              columns=prov_cols))
         io.write(nwb)
@@ -265,7 +271,19 @@ def recorded(path, table=None):
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
             "also_accept": json.loads(row["accepted_classes"])[1:],
             "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
-            "intact": intact}
+            "intact": intact, "backup_problem": _backup_problem(path)}
+
+
+def _backup_problem(path):
+    """Why the file's backup cannot give the original back (one line), or None (sound, or missing: ``status`` says
+    that apart)."""
+    if not backup_of(path).exists():
+        return None
+    try:
+        inspect(path)
+    except RoicurateError as e:
+        return str(e).replace("; nothing changed", "")
+    return None
 
 
 def _content_sha256(path):
@@ -288,4 +306,18 @@ def revert(path, force=False):
     def recorded_any(path):
         with _open(path) as f:
             return bool(_curations(f))
-    return restore_whole_file(path, backup_of(Path(path)), recorded_any, inspect, drift, force)
+    return restore_whole_file(path, backup_of(Path(path)), recorded_any, inspect, drift, force, salvage=_salvage)
+
+
+def _salvage(path):
+    """``revert --force`` of a file that cannot be read (truncated): its record, with the backup's sha256, is lost
+    with it, so the backup is verified alone: an HDF5 file that opens, holds PlaneSegmentation tables and no
+    roicurate module (roicurate's copy of the pipeline's original). Returns the restore state."""
+    backup = backup_of(path)
+    with _open(backup, "roicurate's backup") as f:
+        counts = _ps_counts(f)
+        ours = f"processing/{MODULE}" in f
+    if not counts or ours:
+        raise RoicurateError(f"{backup}: not a pipeline original roicurate kept ("
+                             f"{'it holds a roicurate verdict' if ours else 'no PlaneSegmentation'}); nothing changed")
+    return SimpleNamespace(adopt=False, backup_sha=None, rerun=False)

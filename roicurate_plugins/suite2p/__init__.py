@@ -14,16 +14,14 @@ Reading and checking Suite2p's files: ``suite2p.files``. roicurate's record and 
 """
 from pathlib import Path
 
-import numpy as np
-
 from roicurate import RoicurateError
 from roicurate.crops import CropSpec
 from roicurate.hookspecs import hookimpl
 from roicurate.rois import RoiSet
 from roicurate.scale import set_diameter
 from roicurate.sources import Source
-from roicurate_plugins.suite2p.files import (BACKUP, ISCELL, describe, diameter_setting, expand_units, is_plane,
-                                             is_suite2p_dir, load_file, load_iscell, load_ops, load_traces,
+from roicurate_plugins.suite2p.files import (BACKUP, ISCELL, diameter_setting, expand_units, is_plane,
+                                             is_suite2p_dir, load_iscell, load_ops, load_stat, load_traces,
                                              natural_key, roi_pixels, stat_features, summary_images)
 from roicurate_plugins.suite2p.state import read_recorded, red_labels
 from roicurate_plugins.suite2p.write import (check_types_writable, check_writable, rebuild_all_combined,
@@ -50,9 +48,7 @@ class Suite2pSource(Source):
     def read(self, path):
         plane = Path(path)
         stat_path = plane / "stat.npy"
-        stat = load_file(stat_path, pickle=True)
-        if not isinstance(stat, np.ndarray) or stat.ndim != 1 or (len(stat) and stat.dtype != object):
-            raise RoicurateError(f"{stat_path}: expected an array of ROI dicts, got {describe(stat)}")
+        stat = load_stat(stat_path)
         n = len(stat)
         iscell = load_iscell(plane / ISCELL, n)
         ops, shape = load_ops(plane)

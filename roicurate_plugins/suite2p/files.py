@@ -5,6 +5,7 @@ Every way a file can be missing or broken becomes one RoicurateError line naming
 ops.npy) are read with the plain-data unpickler (roicurate.plaindata): a file someone shared never runs code here.
 What the Suite2p GUI expects of iscell.npy: see docs/formats.md.
 """
+import io
 import re
 from pathlib import Path
 
@@ -41,12 +42,15 @@ def is_suite2p_dir(path):
     return path.is_dir() and bool(plane_folders(path))
 
 
-def load_file(path, pickle=False):
+def load_file(path, pickle=False, data=None):
     """np.load that turns every way a file can be missing or broken into one RoicurateError line. Object arrays
-    (``pickle``) go through the plain-data unpickler: a file someone shared never runs code here."""
-    if not path.is_file():
+    (``pickle``) go through the plain-data unpickler: a file someone shared never runs code here. ``data``: the
+    file's bytes, already read once (the array is parsed from them, not read again)."""
+    if data is None and not path.is_file():
         raise RoicurateError(f"{path}: file is missing")
     try:
+        if data is not None:
+            return np.load(io.BytesIO(data), allow_pickle=False)
         return load_npy(path) if pickle else np.load(path, allow_pickle=False)
     except RefusedPickle:
         raise
@@ -65,9 +69,10 @@ def describe(a):
     return f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
 
 
-def load_iscell(path, n=None):
-    """iscell.npy as float64 (N, 2), checked the way the Suite2p GUI would fail on it."""
-    a = load_file(path)
+def load_iscell(path, n=None, data=None):
+    """iscell.npy as float64 (N, 2), checked the way the Suite2p GUI would fail on it (``data``: its bytes, read
+    once by the caller)."""
+    a = load_file(path, data=data)
     if n == 0 and a.size == 0:
         return np.zeros((0, 2))
     if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "fiu":
@@ -194,6 +199,26 @@ def _within(a, n):
     a = a.astype(np.int64, copy=False)
     return int(a.min()) >= 0 and int(a.max()) < n
 
+
+
+def load_stat(stat_path):
+    """stat.npy, checked to be an array of ROI dicts (read with the plain-data unpickler)."""
+    stat = load_file(stat_path, pickle=True)
+    if not isinstance(stat, np.ndarray) or stat.ndim != 1 or (len(stat) and stat.dtype != object):
+        raise RoicurateError(f"{stat_path}: expected an array of ROI dicts, got {describe(stat)}")
+    return stat
+
+
+def plane_fingerprint(folder):
+    """``roicurate.rois.roi_fingerprint`` of the ROIs in a plane's (or combined/'s) stat.npy as they are now:
+    ypix / xpix / lam of every ROI in order, in the frame of its ops. What a record's ``roi_sha256`` is checked
+    against, so a Suite2p re-run with the same ROI count is told from a hand edit."""
+    from roicurate.rois import RoiSet, roi_fingerprint
+    folder = Path(folder)
+    stat = load_stat(folder / "stat.npy")
+    shape = load_ops(folder)[1]
+    ys, xs, ws = roi_pixels(stat, folder / "stat.npy", shape)
+    return roi_fingerprint(RoiSet.from_pixels(shape, ys, xs, ws))
 
 
 def roi_count(folder):

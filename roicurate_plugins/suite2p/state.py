@@ -15,7 +15,8 @@ import numpy as np
 
 from roicurate import RoicurateError
 from roicurate.safeio import sha256_bytes, sha256_file
-from roicurate_plugins.suite2p.files import BACKUP, ISCELL, RECORD, RED_BACKUP, REDCELL, load_iscell, load_redcell
+from roicurate_plugins.suite2p.files import (BACKUP, ISCELL, RECORD, RED_BACKUP, REDCELL, load_iscell, load_redcell,
+                                             plane_fingerprint, roi_count)
 
 def npy_bytes(arr):
     """The bytes np.save writes for ``arr`` (what goes into the file, and whose sha256 is recorded)."""
@@ -34,43 +35,80 @@ def parse_iscell(data):
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def read_bytes(path):
+    """A file's bytes, read once (None when it does not exist): what is verified is what is then used, never a
+    second read of a file another process may have replaced or removed in between."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RoicurateError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def unreadable_record(path):
+    """The one line for a roicurate.json that does not parse: ``apply`` (even with --force) and ``revert`` refuse it,
+    so the advice is what works."""
+    return (f"{path}: unreadable, so roicurate cannot tell which file is Suite2p's original; nothing written (restore "
+            f"it, or move it and {BACKUP} away, keeping whichever iscell is Suite2p's own as {ISCELL})")
+
+
 def read_record(folder):
     """roicurate.json as a dict ({} when there is none); an unreadable one is an unknown state."""
     path = Path(folder) / RECORD
-    if not path.exists():
+    raw = read_bytes(path)
+    if raw is None:
         return {}
     try:
-        rec = json.loads(path.read_text())
-    except (ValueError, OSError, UnicodeDecodeError):
+        rec = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         rec = None
     if not isinstance(rec, dict):
-        raise RoicurateError(f"{path}: unreadable, so roicurate cannot tell which file is Suite2p's original; "
-                             f"nothing written (restore it, or move it and {BACKUP} away)")
+        raise RoicurateError(unreadable_record(path))
     return rec
 
 
+def orphan_backup(folder):
+    """The line for a backup without a record (``apply`` and ``revert`` refuse it; ``status`` says it)."""
+    folder = Path(folder)
+    return (f"{folder / BACKUP}: roicurate's backup, but {RECORD} has no record of it (deleted?), so it is unknown "
+            f"which file is Suite2p's original; nothing written (move {BACKUP} away if {ISCELL} is Suite2p's own "
+            f"verdict, or put {RECORD} back)")
+
+
+def is_rerun(folder, rec):
+    """The ROIs in stat.npy are not those roicurate curated: the record's ``roi_sha256`` (absent in records made
+    before it existed: never a re-run then) differs from their fingerprint now."""
+    return bool(rec.get("roi_sha256")) and rec["roi_sha256"] != plane_fingerprint(folder)
+
+
 def verified_state(folder, n):
-    """What is on disk in a plane (or combined/), verified before anything is written or restored.
+    """What is on disk in a plane (or combined/), verified before anything is written or restored. Every file is
+    read once and checked from those bytes.
 
     Returns ``record``, ``current`` (iscell.npy's bytes), ``sha``, ``backup`` (its bytes, or None),
-    ``original_sha`` (the pipeline original's sha256, when known) and ``edited`` (iscell.npy holds neither what
-    roicurate wrote, nor what it replaced, nor the original: hand edits). Raises one line for a backup that
-    fails to load, has another ROI count than stat.npy, differs from its recorded sha256, or has no record."""
+    ``original_sha`` (the pipeline original's sha256, when known), ``edited`` (iscell.npy holds neither what
+    roicurate wrote, nor what it replaced, nor the original: hand edits) and ``rerun`` (Suite2p re-ran since: the
+    ROIs are not those of the record, whose files ``previous`` names; the backup is not checked then: it belongs
+    to the earlier run). Raises one line for a backup that fails to load, has another ROI count than stat.npy,
+    differs from its recorded sha256, or has no record."""
     folder = Path(folder)
     backup_path = folder / BACKUP
-    load_iscell(folder / ISCELL, n)
-    current = (folder / ISCELL).read_bytes()
+    current = read_bytes(folder / ISCELL)
+    if current is None:
+        raise RoicurateError(f"{folder / ISCELL}: file is missing")
+    load_iscell(folder / ISCELL, n, data=current)
     rec = read_record(folder)
     written, original = rec.get("written_sha256"), rec.get("backup_sha256")
     sha = sha256_bytes(current)
-    backup = None
-    if backup_path.exists():
+    if is_rerun(folder, rec):
+        return SimpleNamespace(record={}, previous=rec, current=current, sha=sha, backup=None, original_sha=None,
+                               edited=False, rerun=True)
+    backup = read_bytes(backup_path)
+    if backup is not None:
         if not written:
-            raise RoicurateError(f"{backup_path}: roicurate's backup, but {RECORD} has no record of it (deleted?), so "
-                                 f"it is unknown which file is Suite2p's original; nothing written (move {BACKUP} "
-                                 f"away if {ISCELL} is Suite2p's own verdict)")
-        rows = len(load_iscell(backup_path))
-        backup = backup_path.read_bytes()
+            raise RoicurateError(orphan_backup(folder))
+        rows = len(load_iscell(backup_path, data=backup))
         if rows != n:
             raise RoicurateError(f"{backup_path}: roicurate's backup has {rows} rows but stat.npy has {n} ROIs (a "
                                  f"stale backup: Suite2p re-run since?); nothing written (move {BACKUP} and {RECORD} "
@@ -87,8 +125,8 @@ def verified_state(folder, n):
         rec = {k: v for k, v in rec.items() if k == "types"}    # an interrupted revert: the original is in place
         written = None
     edited = bool(written) and sha not in {written, rec.get("prior_sha256"), original}
-    return SimpleNamespace(record=rec, current=current, sha=sha, backup=backup, original_sha=original,
-                           edited=edited)
+    return SimpleNamespace(record=rec, previous=None, current=current, sha=sha, backup=backup, original_sha=original,
+                           edited=edited, rerun=False)
 
 
 def types_record(plane):
@@ -116,24 +154,65 @@ def is_curated(plane):
 
 
 def read_recorded(path):
-    """What roicurate recorded when it curated the plane (``Source.recorded``), or None."""
-    record = Path(path) / RECORD
-    if not record.exists():
-        return None
+    """What roicurate recorded when it curated the plane (``Source.recorded``), or None; with what ``status`` must
+    say beside it: a re-run (``rerun``), a damaged backup (``backup_problem``), a backup whose record is gone
+    (``record_missing``), hand edits in combined/ (``notes``)."""
+    plane = Path(path)
+    raw = read_bytes(plane / RECORD)
     try:
-        rec = json.loads(record.read_text())
-        model = rec.get("model") or {}
-    except (ValueError, OSError, AttributeError):
-        raise RoicurateError(f"{record}: unreadable; use --force to overwrite iscell.npy anyway") from None
-    if not rec.get("written_sha256"):
-        return None                                        # only cell types were written (write_types)
-    iscell = Path(path) / ISCELL
+        rec = None if raw is None else json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        rec = "unreadable"
+    if rec is not None and not isinstance(rec, dict):
+        raise RoicurateError(unreadable_record(plane / RECORD))
+    if not (rec or {}).get("written_sha256"):               # none, or only cell types were written (write_types)
+        return {"record_missing": orphan_backup(plane)} if (plane / BACKUP).exists() else None
+    model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+    current = read_bytes(plane / ISCELL)
+    rerun = is_rerun(plane, rec)
+    diameter = rec.get("reference_diameter")
     return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
             "threshold": rec.get("threshold"), "also_accept": rec.get("accepted_classes", [])[1:],
-            "date": rec.get("time"), "diameter": (lambda d: (d["px"], d["source"]) if isinstance(d, dict) else None)(
-                rec.get("reference_diameter")),
-            "intact": bool(rec.get("written_sha256")) and iscell.exists()
-            and sha256_file(iscell) == rec["written_sha256"]}
+            "date": rec.get("time"),
+            "diameter": (diameter["px"], diameter["source"]) if isinstance(diameter, dict) else None,
+            "intact": current is not None and sha256_bytes(current) == rec["written_sha256"],
+            "rerun": rerun, "backup_problem": None if rerun else backup_problem(plane, rec),
+            "notes": combined_notes(plane)}
+
+
+def backup_problem(plane, rec):
+    """Why the plane's backup cannot give Suite2p's original back (one line), or None (sound, or missing: ``status``
+    says that apart)."""
+    path = plane / BACKUP
+    data = read_bytes(path)
+    if data is None:
+        return None
+    try:
+        rows = len(load_iscell(path, data=data))
+    except RoicurateError as e:
+        return str(e)
+    n = roi_count(plane)
+    if rows != n:
+        return f"{path}: has {rows} rows but stat.npy has {n} ROIs"
+    if rec.get("backup_sha256") and sha256_bytes(data) != rec["backup_sha256"]:
+        return f"{path}: differs from the sha256 roicurate recorded when it made this backup (changed or corrupt)"
+    return None
+
+
+def combined_notes(plane):
+    """What ``status`` says of the combined/ folder beside ``plane``: flips made in the GUI's combined view (they
+    stay there, and ``apply`` refuses to drop them without --force) or a broken combined/ state."""
+    combined = Path(plane).parent / "combined"
+    if not (combined / RECORD).exists():
+        return []
+    try:
+        st = verified_state(combined, roi_count(combined))
+    except RoicurateError as e:
+        return [str(e)]
+    if st.edited:
+        return [f"{combined / ISCELL}: changed since roicurate rebuilt it (flips in the Suite2p GUI's combined view); "
+                f"roicurate apply --force keeps them beside it"]
+    return []
 
 
 def red_labels(plane, n):

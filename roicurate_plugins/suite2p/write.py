@@ -13,13 +13,14 @@ import numpy as np
 
 import roicurate
 from roicurate import RoicurateError
+from roicurate.rois import roi_fingerprint
 from roicurate.safeio import (NothingToRevert, check_free_space, check_replaceable, clean_stale_temps, free_name,
                               locked_transaction, pause_after_check, sha256_bytes, sha256_file)
 from roicurate.sources import check_dir_writable
 from roicurate_plugins.suite2p.files import (BACKUP, CLASSES, ISCELL, RECORD, RED_BACKUP, REDCELL, TYPES,
-                                             expand_units, load_file, load_iscell, load_redcell, plane_folders,
-                                             roi_count)
-from roicurate_plugins.suite2p.state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell,
+                                             expand_units, load_file, load_iscell, load_redcell, plane_fingerprint,
+                                             plane_folders, roi_count)
+from roicurate_plugins.suite2p.state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell, read_bytes,
                                              read_record, red_entry, types_record, verified_state)
 
 
@@ -33,6 +34,37 @@ def keep_edits(folder, st, tx):
     return kept
 
 
+PREVIOUS = (RECORD, BACKUP, CLASSES, TYPES, RED_BACKUP)     # an earlier curation's files, set aside after a re-run
+
+
+def set_aside_previous(folder, tx):
+    """Suite2p re-ran since roicurate curated ``folder`` (``verified_state``'s ``rerun``): the earlier curation's
+    files (record, backup of the earlier run's verdict, class probabilities, cell types) are kept under dated names
+    (``roicurate_before-rerun-<UTC>.json`` ...), never deleted; the new run's iscell.npy becomes the new backup.
+    Undone with the unit. Returns the note for the user."""
+    kept = []
+    for name in PREVIOUS:
+        data = read_bytes(folder / name)
+        if data is None:
+            continue
+        stem, dot, suffix = name.rpartition(".")
+        aside = free_name(folder, f"{stem}_before-rerun", f"{dot}{suffix}")
+        tx.create(aside, data)
+        tx.remove(folder / name)
+        kept.append(aside.name)
+    return (f"{folder}: Suite2p re-ran since roicurate curated it (other ROIs); the earlier curation's files are "
+            f"kept as {', '.join(kept)}")
+
+
+def refuse_rerun_over_our_verdict(folder, st):
+    """A re-run whose iscell.npy still holds exactly roicurate's verdict on the earlier ROIs: Suite2p's own verdict
+    on the new ROIs is not here, so there is no original to back up."""
+    if st.rerun and st.previous.get("written_sha256") == st.sha:
+        raise RoicurateError(f"{folder / 'stat.npy'}: its ROIs changed since roicurate curated them (Suite2p re-run?), "
+                             f"but {ISCELL} still holds roicurate's verdict on the earlier ROIs, so Suite2p's verdict "
+                             f"on these is not here; nothing written (re-run Suite2p's classification first)")
+
+
 def check_writable(path, force=False, combined=True):
     """Everything ``write`` needs, checked before anything is written (and again under the lock): iscell.npy,
     the backup (loads, ROI count of stat.npy, recorded sha256), hand edits, replaceable files and, with
@@ -42,16 +74,18 @@ def check_writable(path, force=False, combined=True):
     check_dir_writable(plane)
     clean_stale_temps(plane)
     st = verified_state(plane, roi_count(plane))
+    refuse_rerun_over_our_verdict(plane, st)
     if st.edited and not force:
         raise RoicurateError(f"{plane / ISCELL}: changed since roicurate wrote it (edited in the Suite2p GUI?); "
                              f"use --force to overwrite those edits (they are kept beside it)")
-    for name in (ISCELL, RECORD, CLASSES):
+    for name in (ISCELL, RECORD, CLASSES) + (PREVIOUS if st.rerun else ()):
         check_replaceable(plane / name)
     combined_dir = plane.parent / "combined"
     if combined and (combined_dir / ISCELL).exists():
         combined_rows(plane.parent)
         check_dir_writable(combined_dir)
         cst = verified_state(combined_dir, roi_count(combined_dir))
+        refuse_rerun_over_our_verdict(combined_dir, cst)
         if cst.edited and not force:
             raise RoicurateError(f"{combined_dir / ISCELL}: changed since roicurate rebuilt it (flips in the Suite2p "
                                  f"GUI's combined view stay there); use --force (they are kept beside it)")
@@ -75,13 +109,15 @@ def write_plane(path, roiset, curation, force=False):
     data = npy_bytes(iscell)
     multi = len(curation.classes) > 2
     classes = npy_bytes(np.asarray(curation.probabilities, np.float64)) if multi else b""
+    roi_sha = roi_fingerprint(roiset)
     with locked_transaction(plane, plane / ISCELL) as tx:
         st = check_writable(plane, force=force, combined=False)   # again: another run may have written meanwhile
-        if roi_count(plane) != n:
+        if roi_count(plane) != n or plane_fingerprint(plane) != roi_sha:
             raise RoicurateError(f"{plane / 'stat.npy'}: changed while roicurate ran (now {roi_count(plane)} "
                                  f"ROIs, {n} read); nothing written")
         check_free_space(plane, 3 * len(data) + len(classes) + (1 << 20), f"{ISCELL}, its backup and the record")
         pause_after_check()
+        notes = [set_aside_previous(plane, tx)] if st.rerun else []
         kept = keep_edits(plane, st, tx)
         original = parse_iscell(st.backup if st.backup is not None else st.current)
         tx.write(plane / RECORD, json_bytes({**types_record(plane), **{
@@ -100,6 +136,7 @@ def write_plane(path, roiset, curation, force=False):
             "inputs": list(curation.inputs),
             "reference_diameter": None if curation.diameter is None else
                                   {"px": round(float(curation.diameter), 3), "source": curation.diameter_source},
+            "roi_sha256": roi_sha,              # the ROIs this verdict is for (roicurate.rois.roi_fingerprint)
             "backup": BACKUP,
             "backup_sha256": st.original_sha or sha256_bytes(st.current),
             "written_sha256": sha256_bytes(data),
@@ -113,7 +150,8 @@ def write_plane(path, roiset, curation, force=False):
         else:
             tx.remove(plane / CLASSES)                 # from an earlier run with a K-class model
         tx.write(plane / ISCELL, data)
-    return f"{plane / ISCELL}: hand edits kept in {kept}" if kept else None
+    notes += [f"{plane / ISCELL}: hand edits kept in {kept}"] if kept else []
+    return "; ".join(notes) or None
 
 
 # ---- cell types (a model whose card says task "types") -----------------------------------------------
@@ -204,7 +242,7 @@ def rebuild_combined(suite2p_dir):
         data = npy_bytes(combined_rows(suite2p_dir))
         st = verified_state(combined, roi_count(combined))
         check_free_space(combined, 3 * len(data) + (1 << 20), f"{combined / ISCELL} and its backup")
-        notes = []
+        notes = [set_aside_previous(combined, tx)] if st.rerun else []
         if st.edited:
             notes.append(f"{combined / ISCELL}: hand edits kept in {keep_edits(combined, st, tx)}")
         if st.sha == sha256_bytes(data) and st.record:
@@ -214,6 +252,7 @@ def rebuild_combined(suite2p_dir):
             "time": now_utc(),
             "rebuilt_from": [p.name for p in plane_folders(suite2p_dir)],
             "note": "combined/iscell.npy rebuilt as the concatenation of the planes' iscell.npy, as Suite2p does",
+            "roi_sha256": plane_fingerprint(combined),
             "backup": BACKUP,
             "backup_sha256": st.original_sha or st.sha,
             "written_sha256": sha256_bytes(data),
@@ -240,6 +279,10 @@ def revert_path(path, force=False):
     curated = [p for p in planes if is_curated(p)]
     for p in curated:                          # every plane checked before the first one is restored
         check_revert(p, force)
+    for parent in parents:                     # and combined/: never the earlier run's verdict on other ROIs
+        if (parent / "combined" / RECORD).exists():
+            refuse_revert_after_rerun(parent / "combined", verified_state(parent / "combined",
+                                                                           roi_count(parent / "combined")))
     done = []
     for p in curated:
         done += revert_plane(p, force)
@@ -254,6 +297,7 @@ def check_revert(plane, force):
     """Everything ``revert_plane`` needs, checked before anything is restored; returns the plane's verified state."""
     n = roi_count(plane)
     st = verified_state(plane, n)
+    refuse_revert_after_rerun(plane, st)
     if st.edited and not force:
         raise RoicurateError(f"{plane / ISCELL}: edited since roicurate wrote it (in the Suite2p GUI?); revert would "
                              f"drop those edits: use --force to keep them beside it and restore Suite2p's original")
@@ -264,6 +308,15 @@ def check_revert(plane, force):
         check_replaceable(plane / name)
     check_free_space(plane, 2 * len(st.current) + (1 << 20), f"restoring {ISCELL}")
     return st
+
+
+def refuse_revert_after_rerun(folder, st):
+    """``revert`` never puts a verdict on ROIs it was not made for, --force or not."""
+    if st.rerun:
+        raise RoicurateError(f"{folder / 'stat.npy'}: its ROIs are not those roicurate curated (Suite2p re-run since "
+                             f"{st.previous.get('time') or 'then'}), so the earlier run's verdict in {BACKUP} is not "
+                             f"for them; nothing changed ({ISCELL} is the new run's own verdict; roicurate apply "
+                             f"curates it and keeps the earlier curation's files aside)")
 
 
 def revert_plane(plane, force):
