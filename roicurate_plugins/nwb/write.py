@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
+from roicurate.fileguard import writing_copy
 from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
@@ -203,51 +204,56 @@ def write(path, roiset, curation, force=False):
                                  f"nothing written")
         tmp, new_backup, notes = prepare_whole_file(path, backup, st, tx, extra=path.stat().st_size)
         prov = _provenance(roiset, curation, sha, backup, st.backup_sha)
-        _rewrite(tmp, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
+        _rewrite(tmp, path, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
                  [] if new_backup else st.rows)
         atomic_replace(tmp, path)
     return "; ".join(notes) or None
 
 
-def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
-    """Replace this unit's verdict table and the curations table in the copy ``tmp``."""
-    h5py = _h5py()
+def _rewrite(tmp, path, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
+    """Replace this unit's verdict table and the curations table in the copy ``tmp`` of ``path``, through one h5py
+    file on ``fileguard.writing_copy`` (an I/O error: one line naming ``path`` and the errno)."""
     name = prov["table"]
-    with h5py.File(tmp, "r+") as f:
+    records = [r for r in old_rows if r["table"] != name] + [prov]
+    for r in records:                      # the file-level values follow the current backup
+        r["backup"], r["backup_sha256"] = prov["backup"], prov["backup_sha256"]
+    with writing_copy(tmp, path) as raw, _h5py().File(raw, "r+") as f:
         group = f.get(f"processing/{MODULE}")
         if group is not None:
             for key in (name, CURATIONS):
                 if key in group:
                     del group[key]
+        with pynwb().NWBHDF5IO(mode="a", file=f) as io:
+            nwb = io.read()
+            m, seg, ps_name = ps_path.split("/")
+            _add_tables(nwb, nwb.processing[m][seg].plane_segmentations[ps_name], ps_path, rows, prob, accepted, cp,
+                        curation, prov, records)
+            io.write(nwb)
+
+
+def _add_tables(nwb, ps, ps_path, rows, prob, accepted, cp, curation, prov, records):
     from hdmf.common import DynamicTable, DynamicTableRegion, VectorData
-    records = [r for r in old_rows if r["table"] != name] + [prov]
-    for r in records:                      # the file-level values follow the current backup
-        r["backup"], r["backup_sha256"] = prov["backup"], prov["backup_sha256"]
-    with pynwb().NWBHDF5IO(str(tmp), "a") as io:
-        nwb = io.read()
-        m, seg, ps_name = ps_path.split("/")
-        ps = nwb.processing[m][seg].plane_segmentations[ps_name]
-        mod = nwb.processing[MODULE] if MODULE in nwb.processing else nwb.create_processing_module(
-            MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
-                    "unchanged); one verdict table per ROI table, provenance in 'curations'")
-        cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
-                VectorData(name="probability", data=prob,
-                           description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
-                VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
-        human = np.full(len(rows), -1, np.int8) if curation.human is None else np.asarray(curation.human, np.int8)
-        cols.append(VectorData(name="human", data=human, description="a person's answer in roicurate review (it "
-                               "set 'accepted'): 1 cell, 0 not a cell, -1 not reviewed"))
-        if cp is not None:
-            cols.append(VectorData(name="class_probability", data=cp,
-                                   description=f"probability per class ({', '.join(curation.classes)})"))
-        mod.add(DynamicTable(name=name, description=f"roicurate's verdict on {ps_path} (model {prov['model']}, "
-                             f"threshold {prov['threshold']:.4g})", columns=cols))
-        prov_cols = [VectorData(name=k, description=DESCRIBE[k],
-                                data=np.array([r[k] for r in records], np.float64) if k in FLOAT
-                                else [r[k] for r in records]) for k in TEXT + FLOAT]
-        mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
-                             columns=prov_cols))
-        io.write(nwb)
+    name = prov["table"]
+    mod = nwb.processing[MODULE] if MODULE in nwb.processing else nwb.create_processing_module(
+        MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
+                "unchanged); one verdict table per ROI table, provenance in 'curations'")
+    cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
+            VectorData(name="probability", data=prob,
+                       description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
+            VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
+    human = np.full(len(rows), -1, np.int8) if curation.human is None else np.asarray(curation.human, np.int8)
+    cols.append(VectorData(name="human", data=human, description="a person's answer in roicurate review (it "
+                           "set 'accepted'): 1 cell, 0 not a cell, -1 not reviewed"))
+    if cp is not None:
+        cols.append(VectorData(name="class_probability", data=cp,
+                               description=f"probability per class ({', '.join(curation.classes)})"))
+    mod.add(DynamicTable(name=name, description=f"roicurate's verdict on {ps_path} (model {prov['model']}, "
+                         f"threshold {prov['threshold']:.4g})", columns=cols))
+    prov_cols = [VectorData(name=k, description=DESCRIBE[k],
+                            data=np.array([r[k] for r in records], np.float64) if k in FLOAT
+                            else [r[k] for r in records]) for k in TEXT + FLOAT]
+    mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
+                         columns=prov_cols))
 
 
 def recorded(path, table=None):
