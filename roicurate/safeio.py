@@ -4,7 +4,7 @@ writes, independent copies, no-replace creation.
 * ``atomic_write(path, write)`` / ``atomic_replace(tmp, path)``: the one temp file + fsync + ``os.replace`` +
   folder fsync that every writer uses (a file written from Python, or a prepared copy such as an edited HDF5).
 * ``locked_transaction(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
-  behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
+  behind; roicurate/locks.py), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
   whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
 * Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
   leftovers from a live one's.
@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 
 from roicurate.common import RoicurateError
-from roicurate.fileguard import CopyWriteError, errno_name, move_no_replace, refuse_open_writers, refuse_symlink
+from roicurate.fileguard import (CopyWriteError, errno_name, move_no_replace, refuse_open_writers,  # noqa: F401
+                                 refuse_symlink)
+from roicurate.locks import folder_lock, hold_folder, release_folder  # noqa: F401 (re-exported)
 
 TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
@@ -196,30 +198,6 @@ def _sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def folder_lock(folder, what):
-    """Exclusive flock on ``folder`` itself; waits ROICURATE_LOCK_WAIT seconds (default 10), then 'busy'."""
-    wait = float(os.environ.get("ROICURATE_LOCK_WAIT", "10"))
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as e:
-        raise RoicurateError(f"{folder}: cannot open the folder ({e.strerror})") from None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RoicurateError(f"{what}: busy: another roicurate run is writing in {folder}; "
-                                         f"try again when it has finished") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)                          # closing the descriptor releases the lock
 
 
 class Transaction:

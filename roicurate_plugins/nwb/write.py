@@ -14,11 +14,16 @@ How: under the folder's lock, the original file is copied once to ``NAME.roicura
 replacing; verified on every later run: HDF5, the same ROI count in every PlaneSegmentation, the sha256 recorded in
 the file). A modified copy is made in a temp file beside it (the old table of this unit and ``curations`` removed
 with h5py, the new ones added with pynwb in append mode), fsynced and ``os.replace``d over the file. Each unit
-(ROI table) is one such atomic rewrite of the whole file. ``revert`` restores the verified backup byte for byte.
+(ROI table) is one such atomic rewrite of the whole file; the tables of one file that a run writes form one critical
+section (the folder's lock is kept from the first table's write to the last: ``write_table``), so two runs never
+leave a file's tables at different thresholds. h5py and pynwb write the temp copy through ``fileguard.writing_copy``:
+a full disk or an I/O error is one line naming the file and the errno, nothing changed. ``revert`` restores the
+verified backup byte for byte.
 """
 import datetime
 import hashlib
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
 from roicurate.fileguard import writing_copy
-from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
+from roicurate.safeio import atomic_replace, hold_folder, locked_transaction, release_folder, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
 from roicurate_plugins.nwb.shared import MODULE, backup_of, has_hdf5_signature, pynwb
@@ -208,6 +213,48 @@ def write(path, roiset, curation, force=False):
                  [] if new_backup else st.rows)
         atomic_replace(tmp, path)
     return "; ".join(notes) or None
+
+
+# ---- one critical section for the tables of a file (a file with several ROI tables is several units) ----------
+_PENDING = {}      # file (real path) -> its tables this process checked for writing and has not written yet
+_HOLDING = set()   # files whose folder lock this process keeps until their last checked table is written
+
+
+def expect_write(path, table):
+    """``apply`` checked ``table`` of ``path`` for writing (before its first write): the folder's lock, once taken
+    for one of the file's tables, is kept until every table it checked is written, so two runs cannot interleave
+    their tables (which would leave them at different thresholds)."""
+    if table is not None:
+        _PENDING.setdefault(os.path.realpath(path), set()).add(table)
+
+
+def write_table(path, table, roiset, curation, force=False):
+    """``write`` of one unit; for a table of a multi-table file, inside the file's lock (``expect_write``)."""
+    path = Path(path)
+    key = os.path.realpath(path)
+    if table is not None and key not in _HOLDING:
+        hold_folder(path.parent, path)      # waits, or 'busy', while another run writes this file's tables
+        _HOLDING.add(key)
+    done = False
+    try:
+        note = write(path, roiset, curation, force)
+        done = True
+        return note
+    finally:
+        pending = _PENDING.get(key, set())
+        pending.discard(table)
+        if not done or not pending:         # a failed table ends the section: nothing more is written to this file
+            release_files([path])
+
+
+def release_files(paths):
+    """End the critical sections of these files (``finish_batch``, or a failed table)."""
+    for path in paths:
+        key = os.path.realpath(path)
+        _PENDING.pop(key, None)
+        if key in _HOLDING:
+            _HOLDING.discard(key)
+            release_folder(Path(path).parent)
 
 
 def _rewrite(tmp, path, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
