@@ -4,8 +4,9 @@ writes, independent copies, no-replace creation.
 * ``atomic_write(path, write)`` / ``atomic_replace(tmp, path)``: the one temp file + fsync + ``os.replace`` +
   folder fsync that every writer uses (a file written from Python, or a prepared copy such as an edited HDF5).
 * ``locked_transaction(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
-  behind; roicurate/locks.py), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
-  whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
+  behind; ``roicurate.locks``), stale temp files of dead runs removed, SIGTERM turned into an exception, and a
+  ``Transaction`` whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming
+  the file and the errno.
 * Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
   leftovers from a live one's.
 * ``check_replaceable(path)``: read-only, immutable, symbolic links and files another process holds open for writing

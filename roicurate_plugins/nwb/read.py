@@ -92,8 +92,9 @@ def background_plane(where, mod, ps):
     planes apart and each names an image set; else the place of its imaging plane among the module's tables'
     planes in natural name order (``ImagingPlane``, ``ImagingPlane_1``, ...). Tables sharing one imaging plane while
     the module holds several image sets: one line (which set is theirs is unknown)."""
-    numbers = sorted(int(n[len("Backgrounds_"):]) for n in mod.data_interfaces if re.fullmatch(r"Backgrounds_\d+", n))
-    tables = [t for _, m, t in plane_segmentations_of(mod)]
+    numbers = sorted(int(n[len("Backgrounds_"):]) for n in mod.data_interfaces
+                     if re.fullmatch(r"Backgrounds_\d+", n))
+    tables = [t for _, _, t in plane_segmentations_of(mod)]
     planes = sorted({t.imaging_plane.name for t in tables}, key=_natural)
     own = ps.imaging_plane.name
     if len(planes) == 1:
