@@ -51,8 +51,18 @@ def run_apply(path, model, prefix=()):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+_COUNTS = {}
+
+
 def count_calls(path, model, tmp_path, call):
-    """How many ``call`` syscalls one successful apply makes (on a scratch copy)."""
+    """How many ``call`` syscalls one successful apply makes (on a scratch copy; counted once per file kind)."""
+    key = (path.suffix, call)
+    if key not in _COUNTS:
+        _COUNTS[key] = _count_calls(path, model, tmp_path, call)
+    return _COUNTS[key]
+
+
+def _count_calls(path, model, tmp_path, call):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     copy = scratch / path.name
