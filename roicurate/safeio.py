@@ -4,10 +4,15 @@ writes, independent copies, no-replace creation.
 * ``atomic_write(path, write)`` / ``atomic_replace(tmp, path)``: the one temp file + fsync + ``os.replace`` +
   folder fsync that every writer uses (a file written from Python, or a prepared copy such as an edited HDF5).
 * ``locked_transaction(folder, what)``: a lock on the folder (``fcntl.flock`` on the folder itself, so nothing is left
-  behind), stale temp files of dead runs removed, SIGTERM turned into an exception, and a ``Transaction``
-  whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming the file.
+  behind; ``roicurate.locks``), stale temp files of dead runs removed, SIGTERM turned into an exception, and a
+  ``Transaction`` whose steps are undone (newest first) when a later one fails. An OSError becomes one line naming
+  the file and the errno.
 * Temp files are named ``.NAME.<host>.<pid>.<8 hex>.tmp``: the next run on that machine can tell a dead run's
   leftovers from a live one's.
+* ``check_replaceable(path)``: read-only, immutable, symbolic links and files another process holds open for writing
+  are refused before anything is written (the last two: ``roicurate.fileguard``).
+* ``create_new`` never leaves a second link: ``renameat2(RENAME_NOREPLACE)`` where the filesystem has it, else
+  ``os.link`` + unlink of the temp name, retried, and reported (nothing created) when the unlink keeps failing.
 * Reading Suite2p's pickled ``.npy`` files without running code: ``roicurate.plaindata``.
 """
 import contextlib
@@ -26,6 +31,9 @@ import time
 from pathlib import Path
 
 from roicurate.common import RoicurateError
+from roicurate.fileguard import (CopyWriteError, errno_name, move_no_replace, refuse_open_writers,  # noqa: F401
+                                 refuse_symlink)
+from roicurate.locks import folder_lock, hold_folder, release_folder  # noqa: F401 (re-exported)
 
 TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
@@ -117,10 +125,14 @@ def check_free_space(folder, nbytes, what):
 
 def check_replaceable(path):
     """An existing file we will replace or remove: refuse read-only, immutable (chattr +i) and append-only files
-    now, before anything is written (os.access alone says yes to root and knows nothing of chattr)."""
+    now, before anything is written (os.access alone says yes to root and knows nothing of chattr); refuse a
+    symbolic link (replacing it would make it a regular file) and a file another process holds open for writing
+    (its later writes would go to the replaced inode)."""
     path = Path(path)
+    refuse_symlink(path)
     if not path.exists():
         return
+    refuse_open_writers(path)
     try:
         fd = os.open(path, os.O_RDWR)
         os.close(fd)
@@ -191,30 +203,6 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, old)
 
 
-@contextlib.contextmanager
-def folder_lock(folder, what):
-    """Exclusive flock on ``folder`` itself; waits ROICURATE_LOCK_WAIT seconds (default 10), then 'busy'."""
-    wait = float(os.environ.get("ROICURATE_LOCK_WAIT", "10"))
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as e:
-        raise RoicurateError(f"{folder}: cannot open the folder ({e.strerror})") from None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RoicurateError(f"{what}: busy: another roicurate run is writing in {folder}; "
-                                         f"try again when it has finished") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)                          # closing the descriptor releases the lock
-
-
 class Transaction:
     """The writes of one unit. Each step records how to undo it; ``rollback`` undoes them newest first."""
 
@@ -268,8 +256,7 @@ def locked_transaction(folder, what):
             yield tx
         except OSError as e:
             failed = _shielded(tx.rollback)
-            where = e.filename or what
-            raise RoicurateError(f"{where}: cannot write ({e.strerror or e}); " + (
+            raise RoicurateError(f"{os_error_line(e, what)}; " + (
                 "nothing changed" if not failed else f"undo failed too: {'; '.join(failed)}")) from None
         except (Interrupted, KeyboardInterrupt) as e:
             _shielded(tx.rollback)
@@ -278,6 +265,18 @@ def locked_transaction(folder, what):
         except BaseException:
             _shielded(tx.rollback)
             raise
+
+
+def os_error_line(e, what):
+    """``x.hdf5: cannot write (No space left on device, ENOSPC)``; for a failed write into the temp copy of a
+    library-written file (``fileguard.writing_copy``): ``x.hdf5: could not write the updated copy: No space left on
+    device (ENOSPC)``. One line: a library's multi-line text is cut at its first line."""
+    where = e.filename or what
+    text = str(e.strerror or e).strip().splitlines()[0] if str(e.strerror or e).strip() else type(e).__name__
+    name = errno_name(e)
+    if isinstance(e, CopyWriteError):
+        return f"{where}: could not write the updated copy: {text}" + (f" ({name})" if name else "")
+    return f"{where}: cannot write ({text}" + (f", {name})" if name else ")")
 
 
 _shield = {"on": False, "pending": False}
@@ -301,6 +300,7 @@ def atomic_write(path, write):
     """Call ``write(file_object)`` on a temp file beside ``path``, then ``atomic_replace`` it into place. The temp
     file is removed on any failure (SIGTERM included, inside ``locked_transaction``)."""
     path = Path(path)
+    refuse_symlink(path)                  # the last word: os.replace would turn the link into a regular file
     tmp = temp_name(path)
     try:
         with open(tmp, "xb") as f:
@@ -318,6 +318,7 @@ def atomic_replace(tmp, path, mode_from=None):
     ``os.replace`` it and fsync the folder, so a crash leaves either the old file or the new one, never a mix. The
     caller removes ``tmp`` when this fails (``Transaction.created(tmp)`` does)."""
     path = Path(path)
+    refuse_symlink(path)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     mode_from = mode_from if mode_from is not None else (path if path.exists() else None)
@@ -348,11 +349,11 @@ def create_new(path, data=None, copy_from=None):
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
-        os.link(tmp, path)
+        move_no_replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp)                # after a failure; gone already after a success
 
 
 def _umask():

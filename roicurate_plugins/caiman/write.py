@@ -4,7 +4,10 @@ The backup ``NAME.roicurate-backup.hdf5`` beside the file is an independent copy
 and never replaced. The verdict is written into a temp copy of the file (``caiman.verdict.store_in_group``) that
 ``atomic_replace`` puts in place; the backup's sha256 and the hash of everything roicurate does not write go into
 the new file's attributes, so a later run can tell hand edits (``idx_components`` re-filtered) from a re-saved file
-(a stale backup). Files of GBs are hashed block by block, and verified once per process while unchanged.
+(a stale backup). Files of GBs are hashed block by block, and verified once per process while unchanged. h5py
+writes the temp copy through ``fileguard.writing_copy``: a full disk or an I/O error there is one line naming the file
+and the errno, with nothing changed. A file another process holds open for writing is refused
+(``safeio.check_replaceable``).
 """
 import os
 from pathlib import Path
@@ -12,6 +15,7 @@ from types import SimpleNamespace
 
 
 from roicurate import RoicurateError, hdf5_content
+from roicurate.fileguard import writing_copy
 from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
@@ -66,7 +70,7 @@ def write_file(path, roiset, curation, force=False, as_cnn_preds=False):
         v.attrs["roicurate_backup_sha256"] = st.backup_sha or sha256_file(backup)
         v.attrs["roicurate_content_sha256"] = (not new_backup and st.content) or content_sha256(backup)
         v.attrs[ROI_ATTR] = roi_fingerprint(roiset)
-        with import_h5py().File(tmp, "r+") as f:
+        with writing_copy(tmp, path) as raw, import_h5py().File(raw, "r+") as f:   # an I/O error: one line
             store_in_group(f["estimates"], v)
         atomic_replace(tmp, path)
     return "; ".join(notes) or None

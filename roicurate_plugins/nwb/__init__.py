@@ -4,7 +4,8 @@ Read (pynwb, an optional extra: ``pip install 'roicurate[nwb]'``): the masks (``
 unit per z plane, or ``image_mask``; weights kept), the frame size (``image_mask``'s shape, else the ``dimension``
 of the reference or acquired image series of the imaging plane, else the summary images', else the extent of the
 pixel / voxel masks, said in apply's summary line), the module's summary
-images (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj; CaImAn's correlation / mean images) and the
+images (Suite2p's ``Backgrounds_<plane>``: meanImg, Vcorr, max_proj, the plane found by ``read.background_plane``
+from the table's imaging plane; CaImAn's correlation / mean images) and the
 pipeline's own verdict: Suite2p's ``iscell`` column, CaImAn's ``keep`` (idx_components) or ``accepted``. The
 pipeline is read from the file: ``iscell`` or ``Backgrounds_*`` is Suite2p's ``save_nwb``; ``image_mask`` with
 ``r`` / ``snr`` / ``accepted`` / ``rejected`` (or ``keep``) is CaImAn's ``save_NWB``.
@@ -58,10 +59,15 @@ class NwbSource(Source):
 
     def check_writable(self, path, force=False):
         file, table = split_unit(path)
-        return nwb_write.check_writable(file, force, table)
+        st = nwb_write.check_writable(file, force, table)
+        nwb_write.expect_write(file, table)        # the file's tables: one critical section (nwb/write.py)
+        return st
 
     def write(self, path, roiset, curation, force=False, **options):
-        return nwb_write.write(split_unit(path)[0], roiset, curation, force)
+        return nwb_write.write_table(*split_unit(path), roiset, curation, force)
+
+    def finish_batch(self, units):
+        nwb_write.release_files({split_unit(u)[0] for u in units})
 
     def revert(self, path, force=False):
         return nwb_write.revert(split_unit(path)[0], force)

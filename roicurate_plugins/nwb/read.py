@@ -2,6 +2,7 @@
 its PlaneSegmentations (units: one per table, one per z of a voxel mask), their masks (nwb/masks.py), summary
 images and the pipeline's own verdict, as a RoiSet."""
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +64,50 @@ def open_nwb(path, mode="r"):
 def plane_segmentations(nwb):
     """[(``module/ImageSegmentation/PlaneSegmentation``, module, PlaneSegmentation)] of every processing module
     but roicurate's."""
+    return [found for mname, mod in nwb.processing.items() if mname != MODULE
+            for found in plane_segmentations_of(mod)]
+
+
+def plane_segmentations_of(mod):
+    """The same for one processing module."""
     from pynwb.ophys import ImageSegmentation
-    out = []
-    for mname, mod in nwb.processing.items():
-        if mname == MODULE:
-            continue
-        for iname, seg in mod.data_interfaces.items():
-            if isinstance(seg, ImageSegmentation):
-                out += [(f"{mname}/{iname}/{pname}", mod, ps) for pname, ps in seg.plane_segmentations.items()]
-    return out
+    return [(f"{mod.name}/{iname}/{pname}", mod, ps) for iname, seg in mod.data_interfaces.items()
+            if isinstance(seg, ImageSegmentation) for pname, ps in seg.plane_segmentations.items()]
+
+
+def _natural(name):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _trailing_number(name):
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else None
+
+
+def background_plane(where, mod, ps):
+    """Which of the module's Suite2p ``Backgrounds_<n>`` image sets belongs to the pixel / image mask table ``ps``
+    (voxel tables use the mask's z). With one table, or all tables on one imaging plane, and at most one
+    ``Backgrounds_<n>``: that one (0 when there is none). With tables on different imaging planes: the number that
+    ends the name of the table's imaging plane (``ImagingPlane1`` -> ``Backgrounds_1``) when those numbers tell the
+    planes apart and each names an image set; else the place of its imaging plane among the module's tables'
+    planes in natural name order (``ImagingPlane``, ``ImagingPlane_1``, ...). Tables sharing one imaging plane while
+    the module holds several image sets: one line (which set is theirs is unknown)."""
+    numbers = sorted(int(n[len("Backgrounds_"):]) for n in mod.data_interfaces
+                     if re.fullmatch(r"Backgrounds_\d+", n))
+    tables = [t for _, _, t in plane_segmentations_of(mod)]
+    planes = sorted({t.imaging_plane.name for t in tables}, key=_natural)
+    own = ps.imaging_plane.name
+    if len(planes) == 1:
+        if len(numbers) <= 1:
+            return numbers[0] if numbers else 0
+        if len(tables) > 1:
+            raise RoicurateError(f"{where}: {len(tables)} ROI tables share the imaging plane {own} and the module holds "
+                                 f"{len(numbers)} Backgrounds_<n> image sets: which is this table's is unknown (give "
+                                 f"each table its own imaging plane)")
+    ends = [_trailing_number(p) for p in planes]
+    if None not in ends and len(set(ends)) == len(ends) and set(ends) <= set(numbers):
+        return _trailing_number(own)
+    return planes.index(own)
 
 
 def _summary_images(mod, plane):
@@ -157,7 +193,7 @@ def read_unit(unit):
             rows = rows[~(np.isnan(feats["r_values"][rows]) & np.isnan(feats["SNR_comp"][rows]))]   # backgrounds
         if not len(rows):
             raise RoicurateError(f"{where}: has no ROIs (the PlaneSegmentation is empty); nothing to curate")
-        images = _summary_images(mod, 0 if z is None else z)
+        images = _summary_images(mod, background_plane(where, mod, ps) if z is None else z)
         shape, frame_source = frame(where, ps, nwb, images)
         images = {k: v for k, v in images.items() if v.shape == shape}
         ys, xs, ws = masks(where, ps, shape, pipeline, rows)

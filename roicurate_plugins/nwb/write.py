@@ -14,19 +14,25 @@ How: under the folder's lock, the original file is copied once to ``NAME.roicura
 replacing; verified on every later run: HDF5, the same ROI count in every PlaneSegmentation, the sha256 recorded in
 the file). A modified copy is made in a temp file beside it (the old table of this unit and ``curations`` removed
 with h5py, the new ones added with pynwb in append mode), fsynced and ``os.replace``d over the file. Each unit
-(ROI table) is one such atomic rewrite of the whole file. ``revert`` restores the verified backup byte for byte.
+(ROI table) is one such atomic rewrite of the whole file; the tables of one file that a run writes form one critical
+section (the folder's lock is kept from the first table's write to the last: ``write_table``), so two runs never
+leave a file's tables at different thresholds. h5py and pynwb write the temp copy through ``fileguard.writing_copy``:
+a full disk or an I/O error is one line naming the file and the errno, nothing changed. ``revert`` restores the
+verified backup byte for byte.
 """
 import datetime
 import hashlib
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from roicurate import RoicurateError, __version__, hdf5_content
+from roicurate.fileguard import writing_copy
 from roicurate.rois import roi_fingerprint
-from roicurate.safeio import atomic_replace, locked_transaction, sha256_file
+from roicurate.safeio import atomic_replace, hold_folder, locked_transaction, release_folder, sha256_file
 from roicurate.sources import (check_whole_file_writable, prepare_whole_file, restore_whole_file,
                                settle_without_record)
 from roicurate_plugins.nwb.shared import MODULE, backup_of, has_hdf5_signature, pynwb
@@ -209,51 +215,98 @@ def write(path, roiset, curation, force=False):
                                  f"nothing written")
         tmp, new_backup, notes = prepare_whole_file(path, backup, st, tx, extra=path.stat().st_size)
         prov = _provenance(roiset, curation, sha, backup, st.backup_sha)
-        _rewrite(tmp, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
+        _rewrite(tmp, path, roiset.origin["plane_segmentation"], rows, prob, accepted, cp, curation, prov,
                  [] if new_backup else st.rows)
         atomic_replace(tmp, path)
     return "; ".join(notes) or None
 
 
-def _rewrite(tmp, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
-    """Replace this unit's verdict table and the curations table in the copy ``tmp``."""
-    h5py = _h5py()
+# ---- one critical section for the tables of a file (a file with several ROI tables is several units) ----------
+_PENDING = {}      # file (real path) -> its tables this process checked for writing and has not written yet
+_HOLDING = set()   # files whose folder lock this process keeps until their last checked table is written
+
+
+def expect_write(path, table):
+    """``apply`` checked ``table`` of ``path`` for writing (before its first write): the folder's lock, once taken
+    for one of the file's tables, is kept until every table it checked is written, so two runs cannot interleave
+    their tables (which would leave them at different thresholds)."""
+    if table is not None:
+        _PENDING.setdefault(os.path.realpath(path), set()).add(table)
+
+
+def write_table(path, table, roiset, curation, force=False):
+    """``write`` of one unit; for a table of a multi-table file, inside the file's lock (``expect_write``)."""
+    path = Path(path)
+    key = os.path.realpath(path)
+    if table is not None and key not in _HOLDING:
+        hold_folder(path.parent, path)      # waits, or 'busy', while another run writes this file's tables
+        _HOLDING.add(key)
+    done = False
+    try:
+        note = write(path, roiset, curation, force)
+        done = True
+        return note
+    finally:
+        pending = _PENDING.get(key, set())
+        pending.discard(table)
+        if not done or not pending:         # a failed table ends the section: nothing more is written to this file
+            release_files([path])
+
+
+def release_files(paths):
+    """End the critical sections of these files (``finish_batch``, or a failed table)."""
+    for path in paths:
+        key = os.path.realpath(path)
+        _PENDING.pop(key, None)
+        if key in _HOLDING:
+            _HOLDING.discard(key)
+            release_folder(Path(path).parent)
+
+
+def _rewrite(tmp, path, ps_path, rows, prob, accepted, cp, curation, prov, old_rows):
+    """Replace this unit's verdict table and the curations table in the copy ``tmp`` of ``path``, through one h5py
+    file on ``fileguard.writing_copy`` (an I/O error: one line naming ``path`` and the errno)."""
     name = prov["table"]
-    with h5py.File(tmp, "r+") as f:
+    records = [r for r in old_rows if r["table"] != name] + [prov]
+    for r in records:                      # the file-level values follow the current backup
+        r["backup"], r["backup_sha256"] = prov["backup"], prov["backup_sha256"]
+    with writing_copy(tmp, path) as raw, _h5py().File(raw, "r+") as f:
         group = f.get(f"processing/{MODULE}")
         if group is not None:
             for key in (name, CURATIONS):
                 if key in group:
                     del group[key]
+        with pynwb().NWBHDF5IO(mode="a", file=f) as io:
+            nwb = io.read()
+            m, seg, ps_name = ps_path.split("/")
+            _add_tables(nwb, nwb.processing[m][seg].plane_segmentations[ps_name], ps_path, rows, prob, accepted, cp,
+                        curation, prov, records)
+            io.write(nwb)
+
+
+def _add_tables(nwb, ps, ps_path, rows, prob, accepted, cp, curation, prov, records):
     from hdmf.common import DynamicTable, DynamicTableRegion, VectorData
-    records = [r for r in old_rows if r["table"] != name] + [prov]
-    for r in records:                      # the file-level values follow the current backup
-        r["backup"], r["backup_sha256"] = prov["backup"], prov["backup_sha256"]
-    with pynwb().NWBHDF5IO(str(tmp), "a") as io:
-        nwb = io.read()
-        m, seg, ps_name = ps_path.split("/")
-        ps = nwb.processing[m][seg].plane_segmentations[ps_name]
-        mod = nwb.processing[MODULE] if MODULE in nwb.processing else nwb.create_processing_module(
-            MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
-                    "unchanged); one verdict table per ROI table, provenance in 'curations'")
-        cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
-                VectorData(name="probability", data=prob,
-                           description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
-                VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
-        human = np.full(len(rows), -1, np.int8) if curation.human is None else np.asarray(curation.human, np.int8)
-        cols.append(VectorData(name="human", data=human, description="a person's answer in roicurate review (it "
-                               "set 'accepted'): 1 cell, 0 not a cell, -1 not reviewed"))
-        if cp is not None:
-            cols.append(VectorData(name="class_probability", data=cp,
-                                   description=f"probability per class ({', '.join(curation.classes)})"))
-        mod.add(DynamicTable(name=name, description=f"roicurate's verdict on {ps_path} (model {prov['model']}, "
-                             f"threshold {prov['threshold']:.4g})", columns=cols))
-        prov_cols = [VectorData(name=k, description=DESCRIBE[k],
-                                data=np.array([r[k] for r in records], np.float64) if k in FLOAT
-                                else [r.get(k, "") for r in records]) for k in TEXT + FLOAT + OPTIONAL]
-        mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
-                             columns=prov_cols))
-        io.write(nwb)
+    name = prov["table"]
+    mod = nwb.processing[MODULE] if MODULE in nwb.processing else nwb.create_processing_module(
+        MODULE, "roicurate's verdict on the ROIs of the PlaneSegmentation tables (the pipeline's own columns are "
+                "unchanged); one verdict table per ROI table, provenance in 'curations'")
+    cols = [DynamicTableRegion(name="roi", data=rows, description=f"the ROI's row in {ps_path}", table=ps),
+            VectorData(name="probability", data=prob,
+                       description=f"the model's probability of class '{curation.classes[curation.positive]}'"),
+            VectorData(name="accepted", data=accepted, description="accepted as a cell by roicurate")]
+    human = np.full(len(rows), -1, np.int8) if curation.human is None else np.asarray(curation.human, np.int8)
+    cols.append(VectorData(name="human", data=human, description="a person's answer in roicurate review (it "
+                           "set 'accepted'): 1 cell, 0 not a cell, -1 not reviewed"))
+    if cp is not None:
+        cols.append(VectorData(name="class_probability", data=cp,
+                               description=f"probability per class ({', '.join(curation.classes)})"))
+    mod.add(DynamicTable(name=name, description=f"roicurate's verdict on {ps_path} (model {prov['model']}, "
+                         f"threshold {prov['threshold']:.4g})", columns=cols))
+    prov_cols = [VectorData(name=k, description=DESCRIBE[k],
+                            data=np.array([r[k] for r in records], np.float64) if k in FLOAT
+                            else [r.get(k, "") for r in records]) for k in TEXT + FLOAT + OPTIONAL]
+    mod.add(DynamicTable(name=CURATIONS, description="what roicurate wrote, one row per verdict table",
+                         columns=prov_cols))
 
 
 def recorded(path, table=None):
