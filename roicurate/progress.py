@@ -78,11 +78,43 @@ class _Off:
         pass
 
 
+class _Safe:
+    """A reporter whose failing stderr (a full disk, a closed pipe) turns it off instead of stopping a write
+    sequence. Inside a command the failure goes to the command's writer (``roicurate.cli.common.Output``, kept on
+    the root click context), which points stderr at /dev/null and makes the command exit 1 at its end."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def _call(self, name, *args):
+        if self.bar is None:
+            return
+        try:
+            getattr(self.bar, name)(*args)
+        except OSError as e:
+            self.bar = None
+            import click
+            ctx = click.get_current_context(silent=True)
+            writer = None if ctx is None else ctx.find_root().meta.get("roicurate.output")
+            if writer is not None:
+                writer.broken(True, e)
+
+    def update(self, k=1):
+        self._call("update", k)
+
+    def clear(self):
+        self._call("clear")
+
+    def close(self):
+        self._call("close")
+
+
 def progress(total, desc, unit="ROI", enabled=True):
-    """A progress reporter for ``total`` items: a bar on a terminal, periodic lines elsewhere, nothing when quiet."""
+    """A progress reporter for ``total`` items: a bar on a terminal, periodic lines elsewhere, nothing when quiet.
+    It never raises an I/O error (``_Safe``)."""
     if not enabled or verbosity() == QUIET:
         return _Off()
     if sys.stderr.isatty():
         from tqdm import tqdm
-        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
-    return LineProgress(total, desc, unit)
+        return _Safe(tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False))
+    return _Safe(LineProgress(total, desc, unit))

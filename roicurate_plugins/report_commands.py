@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from roicurate import RoicurateError
-from roicurate.cli.common import add_image_option
+from roicurate.cli.common import add_image_option, echo
 from roicurate.hookspecs import hookimpl
 
 def truth_labels(roiset, path, iou=0.5):
@@ -42,7 +42,7 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
         if len(rs):
             units.append((src, unit, rs))
         else:
-            click.echo(f"{unit}: no ROIs, left out")
+            echo(f"{unit}: no ROIs, left out")
     if truth and len(truth) != len(units):
         raise RoicurateError(f"--truth: give one file per plane/file ({len(units)}), in the same order; "
                              f"got {len(truth)}")
@@ -141,7 +141,7 @@ def report(paths, out, truth, iou, n_explain, n_examples, model_name, threshold,
     units = load_units(paths, model_name, threshold, device, truth, iou, parse_image_options(add_image))
     page = write_report(out, units, n_explain=n_explain, n_examples=n_examples, window=window, stride=stride,
                         fill=fill)
-    click.echo(f"report: {page} ({len(units)} plane{'s' * (len(units) != 1)}/file{'s' * (len(units) != 1)}, "
+    echo(f"report: {page} ({len(units)} plane{'s' * (len(units) != 1)}/file{'s' * (len(units) != 1)}, "
                f"{sum(len(u.roiset) for u in units)} ROIs, {time.monotonic() - t0:.1f} s)")
 
 
@@ -160,7 +160,7 @@ def explain_cmd(paths, rois, n, out, model_name, threshold, window, stride, fill
     units = load_units(paths, model_name, threshold, device, images=parse_image_options(add_image))
     index = None if rois is None else _rois(rois)
     page = write_explanations(out, units, index, n=n, window=window, stride=stride, fill=fill)
-    click.echo(f"explanations: {page}")
+    echo(f"explanations: {page}")
 
 
 @hookimpl

@@ -14,6 +14,10 @@ import pytest
 
 # only the built-in plugins, whatever else is installed: results do not depend on the machine (roicurate/plugins.py)
 os.environ.setdefault("ROICURATE_LOAD_PLUGINS", "")
+# no periodic progress lines (every 10 s by default) in commands the tests run: on a loaded machine a slow run would
+# print them and a check that stderr holds one error line would depend on the machine's speed. The progress tests
+# set their own interval.
+os.environ.setdefault("ROICURATE_PROGRESS_SECONDS", "100000")
 
 
 def shared_path():

@@ -4,6 +4,7 @@ whose reader is gone (EPIPE). Every unit is still written, ``combined/`` is rebu
 restores everything, and the command exits non-zero with one line on stderr (none where stderr is what failed),
 never a traceback."""
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -25,12 +26,12 @@ def models(tmp_path_factory):
     return {kind: save_tiny_model(folder / kind, kind) for kind in ("suite2p", "caiman")}
 
 
-def run_to(sink, *args, err_sink=None):
+def run_to(sink, *args, err_sink=None, env=None):
     """``roicurate ARGS`` in a subprocess with stdout on ``sink`` ("full": /dev/full; "closed": a pipe whose read
     end is closed before the command starts, so every write gets EPIPE; "pipe": captured) and stderr captured (or,
     with ``err_sink="full"``, on /dev/full too). Returns (exit status, stdout text, stderr text)."""
     cmd = [sys.executable, "-m", "roicurate.cli", *map(str, args)]
-    env = dict(os.environ, ROICURATE_LOAD_PLUGINS="")
+    env = dict(os.environ, ROICURATE_LOAD_PLUGINS="", **(env or {}))
     with contextlib.ExitStack() as stack:
         if sink == "closed":
             read_end, write_end = os.pipe()
@@ -116,3 +117,44 @@ def test_status_to_a_full_disk_is_one_line(copy_example):
     one_line(err, "stdout", "No space left on device")
     rc, out, err = run_to("pipe", "status", suite2p)            # the same command to a working stdout: exit 0
     assert rc == 0 and "plane1" in out and err == ""
+
+
+# every other command prints through the same writer (cli.common.echo): its files are written, then one line
+
+
+@pytest.mark.parametrize("sink,errno_text", [("full", "No space left on device"), ("closed", "Broken pipe")])
+def test_report_and_explain_write_their_pages_then_say_one_line(copy_example, models, tmp_path, sink, errno_text):
+    suite2p = copy_example()
+    original = tree_hashes(suite2p)
+    rc, _, err = run_to(sink, "report", suite2p, "--model", models["suite2p"], "--out", tmp_path / "report",
+                        "--explain", "2", "--examples", "1")
+    assert rc != 0
+    one_line(err, "stdout", errno_text)
+    assert "<html" in (tmp_path / "report" / "index.html").read_text().lower()
+    rc, _, err = run_to(sink, "explain", suite2p / "plane0", "--model", models["suite2p"], "--rois", "0,1",
+                        "--out", tmp_path / "explain")
+    assert rc != 0
+    one_line(err, "stdout", errno_text)
+    assert (tmp_path / "explain" / "index.html").stat().st_size > 0
+    assert tree_hashes(suite2p) == original          # reading commands leave the recording alone
+
+
+def test_evaluate_and_models_to_a_full_disk(suite2p_sessions, models, tmp_path):
+    rc, _, err = run_to("full", "evaluate", suite2p_sessions[2], "--model", models["suite2p"], "--out", tmp_path / "e")
+    assert rc != 0
+    one_line(err, "stdout", "No space left on device")
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["n_rois"] > 0
+    rc, _, err = run_to("full", "models")
+    assert rc != 0
+    one_line(err, "stdout", "No space left on device")
+
+
+def test_progress_on_a_failing_stderr_turns_off_and_the_run_finishes(copy_example, models):
+    """Progress lines every 0 s to a stderr on /dev/full: the first failing line turns progress off, every plane and
+    combined/ are written, the summary still reaches stdout, and the exit status says something was lost."""
+    suite2p = copy_example()
+    rc, out, _ = run_to("pipe", "apply", suite2p, "--model", models["suite2p"], err_sink="full",
+                        env={"ROICURATE_PROGRESS_SECONDS": "0"})
+    assert rc == 1 and "Traceback" not in out
+    assert "plane0" in out and "plane1" in out
+    assert_curated_with_combined(suite2p)

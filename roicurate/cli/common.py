@@ -85,6 +85,7 @@ def _verbosity_params():
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        output()                   # the writer exists before anything prints (progress finds it on the context)
         try:
             result = super().invoke(ctx)
         except RoicurateError as e:
@@ -212,37 +213,8 @@ class Printer(Events):
     def detail(self, message):
         detail(message)
 
-    def progress(self, total, desc):
-        return _SafeProgress(super().progress(total, desc))
-
     def line(self, text):
         say(text)
-
-
-class _SafeProgress:
-    """A progress reporter whose failing stderr (full disk, closed pipe) turns it off instead of stopping a write
-    sequence: the failure goes to the command's ``Output``."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def _call(self, name, *args):
-        if self.bar is None:
-            return
-        try:
-            getattr(self.bar, name)(*args)
-        except OSError as e:
-            self.bar = None
-            output().broken(True, e)
-
-    def update(self, k=1):
-        self._call("update", k)
-
-    def clear(self):
-        self._call("clear")
-
-    def close(self):
-        self._call("close")
 
 
 def say_found(roots, listing, as_json=False):

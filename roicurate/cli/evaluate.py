@@ -4,15 +4,15 @@ import math
 import click
 
 from roicurate.common import RoicurateError
-from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option
+from roicurate.cli.common import add_image_option, class_rule, cli, echo, log, num, pipeline_option
 from roicurate.progress import progress
 
 
 def print_evaluation(numbers, out_dir=None):
     """The table `roicurate evaluate` prints: the model per recording, pooled and macro; the baselines pooled."""
     cols = ("precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
-    click.echo(f"{'':<44} {'ROIs':>5} {'cells':>5} " + " ".join(f"{c:>9}" for c in cols))
-    row = lambda label, m: click.echo(f"{label[-44:]:<44} {m.get('n', ''):>5} {m.get('n_cell', ''):>5} "
+    echo(f"{'':<44} {'ROIs':>5} {'cells':>5} " + " ".join(f"{c:>9}" for c in cols))
+    row = lambda label, m: echo(f"{label[-44:]:<44} {m.get('n', ''):>5} {m.get('n_cell', ''):>5} "
                                       + " ".join(f"{num(m.get(c)):>9}" for c in cols))
     for rec, m in numbers["per_recording"].items():
         row(rec, m)
@@ -23,25 +23,25 @@ def print_evaluation(numbers, out_dir=None):
         row(f"{NAMES.get(k, k)}, pooled", b["pooled"])
     best = numbers.get("best_threshold")
     if best and not math.isnan(best["f1"]) and best["f1"] > numbers["pooled"]["f1"]:
-        click.echo(f"on these ROIs the best threshold is {best['threshold']:.3f} (pooled F1 {best['f1']:.3f}): "
+        echo(f"on these ROIs the best threshold is {best['threshold']:.3f} (pooled F1 {best['f1']:.3f}): "
                    f"`apply --threshold {best['threshold']:.3f}` uses it; check it on sessions you did not pick it on")
     if "classes" in numbers:
         print_classes(numbers["classes"]["pooled"])
     if out_dir:
-        click.echo(f"numbers, per-ROI scores and figures in {out_dir}")
+        echo(f"numbers, per-ROI scores and figures in {out_dir}")
 
 
 def print_classes(m):
     """Per-class precision / recall / F1 and the confusion matrix of a K-class model (most probable class)."""
     names = m["classes"]
     w = max(len(c) for c in names) + 2
-    click.echo(f"\n{m['n']} ROIs with class labels: accuracy {num(m['accuracy'])} (majority class "
+    echo(f"\n{m['n']} ROIs with class labels: accuracy {num(m['accuracy'])} (majority class "
                f"{num(m['majority_rate'])}), macro-F1 {num(m['macro_f1'])}")
-    click.echo(f"{'class':<{w}} {'ROIs':>5} {'precision':>9} {'recall':>9} {'F1':>9}   predicted as: "
+    echo(f"{'class':<{w}} {'ROIs':>5} {'precision':>9} {'recall':>9} {'F1':>9}   predicted as: "
                + " ".join(f"{c:>{w}}" for c in names))
     for c, row in zip(names, m["confusion_matrix"]):
         pc = m["per_class"][c]
-        click.echo(f"{c:<{w}} {pc['support']:>5} {num(pc['precision']):>9} {num(pc['recall']):>9} "
+        echo(f"{c:<{w}} {pc['support']:>5} {num(pc['precision']):>9} {num(pc['recall']):>9} "
                    f"{num(pc['f1']):>9}                 " + " ".join(f"{v:>{w}}" for v in row))
 
 

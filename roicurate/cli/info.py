@@ -3,7 +3,7 @@ import json
 
 import click
 
-from roicurate.cli.common import cli
+from roicurate.cli.common import cli, echo
 
 
 @cli.command()
@@ -20,15 +20,15 @@ def models(as_json):
                      "trained": bool(spec.weights), "description": spec.description})
     rows.sort(key=lambda r: not r["trained"])          # trained models first, then the architectures
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        echo(json.dumps(rows, indent=1))
         return
     w = max([16] + [len(",".join(r["classes"])) for r in rows])
-    click.echo(f"{'name':<20} {'pipeline':<8} {'classes':<{w}} {'threshold':<9} {'sha256':<12} description")
+    echo(f"{'name':<20} {'pipeline':<8} {'classes':<{w}} {'threshold':<9} {'sha256':<12} description")
     for r in rows:
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         sha = (r["sha256"] or "-")[:12]
         desc = r["description"] + ("" if r["trained"] else " (architecture: train it with roicurate train --arch)")
-        click.echo(f"{r['name']:<20} {r['pipeline']:<8} {','.join(r['classes']):<{w}} {thr:<9} {sha:<12} {desc}")
+        echo(f"{r['name']:<20} {r['pipeline']:<8} {','.join(r['classes']):<{w}} {thr:<9} {sha:<12} {desc}")
 
 
 @cli.command()
@@ -36,6 +36,6 @@ def plugins():
     """List plugins, their versions and the hooks they implement."""
     from roicurate.plugins import plugin_info
     for name, version, hooks in plugin_info():
-        click.echo(f"{name:<28} {version:<10} {', '.join(hooks)}")
+        echo(f"{name:<28} {version:<10} {', '.join(hooks)}")
 
 

@@ -2,7 +2,7 @@
 import click
 
 from roicurate.common import RoicurateError
-from roicurate.cli.common import cli
+from roicurate.cli.common import cli, echo
 
 
 @cli.command()
@@ -44,7 +44,7 @@ def label(path, truths, classes, cell_classes, iou_threshold, binarize, recordin
         other = sum(1 for g, v, l in zip(a, ai, rec["label"]) if g >= 0 and v >= iou_threshold and not l)
         extra = f"; {other} matched a non-cell object" if cls_path else ""
         dropped = truth.origin["dropped_pixels"]
-        click.echo(f"{unit}: {rec['n_rois']} ROIs, {rec['n_label1']} matched one-to-one to a cell at IoU >= "
+        echo(f"{unit}: {rec['n_rois']} ROIs, {rec['n_label1']} matched one-to-one to a cell at IoU >= "
                    f"{iou_threshold:g} (truth: {rec['n_gt_cells']} cells of {rec['n_gt']} regions"
                    f"{', classes from ' + str(cls_path) if cls_path else ''}){extra}"
                    f"{f'; {dropped} truth pixels outside the frame ignored' if dropped else ''}; wrote {written}")

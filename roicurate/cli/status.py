@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from roicurate.cli.common import Printer, cli, emit, json_mode, recursive_option, say
+from roicurate.cli.common import Printer, cli, echo, emit, json_mode, recursive_option, say
 
 
 @cli.command()
@@ -23,5 +23,5 @@ def status(paths, recursive=False, as_json=False):
         unreadable += result.state == "unreadable"
         emit(result.record()) if as_json else say(result.line)
     if unreadable:
-        click.echo(f"roicurate: {unreadable} plane(s)/file(s) could not be read (said above)", err=True)
+        echo(f"roicurate: {unreadable} plane(s)/file(s) could not be read (said above)", err=True)
         sys.exit(1)

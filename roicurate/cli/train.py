@@ -5,7 +5,7 @@ import json
 import click
 
 from roicurate.common import RoicurateError
-from roicurate.cli.common import add_image_option, class_rule, cli, log, num, pipeline_option, types_option
+from roicurate.cli.common import add_image_option, class_rule, cli, echo, log, num, pipeline_option, types_option
 from roicurate.cli.evaluate import print_evaluation
 
 
@@ -188,7 +188,7 @@ def say_trained(card, out, name, test):
     if v:
         msg += (f"; validation precision {v['pooled']['precision']:.3f} recall {v['pooled']['recall']:.3f} "
                 f"F1 {v['pooled']['f1']:.3f} ROC AUC {num(v['pooled']['roc_auc'])}")
-    click.echo(msg)
+    echo(msg)
     if test:
         t = json.load(open(f"{out}/{name}.test/metrics.json"))
         print_evaluation(t, f"{out}/{name}.test")

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from roicurate import RoicurateError
-from roicurate.cli.common import add_image_option
+from roicurate.cli.common import add_image_option, echo
 from roicurate.hookspecs import hookimpl
 
 HOST = "127.0.0.1"
@@ -84,11 +84,11 @@ def review(path, model_name, threshold, device, port, no_browser, add_image):
         token = secrets.token_urlsafe(24)
         url = f"http://{HOST}:{sock.getsockname()[1]}/{token}/"
         p = session.progress()
-        click.echo(f"{unit}: {session.n} ROIs, reviewed {p['reviewed']}, about {p['errors_expected_left']:.1f} "
+        echo(f"{unit}: {session.n} ROIs, reviewed {p['reviewed']}, about {p['errors_expected_left']:.1f} "
                    f"errors expected in the rest; answers go to {src.review_path(unit)}")
         if session.note:
-            click.echo(session.note)
-        click.echo(f"review at {url}  (Ctrl-C to stop)", nl=True)
+            echo(session.note)
+        echo(f"review at {url}  (Ctrl-C to stop)")
         if not no_browser:
             open_browser(url, session.cache)
         config = uvicorn.Config(make_app(session, token), log_level="warning", access_log=False)

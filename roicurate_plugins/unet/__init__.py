@@ -32,6 +32,7 @@ import click
 import numpy as np
 
 from roicurate import RoicurateError
+from roicurate.cli.common import echo
 from roicurate.crops import CropSpec, DerivedImage, summary_image
 from roicurate.hookspecs import hookimpl
 from roicurate.images import check_image, read_image_file
@@ -207,12 +208,12 @@ def segment(path, out, model_name, kind, tta, threshold, min_size, truth, distan
                "sha256": seg.card["sha256"], "tta": tta, "threshold": seg.threshold if threshold is None else threshold,
                "min_size": seg.min_size if min_size is None else min_size, "objects": len(regions),
                "seconds": round(seconds, 3), "files": ["probability.npy", "probability.png", "regions.json"]}
-    click.echo(f"{path}: {len(regions)} objects ({seg.card['name']}, {kind} image, threshold {summary['threshold']:.3f}"
+    echo(f"{path}: {len(regions)} objects ({seg.card['name']}, {kind} image, threshold {summary['threshold']:.3f}"
                f"{', 8-fold TTA' if tta else ''}, {seconds:.2f} s) -> {out / 'regions.json'}")
     if truth_regions:
         s = ev.score(truth_regions, regions, image.shape, distance)
         summary["evaluation"] = dict(s, truth=truth_note)
-        click.echo(f"vs {truth_note}: precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f} "
+        echo(f"vs {truth_note}: precision {s['precision']:.3f} recall {s['recall']:.3f} F1 {s['f1']:.3f} "
                    f"(centres within {distance:g} px), inclusion {s['inclusion']:.3f} exclusion {s['exclusion']:.3f}, "
                    f"pixel IoU {s['pixel_iou']:.3f}")
     if missed:
@@ -223,7 +224,7 @@ def segment(path, out, model_name, kind, tta, threshold, min_size, truth, distan
         summary["files"] += ["missed.json", "missed.png"]
         how = "no pipeline ROI touches" if missed_overlap == 0 else \
             f"pipeline ROIs cover for at most {missed_overlap:.0%} of their area"
-        click.echo(f"possibly missed cells: {len(found)} U-Net objects that {how} -> {out / 'missed.json'}")
+        echo(f"possibly missed cells: {len(found)} U-Net objects that {how} -> {out / 'missed.json'}")
     (out / "segment.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
