@@ -140,6 +140,7 @@ def validate_card(card, where="model card"):
         bad("positive_class", f"{pos!r} is not one of the classes ({', '.join(classes)})")
     _validate_calibration(card.get("calibration"), bad)
     _validate_prior(card.get("shape_prior"), bad)
+    _validate_points(card.get("operating_points"), thr, bad)
     digest = card.get("sha256")
     if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
         bad("sha256", "must be 64 lowercase hex digits (or null)")
@@ -184,6 +185,32 @@ def _validate_prior(p, bad):
         bad("shape_prior.binarize", "must be a number from 0 to 1")
     if "features" in p and (not isinstance(p["features"], list) or len(p["features"]) != n):
         bad("shape_prior.features", f"must name the {n} shape features")
+
+
+POINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def _validate_points(points, threshold, bad):
+    """``operating_points``: {name: {"threshold": 0..1, "rule": text, ...}}; the card's own ``threshold`` is one of
+    them (the default, ``apply`` without ``--operating-point``)."""
+    if points is None:
+        return
+    if not isinstance(points, dict) or not points or len(points) > 16:
+        bad("operating_points", "must be null or an object of up to 16 named points")
+    for name, point in points.items():
+        if not POINT_NAME.fullmatch(name):
+            bad("operating_points", f"has a point named {name!r}; names are lowercase letters, digits, - and _")
+        if not isinstance(point, dict) or not _number(point.get("threshold")) or not 0 <= point["threshold"] <= 1:
+            bad(f"operating_points.{name}.threshold", "must be a number from 0 to 1")
+        if not isinstance(point.get("rule"), str) or not point["rule"]:
+            bad(f"operating_points.{name}.rule", "must say how the threshold was chosen")
+    if default_point(points, threshold) is None:
+        bad("operating_points", f"none of them is the card's threshold {threshold}")
+
+
+def default_point(points, threshold):
+    """The name of the operating point at the card's own ``threshold`` (None if there is none)."""
+    return next((n for n, p in (points or {}).items() if abs(p["threshold"] - threshold) < 1e-12), None)
 
 
 def resolve_model_files(name_or_path, specs):
@@ -249,6 +276,24 @@ class Classifier:
     @property
     def task(self):
         return self.card.get("task", "curate")
+
+    @property
+    def operating_points(self):
+        """{name: {"threshold", "rule", ...}} of the card (empty where it names none)."""
+        return dict(self.card.get("operating_points") or {})
+
+    @property
+    def default_point(self):
+        """The name of the operating point ``apply`` uses by default (the card's threshold), or None."""
+        return default_point(self.operating_points, self.threshold)
+
+    def threshold_at(self, point):
+        """The threshold of the named operating point; a name the card lacks is a one-line error."""
+        points = self.operating_points
+        if point not in points:
+            have = ", ".join(points) or "none (it has only its threshold; use --threshold)"
+            raise RoicurateError(f"model '{self.name}' has no operating point '{point}' (its points: {have})")
+        return float(points[point]["threshold"])
 
     @property
     def positive(self):
