@@ -59,6 +59,15 @@ def test_train_out_of_lab(datasets, tmp_path):
     assert all(0 <= m["threshold"] <= 1 and m["n"] > 0 for m in o["nested"]["labs"].values())
     clf = Classifier.load(str(tmp_path))
     assert clf.crop.scale == "reference" and 0 <= clf.threshold <= 1
+    # the named points: the card's threshold is the recall point, chosen on the same scores; each lab's numbers
+    # at every point are nested (the recall point's are the nested numbers above)
+    points = card["operating_points"]
+    assert set(points) == {"recall", "balanced", "precision"} and clf.default_point == "recall"
+    assert points["recall"] == {"threshold": card["threshold"], "rule": card["threshold_rule"]}
+    assert clf.threshold_at("precision") == points["precision"]["threshold"]
+    for lab, m in o["nested"]["labs"].items():
+        assert o["nested"]["points"]["recall"][lab]["threshold"] == pytest.approx(m["threshold"])
+        assert set(o["nested"]["points"]["precision"][lab]) >= {"precision", "recall", "f1"}
     # two labs cannot check a threshold on a third
     r = run("train", *paths[:2], "--arch", "cnn2", "--epochs", "1", "--operating-point", "out-of-lab",
             "--out", tmp_path / "two", ok=False)

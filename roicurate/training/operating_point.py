@@ -2,6 +2,7 @@
 threshold, and describe the run in the card. ``run`` is the :class:`roicurate.training.train.Run` of that training."""
 import numpy as np
 
+from roicurate import calibrate as cal
 from roicurate.labels import cell_labels
 from roicurate.scale import reference_diameter
 from roicurate.shape import fit_prior, prior_logit, scale_prior, shape_features
@@ -10,6 +11,7 @@ from roicurate.training.data import recordings, stack, with_rehearsal
 from roicurate.training.fit import DEFAULTS, fit, predict_scores, unjittered
 from roicurate.training.outoflab import MIN_RECALL, lab_of, nested_metrics
 from roicurate.training.outoflab import operating_point as out_of_lab_operating_point
+from roicurate.training.points import choose_points, nested_points, recall_rule
 
 N_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 
@@ -17,7 +19,6 @@ N_FOLDS = 3     # no validation recording: folds of the training recordings whos
 def _fold(run, calib, a, b, probe):
     """Fold an affine calibration into the output layer and re-round to the fp16 weights that ship."""
     import torch
-    from roicurate import calibrate as cal
     cal.fold_affine(run.module, a, b, torch.from_numpy(probe))
     fp16_round(run.module)
     calib["folded"] = True
@@ -58,7 +59,6 @@ def calibrate_network(run):
     prior's weight), or on out-of-lab scores; folded into the output layer where it is affine. Sets the card's
     ``calibration``, ``shape_prior`` (and ``out_of_lab``); returns (calibration, prior, out-of-lab threshold)."""
     import torch
-    from roicurate import calibrate as cal
     from roicurate.models import Classifier
     options, arch, card, val_sets = run.options, run.arch, run.card, run.val_sets
     calib, prior, out_of_lab_threshold = None, shape_prior_of(run), None
@@ -95,6 +95,8 @@ def calibrate_out_of_lab(run, prior):
     scores = (lab_scores["y"], lab_scores["p"], lab_scores["offset"], lab_scores["lab"])
     np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in lab_scores.items() if v is not None})   # per ROI
     calib, thr = out_of_lab_operating_point(*scores, min_recall)
+    card["operating_points"] = choose_points(lab_scores["y"], cal.apply(calib, lab_scores["p"], lab_scores["offset"]),
+                                             lab_scores["lab"], min_recall)
     _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
     if prior is not None and calib["prior_weight"] < 1e-3:
         run.log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
@@ -106,7 +108,8 @@ def calibrate_out_of_lab(run, prior):
     card["out_of_lab"] = {"min_recall": min_recall,
                           "labs": {lab: sorted({rs.recording for rs in run.sets if lab_of(rs.recording) == lab})
                                    for lab in run.labs},
-                          "nested": {"labs": nested["labs"], "pooled": nested["pooled"]}}
+                          "nested": {"labs": nested["labs"], "pooled": nested["pooled"],
+                                     "points": nested_points(*scores, min_recall)}}
     for lab, m in nested["labs"].items():
         run.log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
                 f"ROC AUC {m['roc_auc']:.3f}  ECE {m['ece']:.3f} (calibration and threshold from the other labs)")
@@ -197,8 +200,7 @@ def set_threshold(run, out_of_lab_threshold):
     of the training ROIs when there is no validation recording); written into the card."""
     options, arch, d = run.options, run.arch, run.data
     if options.operating_point == "out-of-lab":
-        thr, how = out_of_lab_threshold, (f"highest threshold at which every lab's out-of-lab recall is >= "
-                             f"{options.min_recall or MIN_RECALL} (Platt-calibrated pooled leave-one-lab-out scores)")
+        thr, how = out_of_lab_threshold, recall_rule(options.min_recall or MIN_RECALL)
     elif run.val_sets:
         thr, how = choose_threshold(run.y_val, validation_scores(run), options.target_precision)
     else:

@@ -1,0 +1,100 @@
+"""Named operating points, chosen on pooled out-of-lab scores (one model per lab, trained on the other labs).
+
+* ``recall``: the highest threshold at which every lab keeps recall >= ``min_recall`` (0.85): few cells lost.
+* ``balanced``: the best pooled F1 among the thresholds at which every lab's F1 is at least its accept-all F1
+  (accepting everything is the baseline a threshold must beat on every lab).
+* ``precision``: the lowest threshold at which every lab's precision is >= ``PRECISION`` (0.9), among thresholds
+  that keep every lab's recall >= ``PRECISION_RECALL_FLOOR`` (a point that finds a quarter of the cells at least);
+  where none reaches it, the one with the highest lowest-lab precision, and its rule says what was reached.
+
+``q`` are calibrated probabilities; ``groups`` the lab of each ROI. ``choose_points`` returns
+{name: {"threshold", "rule"}}; ``nested_points`` the numbers a new lab would get (each lab's points chosen on the
+other labs' scores alone, with their own calibration).
+"""
+import numpy as np
+
+from roicurate.evaluate import metrics
+from roicurate.training.outoflab import MIN_RECALL, threshold_for_recall
+
+PRECISION = 0.9
+PRECISION_RECALL_FLOOR = 0.25
+POINTS = ("recall", "balanced", "precision")
+
+
+def recall_rule(min_recall):
+    return (f"highest threshold at which every lab's out-of-lab recall is >= {min_recall} (Platt-calibrated pooled "
+            f"leave-one-lab-out scores)")
+
+
+def _per_lab(y, q, groups, thresholds):
+    """(precision, recall, F1) arrays of shape (labs, thresholds), and accept-all F1 per lab."""
+    labs = [g for g in np.unique(groups) if y[groups == g].any()]
+    P, R, F, base = [], [], [], []
+    for g in labs:
+        yy, qq = y[groups == g], q[groups == g]
+        acc = qq[None, :] >= thresholds[:, None]
+        tp = (acc & yy).sum(1)
+        n_acc, n_pos = acc.sum(1), yy.sum()
+        p = np.where(n_acc > 0, tp / np.maximum(n_acc, 1), 1.0)
+        r = tp / n_pos
+        P.append(p)
+        R.append(r)
+        F.append(np.where(tp > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0))
+        frac = yy.mean()
+        base.append(2 * frac / (1 + frac))
+    return np.array(P), np.array(R), np.array(F), np.array(base)
+
+
+def _pooled_f1(y, q, thresholds):
+    acc = q[None, :] >= thresholds[:, None]
+    tp = (acc & y).sum(1)
+    return 2 * tp / np.maximum(acc.sum(1) + y.sum(), 1)
+
+
+def choose_points(y, q, groups, min_recall=MIN_RECALL):
+    """{name: {"threshold", "rule"}} on calibrated out-of-lab probabilities ``q``."""
+    y, q, groups = np.asarray(y, bool), np.asarray(q, float), np.asarray(groups)
+    t = np.unique(q)
+    P, R, F, base = _per_lab(y, q, groups, t)
+    points = {"recall": {"threshold": threshold_for_recall(y, q, groups, min_recall), "rule": recall_rule(min_recall)}}
+
+    ok = (F >= base[:, None]).all(0)
+    pooled = _pooled_f1(y, q, t)
+    if ok.any():
+        i = int(np.argmax(np.where(ok, pooled, -1)))
+        rule = "best pooled out-of-lab F1 with every lab's F1 >= its accept-all F1"
+    else:
+        i = int(np.argmax((F - base[:, None]).min(0)))
+        rule = ("no threshold gives every lab an F1 >= its accept-all F1; the one closest to that "
+                "(largest lowest-lab F1 gain over accepting all)")
+    points["balanced"] = {"threshold": float(t[i]), "rule": rule, "pooled_f1": float(pooled[i])}
+
+    floor = (R >= PRECISION_RECALL_FLOOR).all(0)
+    reach = floor & (P >= PRECISION).all(0)
+    if reach.any():
+        i = int(np.flatnonzero(reach)[0])
+        rule = (f"lowest threshold at which every lab's out-of-lab precision is >= {PRECISION} "
+                f"(recall >= {PRECISION_RECALL_FLOOR} on every lab)")
+    else:
+        low = np.where(floor, P.min(0), -1)
+        i = int(np.argmax(low))
+        rule = (f"no threshold keeping every lab's recall >= {PRECISION_RECALL_FLOOR} reaches precision {PRECISION} "
+                f"on every lab; this one has the highest lowest-lab precision, {low[i]:.2f}")
+    points["precision"] = {"threshold": float(t[i]), "rule": rule, "lowest_lab_precision": float(P[:, i].min())}
+    return points
+
+
+def nested_points(y, p, offset, groups, min_recall=MIN_RECALL):
+    """{point: {lab: metrics at that lab's point}}: each lab's calibration and points from the other labs alone."""
+    from roicurate import calibrate as cal
+    from roicurate.training.outoflab import operating_point
+    y, p, groups = np.asarray(y, bool), np.asarray(p, float), np.asarray(groups)
+    out = {name: {} for name in POINTS}
+    for g in np.unique(groups):
+        inside = groups == g
+        off = (None, None) if offset is None else (offset[~inside], offset[inside])
+        calib, _ = operating_point(y[~inside], p[~inside], off[0], groups[~inside], min_recall)
+        q_rest, q_in = cal.apply(calib, p[~inside], off[0]), cal.apply(calib, p[inside], off[1])
+        for name, point in choose_points(y[~inside], q_rest, groups[~inside], min_recall).items():
+            out[name][str(g)] = dict(metrics(y[inside], q_in, point["threshold"]), threshold=point["threshold"])
+    return out
