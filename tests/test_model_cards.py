@@ -123,3 +123,17 @@ def test_weights_and_card_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "b" / "tiny.safetensors").st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["suite2p-resnet50", "caiman-cnn2"])
+def test_bundled_cell_models_name_their_operating_points(name):
+    """recall (the default), balanced and precision, each with its rule, and every lab's nested numbers at each."""
+    card = json.loads(open(model_specs()[name].card_path).read())
+    points = card["operating_points"]
+    assert list(points) == ["recall", "balanced", "precision"]
+    assert points["recall"]["threshold"] == card["threshold"] and points["recall"]["rule"] == card["threshold_rule"]
+    assert points["precision"]["threshold"] > points["recall"]["threshold"]
+    labs = set(card["out_of_lab"]["labs"])
+    assert len(labs) >= 4
+    for point in points:
+        assert set(card["out_of_lab"]["nested"]["points"][point]) == labs
