@@ -6,7 +6,8 @@ For every held-out lab, a logistic regression is fitted on the *other* labs' out
 logit of each ROI comes from a model that never saw that ROI's lab either) and scores the held-out lab. Rows, ROC
 AUC per held-out lab: the network alone (its out-of-lab probability), test-time augmentation, the shape LR of
 benchmarks/lolo.py (five features, log area in pixels), and the stacked head on logit + the five shape features
-relative to the recording's reference cell (+ the TTA logit). Nothing here is shipped: the table says whether a head
+relative to the recording's reference cell (+ the TTA logit, + the log area in pixels), and the ``--shape-prior`` form
+(a shape LR fitted first, then Platt on the network's logit and the prior's). Nothing here is shipped: the table says whether a head
 is worth putting in a card.
 """
 import argparse
@@ -42,6 +43,18 @@ def nested_lr(X, y, labs):
     return out
 
 
+def nested_prior_head(X_shape, z, y, labs):
+    """Each lab: a shape LR fitted on the other labs (as ``--shape-prior`` fits it), then Platt on the network logit
+    ``z`` and that prior's logit, fitted on the other labs too."""
+    out = np.zeros(len(y))
+    for lab in np.unique(labs):
+        tr = labs != lab
+        prior = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_shape[tr], y[tr])
+        Z = np.column_stack([z, prior.decision_function(X_shape)])
+        out[~tr] = LogisticRegression(max_iter=2000).fit(Z[tr], y[tr]).predict_proba(Z[~tr])[:, 1]
+    return out
+
+
 def main():
     import json
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +78,10 @@ def main():
             "head: logit + relative shape": nested_lr(np.column_stack([logit(d["p"]), shape]), y, labs),
             "head: TTA logit + relative shape": nested_lr(np.column_stack([logit(d["p_tta"]), shape]), y, labs),
             "head: logit + relative shape + log area in px": nested_lr(np.column_stack([logit(d["p"]), shape, area]),
-                                                                       y, labs)}
+                                                                       y, labs),
+            "prior: logit + shape LR logit (relative)": nested_prior_head(shape, logit(d["p"]), y, labs),
+            "prior: logit + shape LR logit (relative + log area in px)":
+                nested_prior_head(np.column_stack([shape, area]), logit(d["p"]), y, labs)}
     order = sorted(set(labs))
     print(f"{a.pipeline}: out-of-lab ROC AUC per held-out lab ({len(y)} ROIs, scores {a.scores})\n")
     print("| ranker | " + " | ".join(order) + " |")
