@@ -10,6 +10,11 @@ def short(source):
     return source.split(" (")[0]
 
 
+def point_note(point, tta=False):
+    """' (recall point)' for a card's operating point, ' + TTA' with test-time augmentation; '' otherwise."""
+    return (f" ({point} point)" if point else "") + (" + TTA" if tta else "")
+
+
 def verdict_line(unit, rs, cur, clf, dry_run, original):
     """('PLANE: N ROIs, A accepted, R rejected (pipeline accepted P); MODEL at threshold T; ...', [warnings]).
     ``original``: the pipeline's own verdict ((N,) bool, or None where it has none)."""
@@ -27,7 +32,7 @@ def verdict_line(unit, rs, cur, clf, dry_run, original):
     warning = outside_range(cur.diameter, clf.card.get("training", {}).get("reference_diameter_px"))
     warnings = [f"{unit}: warning: {warning}"] if warning else []
     return (f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{review}{scale}{inputs}{frame}"
+            f"{clf.name} at threshold {s['threshold']:.3f}{point_note(s['operating_point'], s['tta'])}{rule}{counts}{review}{scale}{inputs}{frame}"
             f"{DRY_RUN * dry_run}",
             warnings)
 
@@ -72,7 +77,7 @@ def status_line(row):
     if row["state"] == "record missing":
         return f"{row['path']}: RECORD MISSING: {row['detail']}"
     thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}"
-    text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}" if row["model"] else "roicurate") + \
+    text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}{point_note(row.get('operating_point'))}" if row["model"] else "roicurate") + \
         (f" on {row['date']}" if row["date"] else "")
     if row["state"] == "edited since":
         text += "; the verdict was edited since (roicurate apply keeps the edits beside it before writing)"
