@@ -8,7 +8,8 @@ the positive class), ``accepted`` (bool) and, for models with more than two clas
 PlaneSegmentation, the pipeline, model (name or card path) and its sha256, threshold, classes and accepted
 classes, crop inputs, reference cell diameter (px, NaN for native-pixel crops) and where it came from, roicurate
 version, time, the sha256 of what was written in the verdict table (to notice hand edits), the backup's name and
-sha256, and (optional columns, empty in older files) the ROIs' fingerprint, the card's operating point and TTA. The PlaneSegmentation itself (Suite2p's iscell, CaImAn's keep) is never changed.
+sha256, and (optional columns, empty in older files) the ROIs' fingerprint, the card's operating point and TTA.
+The PlaneSegmentation itself (Suite2p's iscell, CaImAn's keep) is never changed.
 
 How: under the folder's lock, the original file is copied once to ``NAME.roicurate-backup.nwb`` (created without
 replacing; verified on every later run: HDF5, the same ROI count in every PlaneSegmentation, the sha256 recorded in
