@@ -37,8 +37,9 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", a
     as what finds it again, so ``roicurate report`` can load it from the saved file. ``diameter``: the reference
     cell diameter in pixels (default: CaImAn's gSig where set, else a statistic of the components; see
     roicurate/scale.py). ``operating_point``: the threshold of this named point of the model card (not with
-    ``threshold``); ``tta``: test-time augmentation; both recorded as the file writer does. Returns the ``Curation``. (CaImAn's ``select_components`` subsets only its own
-    per-component fields, so ``roicurate_probability`` keeps all K entries afterwards.)"""
+    ``threshold``); ``tta``: test-time augmentation; both recorded as the file writer does. Returns the
+    ``Curation``. (CaImAn's ``select_components`` subsets only its own per-component fields, so
+    ``roicurate_probability`` keeps all K entries afterwards.)"""
     from roicurate.curation import curate as run
     from roicurate.models import Classifier
     src = _source()

@@ -174,8 +174,7 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
         check_batch_space(units)
     classifiers = load_classifiers(units, chosen, device, also_accept, any_pipeline, events, operating_point, tta)
     options = {"threshold": threshold, "operating_point": operating_point, "also_accept": also_accept,
-               "dry_run": dry_run, "force": force,
-               "types": types, "redcell": redcell, "as_cnn_preds": as_cnn_preds}
+               "dry_run": dry_run, "force": force, "types": types, "redcell": redcell, "as_cnn_preds": as_cnn_preds}
     batch = Batch(types)
     bar = events.progress(sum(len(rs) for _, _, rs in units), "classifying")
     try:

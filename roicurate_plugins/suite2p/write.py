@@ -211,7 +211,8 @@ def write_types(path, roiset, curation, force=False, redcell=False):
                          "file": TYPES, "classes": list(curation.classes),
                          "positive_class": curation.classes[curation.positive],
                          "threshold": float(curation.threshold), "operating_point": curation.operating_point,
-                         "tta": curation.tta, "most_probable": dict(zip(curation.classes, counts.tolist())), "redcell": red}
+                         "tta": curation.tta, "most_probable": dict(zip(curation.classes, counts.tolist())),
+                         "redcell": red}
         tx.write(plane / RECORD, json_bytes(full))
 
 
