@@ -186,3 +186,24 @@ def test_report_names_the_point(s2p_models, copy_example, tmp_path):
             "--explain", "0")
     page = (tmp_path / "rep" / "index.html").read_text()
     assert f"<th>threshold</th><td>{points['recall']:.3f} (operating point 'recall': test point recall)" in page
+
+
+def test_nwb_written_before_points_still_reads(s2p_models, tmp_path):
+    """A curations table without the operating_point / tta columns (an older roicurate's) reads as no point, and a
+    new apply writes them."""
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("pynwb")
+    from test_nwb import write_suite2p_layout
+    _, pointed, points = s2p_models
+    path = tmp_path / "s2p.nwb"
+    write_suite2p_layout(path)
+    roicurate.apply(path, model=pointed)
+    with h5py.File(path, "r+") as f:
+        table = f["processing/roicurate/curations"]
+        for name in ("operating_point", "tta"):
+            del table[name]
+        table.attrs["colnames"] = [c for c in table.attrs["colnames"] if c not in ("operating_point", "tta")]
+    [row] = roicurate.status(path)
+    assert (row.state, row.threshold, row.operating_point) == ("curated", points["balanced"], None)
+    [r] = roicurate.apply(path, model=pointed, operating_point="recall")
+    assert roicurate.status(path)[0].operating_point == "recall" == r.operating_point
