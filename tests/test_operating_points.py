@@ -184,8 +184,10 @@ def test_report_names_the_point(s2p_models, copy_example, tmp_path):
     plane = copy_example("plane0")
     cli_run("apply", plane, "--model", pointed, "--operating-point", "recall", "--report", tmp_path / "rep",
             "--explain", "0")
-    page = (tmp_path / "rep" / "index.html").read_text()
-    assert f"<th>threshold</th><td>{points['recall']:.3f} (operating point 'recall': test point recall)" in page
+    row = f"<th>threshold</th><td>{points['recall']:.3f} (operating point 'recall': test point recall)"
+    assert row in (tmp_path / "rep" / "index.html").read_text()
+    cli_run("report", plane, "--out", tmp_path / "later", "--explain", "0")     # from the record, later
+    assert row in (tmp_path / "later" / "index.html").read_text()
 
 
 def test_nwb_written_before_points_still_reads(s2p_models, tmp_path):
