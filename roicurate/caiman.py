@@ -23,7 +23,8 @@ def roiset(obj):
     return _source().roiset_from_object(obj)
 
 
-def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", also_accept=(), diameter=None):
+def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", also_accept=(), diameter=None,
+           operating_point=None, tta=False):
     """Classify every component of ``obj`` (a CNMF or its ``.estimates``) and update it in place.
 
     Sets ``idx_components`` and ``idx_components_bad`` (sorted int64), ``roicurate_probability`` (K floats) and
@@ -35,8 +36,10 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", a
     one. ``model``: a registered name or a model's path (default: the CaImAn source's default model); it is recorded
     as what finds it again, so ``roicurate report`` can load it from the saved file. ``diameter``: the reference
     cell diameter in pixels (default: CaImAn's gSig where set, else a statistic of the components; see
-    roicurate/scale.py). Returns the ``Curation``. (CaImAn's ``select_components`` subsets only its own
-    per-component fields, so ``roicurate_probability`` keeps all K entries afterwards.)"""
+    roicurate/scale.py). ``operating_point``: the threshold of this named point of the model card (not with
+    ``threshold``); ``tta``: test-time augmentation; both recorded as the file writer does. Returns the
+    ``Curation``. (CaImAn's ``select_components`` subsets only its own per-component fields, so
+    ``roicurate_probability`` keeps all K entries afterwards.)"""
     from roicurate.curation import curate as run
     from roicurate.models import Classifier
     src = _source()
@@ -44,7 +47,7 @@ def curate(obj, model=None, threshold=None, as_cnn_preds=False, device="auto", a
     if diameter is not None:
         from roicurate.scale import SOURCE_OVERRIDE, set_diameter
         set_diameter(rs, diameter, SOURCE_OVERRIDE)
-    clf = Classifier.load(model or src.default_model, device=device)
-    cur = run(rs, clf, threshold, also_accept=also_accept)
+    clf = Classifier.load(model or src.default_model, device=device, tta=tta)
+    cur = run(rs, clf, threshold, also_accept=also_accept, operating_point=operating_point)
     src.apply_to_object(obj, cur, as_cnn_preds=as_cnn_preds)
     return cur

@@ -19,6 +19,8 @@ class Curation:
     diameter: float | None = None   # the reference cell diameter the crops were scaled by (None: native pixels)
     diameter_source: str = ""
     human: np.ndarray | None = None     # review answers (int8 (N,): 1 cell, 0 not, -1 none); they set ``accepted``
+    operating_point: str | None = None  # the card's operating point the threshold is (None: a custom threshold)
+    tta: bool = False                   # probabilities averaged over the eight rotations/flips of each crop
 
     @property
     def score(self):
@@ -81,6 +83,7 @@ class Curation:
     def summary(self):
         out = {"rois": int(len(self.accepted)), "accepted": int(self.accepted.sum()),
                "rejected": int((~self.accepted).sum()), "threshold": float(self.threshold),
+               "operating_point": self.operating_point, "tta": self.tta,
                "inputs": list(self.inputs), "reference_diameter": self.diameter,
                "diameter_source": self.diameter_source or None}
         if self.human is not None:
@@ -110,21 +113,42 @@ def inputs_used(roiset, crop):
     return tuple(c for c in crop.channels if c == "mask" or not crop.optional_images or has_image(roiset, c))
 
 
-def curate(roiset, classifier, threshold=None, progress=None, also_accept=(), also_columns=None):
+def check_one_of(threshold, operating_point):
+    """A custom threshold and a named operating point exclude each other."""
+    if threshold is not None and operating_point is not None:
+        raise RoicurateError(f"--threshold {threshold} and --operating-point {operating_point}: give one or the "
+                             f"other, not both")
+
+
+def choose_threshold(classifier, threshold=None, operating_point=None):
+    """(threshold, operating point name): ``threshold`` is a custom one (no point); ``operating_point`` names one of
+    the card's points; neither: the card's threshold and its default point (None for a card without points)."""
+    check_one_of(threshold, operating_point)
+    if operating_point is not None:
+        return classifier.threshold_at(operating_point), operating_point
+    if threshold is not None:
+        return float(threshold), None
+    return classifier.threshold, classifier.default_point
+
+
+def curate(roiset, classifier, threshold=None, progress=None, also_accept=(), also_columns=None,
+           operating_point=None):
     """Classify ``roiset``; accepted = P(positive class) + P(each ``also_accept`` class) >= threshold, except where
     a person answered in ``roicurate review`` (``roiset.human``): there the answer is the verdict, always.
-    ``also_columns``: ``accept_columns`` of ``also_accept`` for this classifier, where the caller has them already
-    (``apply`` checks them once per run, before the first write)."""
+    ``threshold`` / ``operating_point``: see ``choose_threshold``. ``also_columns``: ``accept_columns`` of
+    ``also_accept`` for this classifier, where the caller has them already (``apply`` checks them once per run,
+    before the first write)."""
     from roicurate.scale import reference_diameter
     also = also_columns if also_columns is not None else \
         accept_columns(classifier.classes, classifier.positive, also_accept, f"model '{classifier.name}'")
+    thr, point = choose_threshold(classifier, threshold, operating_point)
     proba = classifier.predict_proba(roiset, progress=progress)
-    thr = classifier.threshold if threshold is None else float(threshold)
     pos = classifier.positive
     card = classifier.card
     cur = Curation(proba, np.zeros(len(proba), bool), thr, classifier.classes, pos,
                    {"name": card["name"], "sha256": card["sha256"], "arch": card["arch"],
-                    "source": card.get("source", card["name"])}, also, inputs_used(roiset, classifier.crop))
+                    "source": card.get("source", card["name"])}, also, inputs_used(roiset, classifier.crop),
+                   operating_point=point, tta=bool(getattr(classifier, "tta", False)))
     if classifier.crop.scale == "reference":
         cur.diameter, cur.diameter_source = reference_diameter(roiset), roiset.diameter_source
     cur.accepted = cur.model_accepted

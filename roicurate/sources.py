@@ -120,6 +120,7 @@ class Source:
 
     def recorded(self, path):
         """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
+        "operating_point" (the card's point that threshold is; None or absent: custom, or an older record),
         "diameter": (px, source) of the reference cell diameter it used or None, "date": when (ISO 8601, or None),
         "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated (the
         default)."""

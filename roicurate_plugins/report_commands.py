@@ -65,6 +65,8 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
         if same_model and rec.get("diameter"):          # the cell diameter the verdict was made with
             set_diameter(rs, *rec["diameter"])
         cur = curate(rs, clf, thr, progress=bar.update, also_accept=rec.get("also_accept", []) if same_model else ())
+        if same_model and threshold is None:           # the recorded threshold is the operating point it names
+            cur.operating_point = rec.get("operating_point")
         notes = []
         if clf.card.get("pipeline") not in (None, "any", rs.pipeline):
             notes.append(f"{clf.name} was made for {clf.card['pipeline']} ROIs, and these are {rs.pipeline} ROIs: its "

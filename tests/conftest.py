@@ -238,8 +238,9 @@ def hash_tree():
     return tree_hashes
 
 
-def save_tiny_model(folder, pipeline="suite2p", name="tiny", seed=0):
-    """An untrained cnn2 saved as a real model (safetensors + card): fast and deterministic, for I/O tests."""
+def save_tiny_model(folder, pipeline="suite2p", name="tiny", seed=0, threshold=0.5, operating_points=None):
+    """An untrained cnn2 saved as a real model (safetensors + card): fast and deterministic, for I/O tests.
+    ``operating_points``: {name: threshold} for the card's ``operating_points`` (``threshold`` must be one)."""
     import torch
 
     from roicurate.crops import CropSpec
@@ -248,7 +249,9 @@ def save_tiny_model(folder, pipeline="suite2p", name="tiny", seed=0):
     size, binz = (64, 0.0) if pipeline == "suite2p" else (50, 0.2)
     torch.manual_seed(seed)
     card = {"arch": "cnn2", "build_kwargs": {"size": size}, "pipeline": pipeline,
-            "crop": CropSpec(size, binarize=binz).to_dict(), "classes": ["not_cell", "cell"], "threshold": 0.5}
+            "crop": CropSpec(size, binarize=binz).to_dict(), "classes": ["not_cell", "cell"], "threshold": threshold}
+    if operating_points:
+        card["operating_points"] = {k: {"threshold": t, "rule": f"test point {k}"} for k, t in operating_points.items()}
     return save_model(folder, name, cnn2(size=size), card)
 
 

@@ -30,7 +30,8 @@ OURS = {"estimates/idx_components", "estimates/idx_components_bad", "estimates/r
         "estimates/cnn_preds"}
 OUR_ATTRS = {"roicurate_model", "roicurate_sha256", "roicurate_threshold", "roicurate_version", "roicurate_time",
              "roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs",
-             "roicurate_backup_sha256", "roicurate_content_sha256", "roicurate_human", "roicurate_roi_sha256"}
+             "roicurate_backup_sha256", "roicurate_content_sha256", "roicurate_human", "roicurate_roi_sha256",
+             "roicurate_operating_point", "roicurate_tta"}
 
 # Every attribute of a CaImAn 1.12.1 Estimates after fit/refit/evaluate_components and a script that sets Cn:
 # the /estimates keys of cnm.save()'s file (asserted below against the real file) plus the three it never saves.
@@ -399,7 +400,8 @@ def test_write_sets_only_our_keys_and_keeps_a_backup(copy_file):
                                    "roicurate_roi_sha256": roi_fingerprint(src.read(p)),
                                    "roicurate_content_sha256": est.attrs["roicurate_content_sha256"],
                                    "roicurate_time": est.attrs["roicurate_time"],
-                                   "roicurate_human": '{"cell": 0, "not_cell": 0, "overruled": 0, "reviewed": 0}'}
+                                   "roicurate_human": '{"cell": 0, "not_cell": 0, "overruled": 0, "reviewed": 0}',
+                                   "roicurate_operating_point": "", "roicurate_tta": "false"}
         assert est.attrs["roicurate_time"].startswith("20")           # when (roicurate status)
         assert all(isinstance(v, str) for v in est.attrs.values())       # load_CNMF turns them into str values
     np.testing.assert_array_equal(src.read(p).pipeline_accepted, cur.accepted)

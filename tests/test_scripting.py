@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-UNIT_FIELDS = {"type", "path", "source", "pipeline", "model", "sha256", "threshold", "rois", "accepted", "rejected",
-               "inputs", "reference_diameter", "diameter_source", "written", "backup", "dry_run"}
+UNIT_FIELDS = {"type", "path", "source", "pipeline", "model", "sha256", "threshold", "operating_point", "tta", "rois",
+               "accepted", "rejected", "inputs", "reference_diameter", "diameter_source", "written", "backup",
+               "dry_run"}
 TOTALS_FIELDS = {"type", "units", "rois", "accepted", "rejected", "written_units", "seconds", "dry_run"}
-STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "date", "backup", "detail", "review"}
+STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "operating_point", "date",
+                 "backup", "detail", "review"}
 
 
 def run(*args, ok=True):

@@ -25,7 +25,7 @@ __all__ = ["apply", "predict", "revert", "status", "iter_apply", "iter_revert", 
 
 def apply(*paths, model=None, threshold=None, dry_run=False, force=False, diameter=None, device="auto",
           recursive=False, also_accept=(), as_cnn_preds=False, redcell=False, add_image=(), any_pipeline=False,
-          report=None, explain=50):
+          report=None, explain=50, operating_point=None, tta=False):
     """Classify every ROI under ``paths`` and write the verdict in each pipeline's own format (``roicurate apply``).
 
     Everything is read and checked for every unit before the first write: if any input is bad, nothing is written.
@@ -52,6 +52,11 @@ def apply(*paths, model=None, threshold=None, dry_run=False, force=False, diamet
         any_pipeline: apply a model made for another pipeline's ROIs anyway.
         report: also write an HTML report on these ROIs into this folder.
         explain: with ``report``, explain this many of the ROIs closest to the threshold, per unit.
+        operating_point: use the threshold of this named operating point of the model card (``"recall"``,
+            ``"balanced"``, ``"precision"`` ...), checked against every model before the first write; not with
+            ``threshold``. Default: the card's threshold (its default point, where it names points).
+        tta: test-time augmentation: the model averaged over the eight rotations/flips of each crop (eight times
+            the network work); recorded with the verdict.
 
     Returns:
         list[UnitResult]: one per unit (plane, file or NWB table), in order.
@@ -64,7 +69,8 @@ def apply(*paths, model=None, threshold=None, dry_run=False, force=False, diamet
     results = list(iter_apply(*paths, model=model, threshold=threshold, dry_run=dry_run, force=force,
                               diameter=diameter, device=device, recursive=recursive, also_accept=also_accept,
                               as_cnn_preds=as_cnn_preds, redcell=redcell, add_image=add_image,
-                              any_pipeline=any_pipeline, report=report, explain=explain))
+                              any_pipeline=any_pipeline, report=report, explain=explain,
+                              operating_point=operating_point, tta=tta))
     for result in results:
         for message in (*result.notes, *result.warnings):
             _warnings.warn(message, RoicurateWarning, stacklevel=2)

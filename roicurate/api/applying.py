@@ -21,20 +21,27 @@ def check_pipeline(clf, pipeline, unit, any_pipeline=False):
                          f"it anyway")
 
 
-def check_options(threshold, diameter, explain):
+def check_options(threshold, diameter, explain, operating_point=None):
     """The bounds the command line's options enforce, for Python callers."""
+    from roicurate.curation import check_one_of
     if threshold is not None and not 0 <= threshold <= 1:
         raise RoicurateError(f"threshold {threshold}: must be between 0 and 1")
+    check_one_of(threshold, operating_point)
     if diameter is not None and not 1 <= diameter <= 1000:
         raise RoicurateError(f"diameter {diameter}: must be between 1 and 1000 px")
     if explain < 0:
         raise RoicurateError(f"explain {explain}: must be 0 or more")
 
 
-def load_model(model, device):
-    """A loaded Classifier: ``model`` itself, or the registered name / model folder / NAME.json it names."""
+def load_model(model, device, tta=False):
+    """A loaded Classifier: ``model`` itself, or the registered name / model folder / NAME.json it names (``tta``:
+    loaded with test-time augmentation)."""
     from roicurate.models import Classifier
-    return model if isinstance(model, Classifier) else Classifier.load(os.fspath(model), device=device)
+    if not isinstance(model, Classifier):
+        return Classifier.load(os.fspath(model), device=device, tta=tta)
+    if tta and not model.tta:
+        raise RoicurateError(f"tta=True with a loaded model: load it with Classifier.load('{model.name}', tta=True)")
+    return model
 
 
 def read_and_check(paths, images, diameter, writing, events):
@@ -56,19 +63,19 @@ def read_and_check(paths, images, diameter, writing, events):
     return units
 
 
-def load_classifiers(units, chosen, device, also_accept, any_pipeline, events):
+def load_classifiers(units, chosen, device, also_accept, any_pipeline, events, operating_point=None, tta=False):
     """{pipeline: (Classifier, the column indices of ``also_accept``)}: ``chosen`` (``model=``), else each
-    pipeline's default, checked against its ROIs."""
-    from roicurate.curation import accept_columns
-    from roicurate.models import Classifier
+    pipeline's default, checked against its ROIs (and that its card has ``operating_point``)."""
+    from roicurate.curation import accept_columns, choose_threshold
     from roicurate.plugins import default_model
     classifiers, defaults = {}, {}
     for pipeline in sorted({rs.pipeline for _, _, rs in units if len(rs)}):
         clf = chosen
         if clf is None:
             name = default_model(pipeline)
-            clf = defaults[name] = defaults.get(name) or Classifier.load(name, device=device)
+            clf = defaults[name] = defaults.get(name) or load_model(name, device, tta)
         also_columns = accept_columns(clf.classes, clf.positive, also_accept, f"model '{clf.name}'")
+        choose_threshold(clf, None, operating_point)
         check_pipeline(clf, pipeline, next(u for _, u, rs in units if rs.pipeline == pipeline and len(rs)),
                        any_pipeline)
         classifiers[pipeline] = clf, also_columns
@@ -105,7 +112,7 @@ def curate_unit(src, unit, rs, classifier, options, progress):
     o = options
     clf, also_columns = classifier
     cur = curate(rs, clf, o["threshold"], progress=progress.update, also_accept=o["also_accept"],
-                 also_columns=also_columns)
+                 also_columns=also_columns, operating_point=o["operating_point"])
     progress.clear()
     notes, written = [], ()
     if not o["dry_run"]:
@@ -125,7 +132,7 @@ def curate_unit(src, unit, rs, classifier, options, progress):
     return UnitResult(str(unit), src.name, rs.pipeline, cur.score.copy(), cur.accepted.copy(), s["threshold"],
                       clf.name, clf.card.get("sha256"), tuple(cur.inputs), cur.diameter, cur.diameter_source or None,
                       written, str(backup) if backup is not None and backup.exists() else None, o["dry_run"], line,
-                      tuple(notes), tuple(warnings), cur)
+                      tuple(notes), tuple(warnings), cur, cur.operating_point, cur.tta)
 
 
 def original_verdict(src, unit, rs, backup, written):
@@ -138,7 +145,7 @@ def original_verdict(src, unit, rs, backup, written):
 
 def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, diameter=None, device="auto",
                recursive=False, also_accept=(), as_cnn_preds=False, redcell=False, add_image=(), any_pipeline=False,
-               report=None, explain=50, events=None):
+               report=None, explain=50, events=None, operating_point=None, tta=False):
     """``roicurate.apply`` one unit at a time: a generator of UnitResult, each yielded as soon as its unit is
     written. Everything is read and checked for every unit (the free space of the whole batch included) before the
     first write. A unit that fails at write time is undone; the units written before it stay written, their
@@ -149,13 +156,13 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
     events = events or Events()
     t0 = time.monotonic()
     roots, also_accept = as_paths(paths), as_names(also_accept)
-    check_options(threshold, diameter, explain)
+    check_options(threshold, diameter, explain, operating_point)
     if report:
         from roicurate.report import check_can_write
         check_can_write(report)
     images = parse_image_options(image_items(add_image))
     # every model is loaded before the first write: a missing model must not leave a half-curated batch
-    chosen = None if model is None else load_model(model, device)
+    chosen = None if model is None else load_model(model, device, tta)
     types = chosen is not None and chosen.task == "types"
     if redcell and not types:
         raise RoicurateError("--redcell writes a cell-type model's verdict; give one with --model")
@@ -165,9 +172,9 @@ def iter_apply(*paths, model=None, threshold=None, dry_run=False, force=False, d
                            None if dry_run else (types, force, redcell), events)
     if not dry_run:
         check_batch_space(units)
-    classifiers = load_classifiers(units, chosen, device, also_accept, any_pipeline, events)
-    options = {"threshold": threshold, "also_accept": also_accept, "dry_run": dry_run, "force": force,
-               "types": types, "redcell": redcell, "as_cnn_preds": as_cnn_preds}
+    classifiers = load_classifiers(units, chosen, device, also_accept, any_pipeline, events, operating_point, tta)
+    options = {"threshold": threshold, "operating_point": operating_point, "also_accept": also_accept,
+               "dry_run": dry_run, "force": force, "types": types, "redcell": redcell, "as_cnn_preds": as_cnn_preds}
     batch = Batch(types)
     bar = events.progress(sum(len(rs) for _, _, rs in units), "classifying")
     try:

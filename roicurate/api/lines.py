@@ -10,6 +10,11 @@ def short(source):
     return source.split(" (")[0]
 
 
+def point_note(point, tta=False):
+    """' (recall point)' for a card's operating point, ' + TTA' with test-time augmentation; '' otherwise."""
+    return (f" ({point} point)" if point else "") + (" + TTA" if tta else "")
+
+
 def verdict_line(unit, rs, cur, clf, dry_run, original):
     """('PLANE: N ROIs, A accepted, R rejected (pipeline accepted P); MODEL at threshold T; ...', [warnings]).
     ``original``: the pipeline's own verdict ((N,) bool, or None where it has none)."""
@@ -26,8 +31,9 @@ def verdict_line(unit, rs, cur, clf, dry_run, original):
     frame = "" if not rs.frame_source else f"; frame {rs.shape[0]}×{rs.shape[1]} px taken from {rs.frame_source}"
     warning = outside_range(cur.diameter, clf.card.get("training", {}).get("reference_diameter_px"))
     warnings = [f"{unit}: warning: {warning}"] if warning else []
+    point = point_note(s["operating_point"], s["tta"])
     return (f"{unit}: {s['rois']} ROIs, {s['accepted']} accepted, {s['rejected']} rejected{before}; "
-            f"{clf.name} at threshold {s['threshold']:.3f}{rule}{counts}{review}{scale}{inputs}{frame}"
+            f"{clf.name} at threshold {s['threshold']:.3f}{point}{rule}{counts}{review}{scale}{inputs}{frame}"
             f"{DRY_RUN * dry_run}",
             warnings)
 
@@ -71,7 +77,7 @@ def status_line(row):
         return f"{row['path']}: unreadable ({row['detail']})"
     if row["state"] == "record missing":
         return f"{row['path']}: RECORD MISSING: {row['detail']}"
-    thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}"
+    thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}{point_note(row.get('operating_point'))}"
     text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}" if row["model"] else "roicurate") + \
         (f" on {row['date']}" if row["date"] else "")
     if row["state"] == "edited since":

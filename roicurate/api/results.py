@@ -33,6 +33,9 @@ class UnitResult:
         notes: must-see notes (hand edits kept beside the file, a stale backup set aside).
         warnings: warnings about the verdict (e.g. a cell diameter outside the model's training range).
         curation: the full ``roicurate.curation.Curation`` (all class probabilities), None without ROIs.
+        operating_point: the model card's operating point ``threshold`` is (``recall``, ``balanced`` ...); None for
+            a custom ``threshold``, a card without points, or a unit with no ROIs.
+        tta: True when the probabilities are averaged over the eight rotations/flips of each crop (``tta``).
     """
     path: str
     source: str
@@ -52,6 +55,8 @@ class UnitResult:
     notes: tuple = ()
     warnings: tuple = ()
     curation: object = field(default=None, repr=False, compare=False)
+    operating_point: str | None = None
+    tta: bool = False
 
     @property
     def rois(self):
@@ -70,7 +75,8 @@ class UnitResult:
                     "written": [], "dry_run": self.dry_run}
         n_accepted = int(self.accepted.sum())
         return {"type": "unit", "path": self.path, "source": self.source, "pipeline": self.pipeline,
-                "model": self.model, "sha256": self.model_sha256, "threshold": self.threshold, "rois": self.rois,
+                "model": self.model, "sha256": self.model_sha256, "threshold": self.threshold,
+                "operating_point": self.operating_point, "tta": self.tta, "rois": self.rois,
                 "accepted": n_accepted, "rejected": self.rois - n_accepted, "inputs": list(self.inputs),
                 "reference_diameter": self.reference_diameter, "diameter_source": self.diameter_source,
                 "written": list(self.written), "backup": self.backup, "dry_run": self.dry_run}
@@ -133,6 +139,8 @@ class StatusResult:
             ``unreadable`` (the unit's files cannot be read).
         model, sha256, threshold, date: the model (name or card path), its weights' sha256, the threshold and the
             time of roicurate's write (None when not curated).
+        operating_point: the model card's operating point that threshold is (None: a custom threshold, a card
+            without points, or a record written before roicurate recorded points).
         backup: where the pipeline's original verdict is kept (None when not curated).
         detail: why the unit is unreadable, its backup damaged or its record missing, and notes (hand edits in
             Suite2p's combined/); None when there is nothing to add.
@@ -150,11 +158,13 @@ class StatusResult:
     detail: str | None
     review: str | None
     line: str
+    operating_point: str | None = None
 
     def record(self):
         """The JSON object ``roicurate status --json`` prints."""
         return {"path": self.path, "source": self.source, "state": self.state, "model": self.model,
-                "sha256": self.sha256, "threshold": self.threshold, "date": self.date, "backup": self.backup,
+                "sha256": self.sha256, "threshold": self.threshold, "operating_point": self.operating_point,
+                "date": self.date, "backup": self.backup,
                 "detail": self.detail, "review": self.review, "type": "unit"}
 
 

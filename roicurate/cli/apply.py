@@ -19,6 +19,11 @@ class _Closing(Printer):
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_name", help="registered model name, or a folder / NAME.json of a trained model")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="accept ROIs with probability >= this (default: the model's)")
+@click.option("--operating-point", "operating_point", metavar="NAME",
+              help="use the threshold of this named operating point of the model card (its operating_points, e.g. "
+                   "recall, balanced, precision); default: the card's own threshold; not with --threshold")
+@click.option("--tta", is_flag=True, help="test-time augmentation: average the model over the eight rotations/flips "
+              "of each crop (eight times the network work)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present)")
 @click.option("--dry-run", is_flag=True, help="classify and print the summary, write nothing")
 @click.option("--force", is_flag=True, help="overwrite a verdict that was edited by hand after roicurate wrote it")
@@ -42,7 +47,8 @@ class _Closing(Printer):
               help="one JSON object per plane/file on stdout, then a totals object; human lines go to stderr")
 @add_image_option
 def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, report_dir, n_explain, any_pipeline,
-          also_accept, redcell, add_image, diameter=None, recursive=False, as_json=False):
+          also_accept, redcell, add_image, diameter=None, recursive=False, as_json=False, operating_point=None,
+          tta=False):
     """Classify every ROI under PATHS and write the verdict in the pipeline's own format.
 
     PATHS are Suite2p plane folders, suite2p/ folders (every planeN, and combined/ is rebuilt) or CaImAn
@@ -55,7 +61,8 @@ def apply(paths, model_name, threshold, device, dry_run, force, as_cnn_preds, re
     results = iter_apply(*paths, model=model_name, threshold=threshold, dry_run=dry_run, force=force,
                          diameter=diameter, device=device, recursive=recursive, also_accept=also_accept,
                          as_cnn_preds=as_cnn_preds, redcell=redcell, add_image=add_image, any_pipeline=any_pipeline,
-                         report=report_dir, explain=n_explain, events=_Closing(as_json))
+                         report=report_dir, explain=n_explain, events=_Closing(as_json),
+                         operating_point=operating_point, tta=tta)
     for result in results:
         for message in result.notes:
             note(message)

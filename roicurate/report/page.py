@@ -180,9 +180,13 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress, timings=None):
                  (f"{pipe} rejected → roicurate accepted", int((~b & acc).sum()))]
     card = clf.card
     thr_note = card.get("threshold_rule", "")
-    if abs(cur.threshold - clf.threshold) > 1e-12:
+    point = clf.operating_points.get(cur.operating_point or "")
+    if cur.operating_point:
+        thr_note = f"operating point '{cur.operating_point}'" + (f": {point['rule']}" if point else "")
+    elif abs(cur.threshold - clf.threshold) > 1e-12:
         thr_note = f"set by hand; the model's own threshold is {clf.threshold:.3f}"
-    rows += [("model", f"{card['name']} ({card.get('arch', '?')}, sha256 {str(card.get('sha256', ''))[:12]})"),
+    rows += [("model", f"{card['name']} ({card.get('arch', '?')}, sha256 {str(card.get('sha256', ''))[:12]})"
+                       + (", test-time augmentation (8 rotations/flips)" if cur.tta else "")),
              ("threshold", f"{cur.threshold:.3f}" + (f" ({thr_note})" if thr_note else "")),
              ("model input", f"{clf.crop.size}x{clf.crop.size} crop: {', '.join(clf.crop.channels)}")]
     table = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)

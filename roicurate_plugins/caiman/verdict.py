@@ -27,6 +27,9 @@ CLASS_ATTRS = ("roicurate_classes", "roicurate_accept")
 SCALE_ATTRS = ("roicurate_reference_diameter", "roicurate_diameter_source", "roicurate_inputs")
 # the review answers that set the verdict (roicurate review): JSON {"reviewed", "cell", "not_cell", "overruled"}
 HUMAN_ATTR = "roicurate_human"
+# the model card's operating point the threshold is ("" for a custom threshold or a card without points), and
+# "true"/"false": probabilities averaged over the eight rotations/flips of each crop (test-time augmentation)
+POINT_ATTRS = ("roicurate_operating_point", "roicurate_tta")
 
 
 class Verdict(NamedTuple):
@@ -52,6 +55,7 @@ def verdict(curation, as_cnn_preds=False):
                              repr(float(curation.threshold)), roicurate.__version__, now)))
     attrs.update(zip(SCALE_ATTRS, (diameter, curation.diameter_source or "", json.dumps(list(curation.inputs)))))
     attrs[HUMAN_ATTR] = json.dumps(curation.human_record(), sort_keys=True)
+    attrs.update(zip(POINT_ATTRS, (curation.operating_point or "", json.dumps(bool(curation.tta)))))
     drop = ()
     if len(curation.classes) > 2:
         fields["roicurate_class_probability"] = np.asarray(curation.probabilities, np.float64)
@@ -89,9 +93,9 @@ def recorded(est):
     if est is None or "roicurate_model" not in est.attrs:
         return None
     thr, sha = est.attrs.get("roicurate_threshold"), est.attrs.get("roicurate_sha256")
-    accept = est.attrs.get("roicurate_accept")
+    accept, point = est.attrs.get("roicurate_accept"), est.attrs.get(POINT_ATTRS[0])
     return {"model": str(est.attrs["roicurate_model"]), "sha256": None if sha is None else str(sha),
-            "threshold": None if thr is None else float(thr),
+            "threshold": None if thr is None else float(thr), "operating_point": str(point) if point else None,
             "also_accept": json.loads(accept)[1:] if accept is not None else [],
             "diameter": _recorded_diameter(est.attrs),
             "date": str(est.attrs["roicurate_time"]) if "roicurate_time" in est.attrs else None,

@@ -21,8 +21,8 @@ from roicurate.sources import (check_whole_file_writable, prepare_whole_file, re
                                settle_without_record)
 from roicurate.rois import roi_fingerprint
 from roicurate_plugins.caiman.read import already_selected, file_fingerprint, import_h5py, is_selected, open_hdf5
-from roicurate_plugins.caiman.verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, SCALE_ATTRS, WRITTEN, edited_after_write,
-                                              recorded, store_in_group, verdict)
+from roicurate_plugins.caiman.verdict import (ATTRS, CLASS_ATTRS, HUMAN_ATTR, POINT_ATTRS, SCALE_ATTRS, WRITTEN,
+                                              edited_after_write, recorded, store_in_group, verdict)
 
 BACKUP_TAG = ".roicurate-backup"   # NAME.hdf5 -> NAME.roicurate-backup.hdf5, beside it
 # the backup's sha256 (a file hash) and the hash of everything write() does not set, both taken at the first apply
@@ -196,5 +196,5 @@ def _check_backup(backup, K, sha):
 def content_sha256(path):
     """sha256 over everything in the file but what write() sets (roicurate/hdf5_content.py)."""
     skip = {f"estimates/{k}" for k in WRITTEN}
-    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS + (HUMAN_ATTR, ROI_ATTR))
+    ours = set(ATTRS + CLASS_ATTRS + BACKUP_ATTRS + SCALE_ATTRS + POINT_ATTRS + (HUMAN_ATTR, ROI_ATTR))
     return hdf5_content.content_sha256(path, skip.__contains__, lambda name, k: name == "estimates" and k in ours)

@@ -8,7 +8,8 @@ the positive class), ``accepted`` (bool) and, for models with more than two clas
 PlaneSegmentation, the pipeline, model (name or card path) and its sha256, threshold, classes and accepted
 classes, crop inputs, reference cell diameter (px, NaN for native-pixel crops) and where it came from, roicurate
 version, time, the sha256 of what was written in the verdict table (to notice hand edits), the backup's name and
-sha256. The PlaneSegmentation itself (Suite2p's iscell, CaImAn's keep) is never changed.
+sha256, and (optional columns, empty in older files) the ROIs' fingerprint, the card's operating point and TTA.
+The PlaneSegmentation itself (Suite2p's iscell, CaImAn's keep) is never changed.
 
 How: under the folder's lock, the original file is copied once to ``NAME.roicurate-backup.nwb`` (created without
 replacing; verified on every later run: HDF5, the same ROI count in every PlaneSegmentation, the sha256 recorded in
@@ -42,7 +43,7 @@ ROOT_ATTRS = (".specloc", "nwb_version")   # set by whichever pynwb wrote last
 TEXT = ("table", "plane_segmentation", "pipeline", "model", "model_sha256", "classes", "accepted_classes", "inputs",
         "diameter_source", "roicurate_version", "time", "verdict_sha256", "backup", "backup_sha256")
 FLOAT = ("threshold", "reference_diameter_px")
-OPTIONAL = ("roi_sha256",)           # columns files written by earlier versions lack (read as "")
+OPTIONAL = ("roi_sha256", "operating_point", "tta")    # columns files written by earlier versions lack (read as "")
 DESCRIBE = {
     "table": "the roicurate verdict table of this row (in this module)",
     "plane_segmentation": "the PlaneSegmentation it refers to (processing module/ImageSegmentation/name[/planeZ])",
@@ -57,7 +58,10 @@ DESCRIBE = {
     "backup": "file name of roicurate's copy of the original file",
     "backup_sha256": "sha256 of roicurate's copy of the original file",
     "roi_sha256": "fingerprint of the ROIs the verdict is for (sha256 of the table's masks: frame, then each ROI's "
-                  "rows, columns and weights in order; roicurate.rois.roi_fingerprint)"}
+                  "rows, columns and weights in order; roicurate.rois.roi_fingerprint)",
+    "operating_point": "the model card's operating point the threshold is (empty: a custom threshold, or a card "
+                       "without points)",
+    "tta": "true: probabilities averaged over the eight rotations/flips of each crop (test-time augmentation)"}
 
 
 def _h5py():
@@ -190,7 +194,8 @@ def _provenance(roiset, curation, sha, backup, backup_sha):
             "roicurate_version": __version__,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "verdict_sha256": sha, "backup": backup.name, "backup_sha256": backup_sha,
-            "roi_sha256": roi_fingerprint(roiset),
+            "roi_sha256": roi_fingerprint(roiset), "operating_point": curation.operating_point or "",
+            "tta": json.dumps(bool(curation.tta)),
             "threshold": float(curation.threshold), "reference_diameter_px": np.nan if d is None else float(d)}
 
 
@@ -322,6 +327,7 @@ def recorded(path, table=None):
         intact = group is not None and _file_verdict_sha(group, row["table"]) == row["verdict_sha256"]
     d = row["reference_diameter_px"]
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
+            "operating_point": row["operating_point"] or None,
             "also_accept": json.loads(row["accepted_classes"])[1:],
             "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
             "intact": intact, "backup_problem": _backup_problem(path)}

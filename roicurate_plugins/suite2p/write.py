@@ -125,6 +125,8 @@ def write_plane(path, roiset, curation, force=False):
             "time": now_utc(),
             "model": dict(curation.model),
             "threshold": float(curation.threshold),
+            "operating_point": curation.operating_point,   # the card's point (None: a custom threshold, no points)
+            "tta": curation.tta,
             "classes": list(curation.classes),
             "positive_class": curation.classes[curation.positive],
             "accepted_classes": curation.accepted_classes,
@@ -208,8 +210,9 @@ def write_types(path, roiset, curation, force=False, redcell=False):
         full["types"] = {"roicurate_version": roicurate.__version__, "time": now_utc(), "model": dict(curation.model),
                          "file": TYPES, "classes": list(curation.classes),
                          "positive_class": curation.classes[curation.positive],
-                         "threshold": float(curation.threshold),
-                         "most_probable": dict(zip(curation.classes, counts.tolist())), "redcell": red}
+                         "threshold": float(curation.threshold), "operating_point": curation.operating_point,
+                         "tta": curation.tta, "most_probable": dict(zip(curation.classes, counts.tolist())),
+                         "redcell": red}
         tx.write(plane / RECORD, json_bytes(full))
 
 
