@@ -25,13 +25,13 @@ import numpy as np
 
 from roicurate import calibrate as cal
 from roicurate.evaluate import roc_auc
-from roicurate.training.outoflab import operating_point
-from roicurate.training.points import POINTS, choose_points, nested_points
+from roicurate.training.outoflab import nested_metrics, operating_point
+from roicurate.training.points import POINTS, choose_points
 
 
 def point_table(d):
     offset = d["offset"] if "offset" in d else None
-    nested = nested_points(d["y"], d["p"], offset, d["lab"])
+    nested = nested_metrics(d["y"], d["p"], offset, d["lab"])["points"]
     print("| held-out lab | ROIs | cell frac | accept-all F1 | " +
           " | ".join(f"{n}: P / R / F1" for n in POINTS) + " |")
     print("|---|---|---|---|" + "---|" * len(POINTS))

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from roicurate.training.points import PRECISION, PRECISION_RECALL_FLOOR, choose_points, nested_points
+from roicurate.training.outoflab import nested_metrics
+from roicurate.training.points import PRECISION, PRECISION_RECALL_FLOOR, choose_points
 
 
 def three_labs(seed=0, noisy_lab=1.0):
@@ -71,12 +72,12 @@ def test_an_unreachable_precision_is_stated_with_what_was_reached():
 
 def test_nested_points_choose_each_lab_on_the_others():
     y, q, g = three_labs()
-    nested = nested_points(y, q, None, g)
+    nested = nested_metrics(y, q, None, g)["points"]
     for name in ("recall", "balanced", "precision"):
         assert set(nested[name]) == {"a", "b", "c"}
     # lab a's precision point comes from labs b and c alone: changing lab a's scores leaves it unchanged
     q2 = q.copy()
     q2[g == "a"] = q2[g == "a"] ** 3
-    again = nested_points(y, q2, None, g)
+    again = nested_metrics(y, q2, None, g)["points"]
     assert again["precision"]["a"]["threshold"] == nested["precision"]["a"]["threshold"]
     assert again["precision"]["b"]["threshold"] != nested["precision"]["b"]["threshold"]

@@ -11,7 +11,7 @@ from roicurate.training.data import recordings, stack, with_rehearsal
 from roicurate.training.fit import DEFAULTS, fit, predict_scores, unjittered
 from roicurate.training.outoflab import MIN_RECALL, lab_of, nested_metrics
 from roicurate.training.outoflab import operating_point as out_of_lab_operating_point
-from roicurate.training.points import choose_points, nested_points, recall_rule
+from roicurate.training.points import choose_points, recall_rule
 
 N_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 
@@ -109,7 +109,7 @@ def calibrate_out_of_lab(run, prior):
                           "labs": {lab: sorted({rs.recording for rs in run.sets if lab_of(rs.recording) == lab})
                                    for lab in run.labs},
                           "nested": {"labs": nested["labs"], "pooled": nested["pooled"],
-                                     "points": nested_points(*scores, min_recall)}}
+                                     "points": nested["points"]}}
     for lab, m in nested["labs"].items():
         run.log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
                 f"ROC AUC {m['roc_auc']:.3f}  ECE {m['ece']:.3f} (calibration and threshold from the other labs)")

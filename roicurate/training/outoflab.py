@@ -57,11 +57,14 @@ def operating_point(y, p, offset, groups, min_recall=MIN_RECALL):
 
 def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL):
     """Per lab: metrics at the calibration and threshold chosen on the *other* labs' scores; pooled ECE of those
-    nested probabilities. Returns {"labs": {lab: metrics}, "pooled": metrics}."""
-    y, groups = np.asarray(y, bool), np.asarray(groups)
+    nested probabilities; and each lab's metrics at every named operating point chosen on the other labs
+    (roicurate/training/points.py). Returns {"labs": {lab: metrics}, "pooled": metrics, "points": {point: {lab:
+    metrics}}, "probability", "accepted"}."""
+    from roicurate.training.points import POINTS, choose_points
+    y, p, groups = np.asarray(y, bool), np.asarray(p, float), np.asarray(groups)
     q = np.zeros(len(y))
     acc = np.zeros(len(y), bool)
-    labs = {}
+    labs, points = {}, {name: {} for name in POINTS}
     for g in np.unique(groups):
         inside = groups == g
         off_out = None if offset is None else offset[~inside]
@@ -69,7 +72,10 @@ def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL):
         q[inside] = cal.apply(calib, p[inside], None if offset is None else offset[inside])
         acc[inside] = q[inside] >= thr
         labs[str(g)] = dict(metrics(y[inside], q[inside], thr), threshold=thr)
-    return {"labs": labs, "pooled": metrics(y, q, 0.5, acc), "probability": q, "accepted": acc}
+        chosen = choose_points(y[~inside], cal.apply(calib, p[~inside], off_out), groups[~inside], min_recall)
+        for name, point in chosen.items():
+            points[name][str(g)] = dict(metrics(y[inside], q[inside], point["threshold"]), threshold=point["threshold"])
+    return {"labs": labs, "pooled": metrics(y, q, 0.5, acc), "points": points, "probability": q, "accepted": acc}
 
 
 def check_labs(groups):

@@ -8,12 +8,11 @@
   where none reaches it, the one with the highest lowest-lab precision, and its rule says what was reached.
 
 ``q`` are calibrated probabilities; ``groups`` the lab of each ROI. ``choose_points`` returns
-{name: {"threshold", "rule"}}; ``nested_points`` the numbers a new lab would get (each lab's points chosen on the
-other labs' scores alone, with their own calibration).
+{name: {"threshold", "rule"}}; the numbers a new lab would get at each point (its points chosen on the other labs'
+scores alone, with their own calibration) are ``roicurate.training.outoflab.nested_metrics(...)["points"]``.
 """
 import numpy as np
 
-from roicurate.evaluate import metrics
 from roicurate.training.outoflab import MIN_RECALL, threshold_for_recall
 
 PRECISION = 0.9
@@ -83,18 +82,3 @@ def choose_points(y, q, groups, min_recall=MIN_RECALL):
     points["precision"] = {"threshold": float(t[i]), "rule": rule, "lowest_lab_precision": float(P[:, i].min())}
     return points
 
-
-def nested_points(y, p, offset, groups, min_recall=MIN_RECALL):
-    """{point: {lab: metrics at that lab's point}}: each lab's calibration and points from the other labs alone."""
-    from roicurate import calibrate as cal
-    from roicurate.training.outoflab import operating_point
-    y, p, groups = np.asarray(y, bool), np.asarray(p, float), np.asarray(groups)
-    out = {name: {} for name in POINTS}
-    for g in np.unique(groups):
-        inside = groups == g
-        off = (None, None) if offset is None else (offset[~inside], offset[inside])
-        calib, _ = operating_point(y[~inside], p[~inside], off[0], groups[~inside], min_recall)
-        q_rest, q_in = cal.apply(calib, p[~inside], off[0]), cal.apply(calib, p[inside], off[1])
-        for name, point in choose_points(y[~inside], q_rest, groups[~inside], min_recall).items():
-            out[name][str(g)] = dict(metrics(y[inside], q_in, point["threshold"]), threshold=point["threshold"])
-    return out
