@@ -3,6 +3,8 @@ custom threshold or a card without points) recorded wherever the threshold is: S
 /estimates attributes, NWB's curations table, the unit line, ``--json`` and ``status``. Real files, small untrained
 models whose points are quartiles of their own probabilities on those files (so every point splits the ROIs)."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,11 +140,23 @@ def test_unknown_point_one_line_nothing_written(s2p_models, copy_example):
     assert tree_hashes(s2p) == before
 
 
-def test_every_default_model_is_checked_before_the_first_write(copy_example, copy_caiman):
-    """Two pipelines, each its default model (the bundled cards name no points yet): refused before any write."""
+def test_every_default_model_is_checked_before_the_first_write(copy_example, copy_caiman, tmp_path, monkeypatch):
+    """Two pipelines, each its default model; the second pipeline's default names no points: the whole run is
+    refused before the first pipeline's write."""
+    import dataclasses
+    from roicurate import plugins
+    specs = dict(plugins.model_specs())
+    spec = specs["caiman-cnn2"]
+    card = json.loads(Path(spec.card_path).read_text())
+    card.pop("operating_points")
+    (tmp_path / "caiman-cnn2.json").write_text(json.dumps(card))
+    shutil.copyfile(spec.weights, tmp_path / "caiman-cnn2.safetensors")
+    specs["caiman-cnn2"] = dataclasses.replace(spec, weights=str(tmp_path / "caiman-cnn2.safetensors"))
+    monkeypatch.setattr(plugins, "model_specs", lambda: specs)
     s2p, path = copy_example(), copy_caiman("evaluated")
     before = (tree_hashes(s2p), tree_hashes(path.parent))
-    one_line_error(lambda: roicurate.apply(s2p, path, operating_point="recall"), "no operating point 'recall'")
+    one_line_error(lambda: roicurate.apply(s2p, path, operating_point="recall"),
+                   "model 'caiman-cnn2' has no operating point 'recall'")
     assert (tree_hashes(s2p), tree_hashes(path.parent)) == before
 
 

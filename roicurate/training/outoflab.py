@@ -17,8 +17,7 @@ import numpy as np
 from roicurate.common import RoicurateError
 from roicurate import calibrate as cal
 from roicurate.evaluate import metrics
-
-MIN_RECALL = 0.85
+from roicurate.training.points import MIN_RECALL, POINTS, choose_points, threshold_for_recall  # noqa: F401
 
 
 def lab_of(recording):
@@ -35,17 +34,6 @@ def lab_of(recording):
     return name.split("/")[0] if "/" in name and not name.startswith("/") else name
 
 
-def threshold_for_recall(y, q, groups, min_recall):
-    """The highest threshold at which every group's recall is >= ``min_recall`` (groups without cells impose
-    nothing)."""
-    t = np.inf
-    for g in np.unique(groups):
-        pos = np.sort(q[(groups == g) & y])[::-1]
-        if len(pos):
-            t = min(t, pos[int(np.ceil(min_recall * len(pos))) - 1])
-    return float(min(t, 1.0)) if np.isfinite(t) else 0.5
-
-
 def operating_point(y, p, offset, groups, min_recall=MIN_RECALL):
     """(calibration entry, threshold) from pooled out-of-lab network probabilities ``p`` (and prior logits)."""
     y = np.asarray(y, bool)
@@ -60,7 +48,6 @@ def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL):
     nested probabilities; and each lab's metrics at every named operating point chosen on the other labs
     (roicurate/training/points.py). Returns {"labs": {lab: metrics}, "pooled": metrics, "points": {point: {lab:
     metrics}}, "probability", "accepted"}."""
-    from roicurate.training.points import POINTS, choose_points
     y, p, groups = np.asarray(y, bool), np.asarray(p, float), np.asarray(groups)
     q = np.zeros(len(y))
     acc = np.zeros(len(y), bool)

@@ -13,11 +13,21 @@ scores alone, with their own calibration) are ``roicurate.training.outoflab.nest
 """
 import numpy as np
 
-from roicurate.training.outoflab import MIN_RECALL, threshold_for_recall
-
+MIN_RECALL = 0.85
 PRECISION = 0.9
 PRECISION_RECALL_FLOOR = 0.25
 POINTS = ("recall", "balanced", "precision")
+
+
+def threshold_for_recall(y, q, groups, min_recall):
+    """The highest threshold at which every group's recall is >= ``min_recall`` (groups without cells impose
+    nothing)."""
+    t = np.inf
+    for g in np.unique(groups):
+        pos = np.sort(q[(groups == g) & y])[::-1]
+        if len(pos):
+            t = min(t, pos[int(np.ceil(min_recall * len(pos))) - 1])
+    return float(min(t, 1.0)) if np.isfinite(t) else 0.5
 
 
 def recall_rule(min_recall):
