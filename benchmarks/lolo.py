@@ -130,6 +130,7 @@ def main():
     ap.add_argument("--image-dropout", type=float, default=0.0)
     ap.add_argument("--no-jitter", action="store_true")
     ap.add_argument("--shape-prior", action="store_true")
+    ap.add_argument("--head", action="store_true", help="a stacked head on the out-of-lab scores (train --head)")
     ap.add_argument("--min-recall", type=float, default=None)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -153,7 +154,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         out = a.bundle and (a.out or str(WEIGHTS)) or tmp
         card_path = train(sets, spec, crop, None, out, a.bundle or "model", hp={"epochs": a.epochs, "lr": a.lr},
-                          seed=a.seed, device=a.device, build_kwargs=build, shape_prior=a.shape_prior,
+                          seed=a.seed, device=a.device, build_kwargs=build, shape_prior=a.shape_prior, head=a.head,
                           operating_point="out-of-lab", min_recall=a.min_recall,
                           scale_jitter=None if a.no_jitter else (0.8, 0.9, 1.0, 1.12, 1.25),
                           image_dropout=a.image_dropout, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -140,6 +140,7 @@ def validate_card(card, where="model card"):
         bad("positive_class", f"{pos!r} is not one of the classes ({', '.join(classes)})")
     _validate_calibration(card.get("calibration"), bad)
     _validate_prior(card.get("shape_prior"), bad)
+    _validate_head(card, bad)
     _validate_points(card.get("operating_points"), thr, bad)
     digest = card.get("sha256")
     if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
@@ -185,6 +186,21 @@ def _validate_prior(p, bad):
         bad("shape_prior.binarize", "must be a number from 0 to 1")
     if "features" in p and (not isinstance(p["features"], list) or len(p["features"]) != n):
         bad("shape_prior.features", f"must name the {n} shape features")
+
+
+def _validate_head(card, bad):
+    from roicurate import head
+    h = card.get("head")
+    head.validate(h, bad)
+    if h is None:
+        return
+    if card.get("shape_prior") is not None:
+        bad("head", "a card has a head or a shape_prior, not both (the head holds the shape features)")
+    if len(card["classes"]) != 2:
+        bad("head", f"is for cell / not-cell models; this one has {len(card['classes'])} classes")
+    c = card.get("calibration") or {}
+    if c.get("method", "none") != "none" and not c.get("folded"):
+        bad("head", "needs the network's calibration folded into its weights (or none): the head follows it")
 
 
 POINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -328,19 +344,31 @@ class Classifier:
         return cls(module, card, arch, **kw)
 
     def prior_logits(self, roiset):
-        """(N,) the card's shape-prior logit per ROI of ``roiset`` (added to the network's), or None without one."""
+        """(N,) what the card adds to each ROI's network logit: the shape part of its ``head``
+        (roicurate/head.py) or its ``shape_prior``'s logit; None for a model with neither."""
+        if self.card.get("head") is not None:
+            from roicurate.head import offsets
+            return offsets(self.card["head"], roiset)
         from roicurate.shape import prior_logit
         prior = self.card.get("shape_prior")
         return None if prior is None else prior_logit(prior, roiset)
 
     def logits_to_proba(self, logits, prior=None):
         """(N, K) float64 probabilities of a batch of network outputs, calibrated as the card says (isotonic maps
-        are applied here; affine calibrations are already folded into the weights) with the ROIs' shape-prior
-        logits ``prior`` (from :meth:`prior_logits`) added: the one place that turns logits into what thresholds,
-        reports and explanations compare."""
+        are applied here; affine calibrations are already folded into the weights), with the card's head or shape
+        prior: the network logit times the head's network weight, plus the ROIs' ``prior`` (from
+        :meth:`prior_logits`). The one place that turns logits into what thresholds, reports and explanations
+        compare."""
         from roicurate.calibrate import apply as calibrate
-        if (prior is None) != (self.card.get("shape_prior") is None):
-            raise RoicurateError("a model with a shape prior needs the ROIs' prior logits (and one without, none)")
+        head = self.card.get("head")
+        if (prior is not None) != (head is not None or self.card.get("shape_prior") is not None):
+            raise RoicurateError("a model with a head or a shape prior needs the ROIs' prior logits (and one "
+                                 "without, none)")
+        if head is not None:
+            from roicurate.head import network_weight
+            if logits.shape[1] != 1:
+                raise RoicurateError(f"model '{self.name}': a head needs a one-output network")
+            logits = logits * network_weight(head)
         out = logits_to_probabilities(logits, prior).numpy()
         if len(self.classes) == 2 and self.card.get("calibration"):
             p = calibrate(self.card["calibration"], out[:, self.positive])

@@ -38,12 +38,16 @@ def shape_features(roiset, binarize=0.0, relative=False):
                 solidity[i] = area[i] / ConvexHull(corners).volume
             except QhullError:
                 pass
-    log_a = np.log(a)
-    if relative:
-        from roicurate.scale import reference_diameter
-        d = reference_diameter(roiset) or 1.0
-        log_a = log_a - np.log(np.pi / 4 * d * d)
+    log_a = np.log(a) - (reference_log_area(roiset) if relative else 0.0)
     return np.stack([log_a, r / np.maximum(r_disk, 1e-9), np.sqrt(l1 / l2), np.sqrt(1 - l2 / l1), solidity], 1)
+
+
+def reference_log_area(roiset):
+    """The log area of the recording's reference cell (a disk of its reference diameter, roicurate/scale.py): what
+    ``relative`` features subtract from each ROI's log area."""
+    from roicurate.scale import reference_diameter
+    d = reference_diameter(roiset) or 1.0
+    return np.log(np.pi / 4 * d * d)
 
 
 def fit_prior(X, y, binarize=0.0, C=1.0, relative=False):

@@ -45,6 +45,9 @@ def parse_val(val):
               default="platt", show_default=True, help="probability calibration, fitted on validation")
 @click.option("--shape-prior", is_flag=True,
               help="add a logistic regression on five shape features to the network's logit (weighted on validation)")
+@click.option("--head", is_flag=True,
+              help="--operating-point out-of-lab: a stacked head (logistic regression on the network's logit and six "
+                   "shape features) fitted on the leave-one-lab-out scores, its named points chosen on its output")
 @click.option("--init", "init_model", help="fine-tune: start from this model (bundled name, folder or NAME.json)")
 @click.option("--freeze-until", help="fine-tune: freeze every layer below this one (e.g. layer3 for resnet50, head for cnn2)")
 @click.option("--rehearse", multiple=True, metavar="PATH",
@@ -78,7 +81,7 @@ def parse_val(val):
 @types_option
 @add_image_option
 def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay, batch_size, lr_decay, patience, seed,
-          device, target_precision, calibration, shape_prior, init_model, freeze_until, rehearse, rehearse_share,
+          device, target_precision, calibration, shape_prior, head, init_model, freeze_until, rehearse, rehearse_share,
           search, resume, build, suite2p_classifier, class_rule_path, channels, types, type_classes, add_image,
           scale=None, operating_point="validation", min_recall=None, image_dropout=0.0):
     """Train a classifier on labelled pipeline outputs (split by recording).
@@ -132,7 +135,7 @@ def train(paths, pipeline, arch, out, name, val, test, epochs, lr, weight_decay,
     card = run_train(sets, spec, crop, parse_val(val), out, name, hp=hp, seed=seed, device=device,
                      target_precision=target_precision, build_kwargs=kwargs, calibration=calibration, init=init,
                      freeze_until=freeze_until, search=search, test=held_out, resume=resume,
-                     suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, class_rule=rule, rehearse=old,
+                     suite2p_classifier=suite2p_classifier, shape_prior=shape_prior, head=head, class_rule=rule, rehearse=old,
                      rehearse_share=rehearse_share, operating_point=operating_point, min_recall=min_recall,
                      image_dropout=image_dropout, log=log)
     say_trained(card, out, name, test)

@@ -110,7 +110,23 @@ def _verdict(flag):
     return "accepted" if flag else "rejected"
 
 
-def _caption(u, i):
+def head_shares(u, index):
+    """{ROI: 'network +2.10 · area in pixels -0.31 · ...'}: what each input of the model's stacked head
+    (roicurate/head.py) added to the ROI's logit, for the ROIs in ``index``; {} for a model without a head."""
+    head = u.classifier.card.get("head")
+    if head is None or not len(index):
+        return {}
+    from roicurate.calibrate import logit
+    from roicurate.head import contributions, describe
+    from roicurate.scale import reference_diameter
+    reference_diameter(u.roiset)            # the whole recording's reference cell, not the subset's
+    index = np.asarray(index, np.int64)
+    p = u.curation.probabilities[index, u.classifier.positive]
+    rows = contributions(head, u.roiset.subset(index), logit(p))
+    return {int(i): describe(head, row) for i, row in zip(index, rows)}
+
+
+def _caption(u, i, shares=None):
     cur = u.curation
     bits = [f"<b>ROI {i}</b>", f"P({accepted_classes_label(u)}) = {cur.accept_score[i]:.3f}",
             f"<span class='{_verdict(cur.accepted[i])}'>{_verdict(cur.accepted[i])}</span>"]
@@ -122,7 +138,10 @@ def _caption(u, i):
         bits.append(f"most probable: {_e(cur.classes[k])} ({cur.probabilities[i, k]:.2f})")
     if u.labels is not None and u.labels[i] >= 0:
         bits.append("label: " + ("cell" if u.labels[i] > 0 else "not a cell"))
-    return " · ".join(bits)
+    caption = " · ".join(bits)
+    if shares and i in shares:
+        caption += f"<br><small>logit = {_e(shares[i])}</small>"
+    return caption
 
 
 def class_section(u, slug, folder, per_class=24):
@@ -151,10 +170,11 @@ def class_section(u, slug, folder, per_class=24):
     return "".join(parts)
 
 
-def gallery_html(u, slug, idx, panels, empty="none"):
+def gallery_html(u, slug, idx, panels, empty="none", shares=None):
     """One captioned figure per ROI in ``idx``: ``panels`` maps an ROI to its PNG in the folder ``slug`` (from
-    :func:`~roicurate.report.figures.explain_panels`); ``empty`` is said when ``idx`` is empty."""
-    items = "".join(f"<figure><figcaption>{_caption(u, int(i))}</figcaption>"
+    :func:`~roicurate.report.figures.explain_panels`); ``empty`` is said when ``idx`` is empty; ``shares``: the
+    head's per-input shares of each ROI's logit (:func:`head_shares`)."""
+    items = "".join(f"<figure><figcaption>{_caption(u, int(i), shares)}</figcaption>"
                     f"<img src='{slug}/{panels[int(i)]}' alt='explanation of ROI {int(i)}'></figure>" for i in idx)
     return items or f"<p>{empty}</p>"
 
@@ -164,6 +184,7 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress, timings=None):
     rs, cur, clf = u.roiset, u.curation, u.classifier
     gallery, sure_acc, sure_rej, union = _examples(cur, n_explain, n_examples)
     panels, ex = explain_panels(u, union, folder, occ, progress, timings)
+    shares = head_shares(u, union)
     with timed(timings, "score histogram + field of view"):
         histogram(u, folder / "scores.png")
         fov_what = fov(u, folder / "fov.png", numbered=gallery[:30])
@@ -214,11 +235,11 @@ def _section(u, out, slug, n_explain, n_examples, occ, progress, timings=None):
     which = f"all {n} ROIs" if len(gallery) == n else f"the {len(gallery)} ROIs nearest the threshold"
     parts += [f"<h3>Closest calls: {which}, closest to {cur.threshold:.3f} first</h3>"
               "<p>The ROIs the model was least sure about: the ones worth a human look.</p>",
-              f"<div class='gallery'>{gallery_html(u, slug, gallery, panels)}</div>",
+              f"<div class='gallery'>{gallery_html(u, slug, gallery, panels, shares=shares)}</div>",
               f"<h3>Confident accepts (highest P({accepted_classes_label(u)}))</h3>",
-              f"<div class='gallery'>{gallery_html(u, slug, sure_acc, panels, 'none: every ROI was rejected')}</div>",
+              f"<div class='gallery'>{gallery_html(u, slug, sure_acc, panels, 'none: every ROI was rejected', shares)}</div>",
               f"<h3>Confident rejects (lowest P({accepted_classes_label(u)}))</h3>",
-              f"<div class='gallery'>{gallery_html(u, slug, sure_rej, panels, 'none: every ROI was accepted')}</div>",
+              f"<div class='gallery'>{gallery_html(u, slug, sure_rej, panels, 'none: every ROI was accepted', shares)}</div>",
               "</section>"]
     toc = (f"<li><a href='#{slug}'>{e(u.name)}</a>: {n} ROIs, {acc.sum()} accepted, {(~acc).sum()} rejected"
            + (f" ({pipe} had accepted {int(np.sum(u.before))})" if u.before is not None else "") + "</li>")
@@ -278,6 +299,9 @@ model);</li><li><b>saliency</b> (guided backpropagation): bright pixels are thos
 raise P(cell);</li><li><b>occlusion</b>: how much P(cell) drops when a {window}x{window}-pixel patch centred on
 that pixel is blanked. <span style='color:#b2182b'>Red</span> = that part of the ROI made the model say
 <i>cell</i>; <span style='color:#2166ac'>blue</span> = it argued against.</li></ul>
+A model with a stacked head (its card's <code>head</code>) adds under each ROI the line <i>logit = ...</i>:
+what the network and each shape feature added to the ROI's log-odds of being a cell, against an average training
+ROI (largest first; <i>baseline</i>: the head's intercept); P(cell) is the sigmoid of their sum.
 The cyan line is the ROI's outline. ROI numbers are 0-based positions in the pipeline's ROI list
 (Suite2p stat.npy, as in the Suite2p GUI; CaImAn estimates.A columns).</div>"""
 
@@ -326,7 +350,7 @@ def write_explanations(out, units, index=None, n=50, window=5, stride=1, fill=0.
         np.savez_compressed(out / slug / "explanations.npz", **arrays)
         parts.append(f"<section><h2>{_e(u.name)}</h2><p>model {_e(u.classifier.name)}"
                      f", threshold {u.curation.threshold:.3f}</p>"
-                     f"<div class='gallery'>{gallery_html(u, slug, idx, panels)}</div></section>")
+                     f"<div class='gallery'>{gallery_html(u, slug, idx, panels, shares=head_shares(u, idx))}</div></section>")
     return _write_page(out, "roicurate explain", "Why roicurate decided what it did",
                        f"{HOW_TO_READ.format(window=window)}{''.join(parts)}")
 

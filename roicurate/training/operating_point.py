@@ -1,5 +1,7 @@
 """The last phases of ``roicurate train``: calibrate the fitted network (and weigh its shape prior), choose the
 threshold, and describe the run in the card. ``run`` is the :class:`roicurate.training.train.Run` of that training."""
+from dataclasses import replace
+
 import numpy as np
 
 from roicurate import calibrate as cal
@@ -38,6 +40,9 @@ def shape_prior_of(run):
     if options.shape_prior:
         return fit_shape_prior(run, run.train_sets, run.data.y_tr)
     init = arch.init
+    if init is not None and init.card.get("head") is not None and not options.head:
+        run.log(f"note: {init.name}'s stacked head is not carried over (it is fitted on leave-one-lab-out scores of "
+                f"its own network: add --operating-point out-of-lab --head for a new one)")
     if init is not None and not arch.transfer and init.card.get("shape_prior"):
         if run.keep or (run.val_sets and options.calibration == "platt"):
             if not run.keep:
@@ -88,23 +93,35 @@ def calibrate_network(run):
 
 
 def calibrate_out_of_lab(run, prior):
-    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/training/outoflab.py); the card
-    gets each lab's nested numbers. Returns (calibration, prior or None, threshold)."""
+    """Platt (+ prior weight) and the threshold from leave-one-lab-out scores (roicurate/training/outoflab.py); with
+    ``--head``, the stacked head fitted on those scores after Platt (roicurate/training/head.py), its points and
+    threshold chosen on its output. The card gets the named points and each lab's nested numbers. Returns
+    (calibration, prior or None, threshold)."""
     options, card, min_recall = run.options, run.card, run.options.min_recall or MIN_RECALL
     lab_scores = out_of_lab_scores(run, prior_fit=(lambda ss, y: fit_shape_prior(run, ss, y)) if options.shape_prior else None)
     scores = (lab_scores["y"], lab_scores["p"], lab_scores["offset"], lab_scores["lab"])
     np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in lab_scores.items() if v is not None})   # per ROI
     calib, thr = out_of_lab_operating_point(*scores, min_recall)
-    card["operating_points"] = choose_points(lab_scores["y"], cal.apply(calib, lab_scores["p"], lab_scores["offset"]),
-                                             lab_scores["lab"], min_recall)
     _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
+    if options.head:
+        from roicurate.training.head import inputs_of, out_of_lab_head
+        binz = run.arch.crop.binarize or 0.0
+        z = calib["a"] * cal.logit(lab_scores["p"]) + calib["b"]          # the folded network's logit
+        S = inputs_of(run.sets, lab_scores["set"], lab_scores["index"], binz)
+        card["head"], nested, card["operating_points"], thr = out_of_lab_head(lab_scores["y"], z, S,
+                                                                              lab_scores["lab"], binz, min_recall)
+        run.log("head: " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(card["head"]["inputs"], card["head"]["coef"])))
+    else:
+        card["operating_points"] = choose_points(lab_scores["y"], cal.apply(calib, lab_scores["p"],
+                                                                            lab_scores["offset"]),
+                                                 lab_scores["lab"], min_recall)
+        nested = nested_metrics(*scores, min_recall)
     if prior is not None and calib["prior_weight"] < 1e-3:
         run.log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
         card.pop("shape_prior", None)
         prior = None
     elif prior is not None:
         card["shape_prior"] = scale_prior(prior, calib["prior_weight"])
-    nested = nested_metrics(*scores, min_recall)
     card["out_of_lab"] = {"min_recall": min_recall,
                           "labs": {lab: sorted({rs.recording for rs in run.sets if lab_of(rs.recording) == lab})
                                    for lab in run.labs},
@@ -118,15 +135,17 @@ def calibrate_out_of_lab(run, prior):
 
 def out_of_lab_scores(run, prior_fit=None):
     """For every lab, a model trained on the other labs scores that lab's ROIs: {"y": labels, "p": network
-    probabilities (uncalibrated), "p_tta": the same with test-time augmentation, "offset": shape-prior logits or
-    None, "lab", "recording", "index" (the ROI's index in its recording)} per ROI."""
+    probabilities (uncalibrated), "p_tta": the same with test-time augmentation, "p_mask": the same with every
+    summary image removed (what a mask-only recording gets), "offset": shape-prior logits or
+    None, "lab", "recording", "set" (the position of the ROI's RoiSet in ``run.sets``), "index" (the ROI's index
+    in it)} per ROI."""
     from roicurate.models import Classifier
     arch = run.arch
-    y, p, p_tta, off, group, recs, index = [], [], [], [], [], [], []
+    y, p, p_tta, p_mask, off, group, recs, index, which = [], [], [], [], [], [], [], [], []
     bare = dict(run.card, calibration=None)
     bare.pop("shape_prior", None)
     for lab in run.labs:
-        inside = [rs for rs in run.sets if lab_of(rs.recording) == lab]
+        inside = [(k, rs) for k, rs in enumerate(run.sets) if lab_of(rs.recording) == lab]
         rest = [rs for rs in run.sets if lab_of(rs.recording) != lab]
         x, yy = stack(rest, arch.crop, None, run.options.scale_jitter)
         m, _ = arch.new_module()
@@ -135,19 +154,21 @@ def out_of_lab_scores(run, prior_fit=None):
         fp16_round(m)
         prior = prior_fit(rest, yy) if prior_fit else None
         clf, clf_tta = Classifier(m, bare, arch.spec), Classifier(m, bare, arch.spec, tta=True)
-        for rs in inside:
+        for k, rs in inside:
+            which.append(np.full(len(rs), k))
             y.append(cell_labels(rs) > 0)
             p.append(clf.predict_proba(rs)[:, clf.positive])
             p_tta.append(clf_tta.predict_proba(rs)[:, clf.positive])
+            p_mask.append(clf.predict_proba(replace(rs, images={}))[:, clf.positive] if rs.images else p[-1])
             index.append(np.arange(len(rs)))
             off.append(prior_logit(prior, rs) if prior else np.zeros(len(rs)))
             group += [lab] * len(rs)
             recs += [rs.recording] * len(rs)
-        run.log(f"out of lab {lab}: scored {sum(len(r) for r in inside)} ROIs with a model trained on "
+        run.log(f"out of lab {lab}: scored {sum(len(r) for _, r in inside)} ROIs with a model trained on "
                 f"{len(yy)} ROIs of the other labs")
     return {"y": np.concatenate(y), "p": np.concatenate(p), "offset": np.concatenate(off) if prior_fit else None,
             "lab": np.array(group), "recording": np.array(recs), "index": np.concatenate(index),
-            "p_tta": np.concatenate(p_tta)}
+            "set": np.concatenate(which), "p_tta": np.concatenate(p_tta), "p_mask": np.concatenate(p_mask)}
 
 
 def recording_folds(groups, seed):
@@ -201,6 +222,7 @@ def set_threshold(run, out_of_lab_threshold):
     options, arch, d = run.options, run.arch, run.data
     if options.operating_point == "out-of-lab":
         thr, how = out_of_lab_threshold, recall_rule(options.min_recall or MIN_RECALL)
+        how += "; on the head's output" if options.head else ""
     elif run.val_sets:
         thr, how = choose_threshold(run.y_val, validation_scores(run), options.target_precision)
     else:

@@ -43,23 +43,36 @@ def operating_point(y, p, offset, groups, min_recall=MIN_RECALL):
     return calib, threshold_for_recall(y, q, np.asarray(groups), min_recall)
 
 
-def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL):
+def platt(y, p, offset):
+    """``fit(train)`` for :func:`nested_metrics`: Platt (with the prior's weight) fitted on the ROIs in ``train``,
+    the calibrated probabilities of every ROI."""
+    def fit(train):
+        calib = cal.fit("platt", y[train], p[train], None if offset is None else offset[train])
+        return cal.apply(calib, p, offset)
+    return fit
+
+
+def nested_metrics(y, p, offset, groups, min_recall=MIN_RECALL, fit=None):
     """Per lab: metrics at the calibration and threshold chosen on the *other* labs' scores; pooled ECE of those
     nested probabilities; and each lab's metrics at every named operating point chosen on the other labs
-    (roicurate/training/points.py). Returns {"labs": {lab: metrics}, "pooled": metrics, "points": {point: {lab:
+    (roicurate/training/points.py). ``fit(train)``: probabilities of every ROI from what was fitted on the ROIs
+    of the boolean mask ``train`` alone (default: :func:`platt` on ``p`` and ``offset``; a stacked head passes its
+    own, roicurate/training/head.py). Returns {"labs": {lab: metrics}, "pooled": metrics, "points": {point: {lab:
     metrics}}, "probability", "accepted"}."""
-    y, p, groups = np.asarray(y, bool), np.asarray(p, float), np.asarray(groups)
+    y, groups = np.asarray(y, bool), np.asarray(groups)
+    if fit is None:
+        fit = platt(y, np.asarray(p, float), None if offset is None else np.asarray(offset, float))
     q = np.zeros(len(y))
     acc = np.zeros(len(y), bool)
     labs, points = {}, {name: {} for name in POINTS}
     for g in np.unique(groups):
         inside = groups == g
-        off_out = None if offset is None else offset[~inside]
-        calib, thr = operating_point(y[~inside], p[~inside], off_out, groups[~inside], min_recall)
-        q[inside] = cal.apply(calib, p[inside], None if offset is None else offset[inside])
+        scored = fit(~inside)
+        thr = threshold_for_recall(y[~inside], scored[~inside], groups[~inside], min_recall)
+        q[inside] = scored[inside]
         acc[inside] = q[inside] >= thr
         labs[str(g)] = dict(metrics(y[inside], q[inside], thr), threshold=thr)
-        chosen = choose_points(y[~inside], cal.apply(calib, p[~inside], off_out), groups[~inside], min_recall)
+        chosen = choose_points(y[~inside], scored[~inside], groups[~inside], min_recall)
         for name, point in chosen.items():
             points[name][str(g)] = dict(metrics(y[inside], q[inside], point["threshold"]), threshold=point["threshold"])
     return {"labs": labs, "pooled": metrics(y, q, 0.5, acc), "points": points, "probability": q, "accepted": acc}

@@ -42,6 +42,7 @@ class TrainOptions:
     resume: bool = False
     suite2p_classifier: str | None = None
     shape_prior: bool = False
+    head: bool = False
     class_rule: dict | None = None
     rehearse: list | None = None
     rehearse_share: float = 0.5
@@ -173,6 +174,9 @@ def check_options(sets, options, out, name):
     if out_of_lab and (keep or options.search or options.rehearse or options.resume or options.calibration != "platt"):
         raise RoicurateError("--operating-point out-of-lab trains one model per lab and calibrates with Platt: "
                              "without --epochs 0, --search, --rehearse, --resume or another --calibrate")
+    if options.head and (not out_of_lab or options.shape_prior):
+        raise RoicurateError("--head is fitted on leave-one-lab-out scores and holds the shape features itself: "
+                             "give it with --operating-point out-of-lab and without --shape-prior")
     labs = check_labs([lab_of(rs.recording) for rs in sets]) if out_of_lab else None
     return Run(options, hp, out, name, sets, test_sets, keep, labs)
 

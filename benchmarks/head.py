@@ -1,0 +1,120 @@
+"""The stacked head (roicurate/head.py) on leave-one-lab-out scores: does it beat the network and the simple rankers
+on every lab it never saw, with and without summary images?
+
+    python benchmarks/lolo.py caiman ...recipe of train_bundled.py... --scores /tmp/caiman.npz     # the scores
+    python benchmarks/head.py caiman --scores /tmp/caiman.npz [--card]
+
+Every lab's ROIs were scored by a network trained on the other labs (with its max projection, without it: "mask
+only", and with test-time augmentation). Each lab's head is fitted on the *other* labs' scores alone
+(roicurate/training/head.py), as for a new lab. Rows, ROC AUC per held-out lab: the network alone, the shape LR of
+benchmarks/lolo.py (five features, log area in pixels), the pipeline's own classifier where the recording has one
+(Suite2p's ``iscell[:, 1]`` of its own run: the simulations), and the head; each network-based row also mask only
+(the head fitted on scores with images, applied to the mask-only logits) and with TTA. Then P / R / F1 at the
+head's named points, each chosen on the other labs.
+
+``--card``: put the head fitted on every lab into the bundled card, with its named points (the ``recall`` point
+becomes the card's threshold) and its nested numbers; the card's ``shape_prior`` goes (the head holds the shape).
+The network's weights are not touched: the head's network input is the shipped network's logit (its Platt
+calibration folded in), computed here from the out-of-lab probabilities with the card's own (a, b).
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lolo import WEIGHTS, shape_lr
+from splits import SPLITS, path
+
+from roicurate import calibrate as cal
+from roicurate.evaluate import jsonable, metrics, roc_auc
+from roicurate.training.data import load_labelled
+from roicurate.training.head import fit_head, head_proba, inputs_of, out_of_lab_head
+from roicurate.training.outoflab import nested_metrics
+from roicurate.training.points import MIN_RECALL, POINTS
+
+MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}
+
+
+def by_roi(per_set, sets, d):
+    """Per-ROI values of the npz's ROIs from per-recording arrays ``per_set`` (in the order of ``sets``)."""
+    got = {rs.recording: v for rs, v in zip(sets, per_set)}
+    return np.array([got[r][i] for r, i in zip(d["recording"], d["index"])])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("pipeline", choices=MODELS)
+    ap.add_argument("--scores", required=True, help="the .npz of benchmarks/lolo.py --scores")
+    ap.add_argument("--card", action="store_true", help="write the head into the bundled card")
+    ap.add_argument("--json", help="also write the table here")
+    a = ap.parse_args()
+    d = dict(np.load(a.scores))
+    y, labs = d["y"].astype(bool), d["lab"]
+    card_path = WEIGHTS / f"{MODELS[a.pipeline]}.json"
+    card = json.loads(card_path.read_text())
+    calib = card["calibration"]
+    assert calib["method"] == "platt" and calib.get("folded"), "the head follows a folded Platt calibration"
+    logit = {k: calib["a"] * cal.logit(d[k]) + calib["b"] for k in ("p", "p_mask", "p_tta")}    # shipped network's
+    recs = [r for part in SPLITS[a.pipeline].values() for r in part]
+    sets = load_labelled([str(path(r, a.pipeline)) for r in recs], a.pipeline, use_pipeline_labels=False)
+    binz = card["crop"].get("binarize") or 0.0
+    position = {rs.recording: k for k, rs in enumerate(sets)}
+    assert len(position) == len(sets), "one RoiSet per recording"
+    S = inputs_of(sets, d["set"] if "set" in d else [position[r] for r in d["recording"]], d["index"], binz)
+    min_recall = card.get("out_of_lab", {}).get("min_recall", MIN_RECALL)
+    head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall)
+
+    def nested_head(z):
+        """Each lab's head probabilities (head fitted on the other labs' image scores) for network logits ``z``."""
+        return nested_metrics(y, None, None, labs, min_recall,
+                              fit=lambda tr: head_proba(fit_head(y, logit["p"], S, binz, tr), z, S))["probability"]
+
+    own = [rs.features.get("suite2p_prob") for rs in sets]
+    rows = {"network": d["p"], "network, mask only": d["p_mask"], "network, TTA": d["p_tta"],
+            "shape LR (lolo.py)": by_roi(shape_lr(sets, sorted(set(labs)), binz), sets, d)}
+    if any(o is not None for o in own):
+        rows["pipeline's own classifier"] = by_roi([np.full(len(rs), np.nan) if o is None else o
+                                                    for rs, o in zip(sets, own)], sets, d)
+    rows.update({"head": nested["probability"], "head, mask only": nested_head(logit["p_mask"]),
+                 "head, TTA": nested_head(logit["p_tta"])})
+    order = sorted(set(labs))
+    print(f"{a.pipeline}: out-of-lab ROC AUC per held-out lab ({len(y)} ROIs, scores {a.scores})\n")
+    print("| ranker | " + " | ".join(order) + " | pooled |")
+    print("|---|" + "---|" * (len(order) + 1))
+    table = {}
+    for name, s in rows.items():
+        cells = {}
+        for g in [*order, "pooled"]:
+            inside = (labs == g) if g != "pooled" else np.ones(len(y), bool)
+            ok = inside & np.isfinite(s)
+            cells[g] = roc_auc(y[ok], s[ok]) if ok.sum() == inside.sum() else None
+        table[name] = cells
+        print(f"| {name} | " + " | ".join("–" if cells[g] is None else f"{cells[g]:.3f}"
+                                          for g in [*order, "pooled"]) + " |")
+    print("\nThe head's named points, each lab's chosen on the other labs (P / R / F1):\n")
+    print("| held-out lab | accept-all F1 | " + " | ".join(POINTS) + " |")
+    print("|---|---|" + "---|" * len(POINTS))
+    for g in order:
+        frac = y[labs == g].mean()
+        print(f"| {g} | {2 * frac / (1 + frac):.3f} | " + " | ".join(
+            f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
+            for m in (nested["points"][n][g] for n in POINTS)) + " |")
+    print("\nhead (fitted on every lab): " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(head["inputs"], head["coef"]))
+          + f", intercept {head['intercept']:+.3f}; points: "
+          + ", ".join(f"{n} {p['threshold']:.3f}" for n, p in points.items()))
+    if a.json:
+        Path(a.json).write_text(json.dumps(jsonable({"roc_auc": table, "points": nested["points"]}), indent=1))
+    if a.card:
+        card.pop("shape_prior", None)
+        card["head"] = head
+        card["operating_points"] = points
+        card.update(threshold=thr, threshold_rule=points["recall"]["rule"] + "; on the head's output")
+        card["out_of_lab"]["nested"] = {"labs": nested["labs"], "pooled": nested["pooled"], "points": nested["points"],
+                                        "scored_by": "the head (benchmarks/head.py on a re-run of the recipe)"}
+        card_path.write_text(json.dumps(jsonable(card), indent=1) + "\n")
+        print(f"\nwrote the head, its points and nested numbers into {card_path}")
+
+
+if __name__ == "__main__":
+    main()

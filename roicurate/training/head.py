@@ -1,0 +1,62 @@
+"""Fit a card's stacked ``head`` (roicurate/head.py) on out-of-lab scores: ``roicurate train --operating-point
+out-of-lab --head``, and ``benchmarks/head.py`` for a bundled model.
+
+Every lab's ROIs are scored by a network trained on the other labs (roicurate/training/operating_point.py); the
+head is a logistic regression (L2, standardised inputs) of the labels on those out-of-lab network logits and the
+ROIs' shape inputs, pooled over the labs. Its numbers are nested as everything out of lab is: each lab's are those
+of a head fitted on the other labs alone, with the threshold and named points chosen on the other labs' head
+outputs. The shipped model's network (trained on every lab) then feeds the head fitted on every lab.
+"""
+import numpy as np
+
+from roicurate.head import INPUTS, shape_inputs
+from roicurate.training.outoflab import nested_metrics
+from roicurate.training.points import MIN_RECALL, choose_points
+
+C = 1.0           # scikit-learn's default L2 strength on standardised inputs; 7 weights on thousands of ROIs
+
+
+def inputs_of(sets, which, index, binarize):
+    """(N, 6) the shape inputs of the ROIs named by ``which`` (the position of each ROI's RoiSet in ``sets``) and
+    ``index`` (its index in that set)."""
+    per = {int(k): shape_inputs(sets[int(k)], binarize) for k in np.unique(which)}
+    return np.stack([per[int(k)][i] for k, i in zip(which, index)])
+
+
+def fit_head(y, z, S, binarize, train=None):
+    """A card's ``head`` entry fitted on the ROIs of ``train`` (default all): labels ``y``, network logits ``z``
+    (calibration folded in, as the shipped network gives them), shape inputs ``S`` (:func:`inputs_of`)."""
+    from sklearn.linear_model import LogisticRegression
+    X = np.column_stack([z, S]).astype(float)
+    train = np.ones(len(y), bool) if train is None else train
+    mean, scale = X[train].mean(0), X[train].std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    lr = LogisticRegression(C=C, max_iter=5000).fit((X[train] - mean) / scale, np.asarray(y, bool)[train])
+    return {"inputs": list(INPUTS), "mean": mean.tolist(), "scale": scale.tolist(), "coef": lr.coef_[0].tolist(),
+            "intercept": float(lr.intercept_[0]), "binarize": float(binarize)}
+
+
+def head_proba(head, z, S):
+    """P(cell) of the head for network logits ``z`` and shape inputs ``S``."""
+    from roicurate.calibrate import sigmoid
+    X = np.column_stack([z, S])
+    return sigmoid(((X - head["mean"]) / np.asarray(head["scale"])) @ np.asarray(head["coef"]) + head["intercept"])
+
+
+def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL):
+    """(head entry, nested metrics, named points, threshold) for pooled out-of-lab scores: the head fitted on every
+    lab; its points chosen on its own pooled outputs; the nested numbers from heads fitted without each lab."""
+    y, groups = np.asarray(y, bool), np.asarray(groups)
+
+    def fit(train):
+        return head_proba(fit_head(y, z, S, binarize, train), z, S)
+
+    head = fit_head(y, z, S, binarize)
+    head.update(fitted_on=f"out-of-lab scores of {len(y)} labelled ROIs from {len(set(groups))} labs "
+                          f"({', '.join(sorted(set(groups)))}): each lab's network logits from a network trained "
+                          f"on the other labs",
+                rule="logistic regression (L2, C=1, standardised inputs) of the labels on the network's logit "
+                     "and the ROI's shape; no trace or pipeline evidence (the labelled real recordings have none)")
+    q = head_proba(head, z, S)
+    points = choose_points(y, q, groups, min_recall)
+    return head, nested_metrics(y, None, None, groups, min_recall, fit=fit), points, points["recall"]["threshold"]
