@@ -10,7 +10,9 @@ only", and with test-time augmentation). Each lab's head is fitted on the *other
 benchmarks/lolo.py (five features, log area in pixels), the pipeline's own classifier where the recording has one
 (Suite2p's ``iscell[:, 1]`` of its own run: the simulations), and the head; each network-based row also mask only
 (the head fitted on scores with images, applied to the mask-only logits) and with TTA. Then P / R / F1 at the
-head's named points, each chosen on the other labs.
+head's named points, each chosen on the other labs. Last, the pipeline evidence the head leaves out (Suite2p's own
+classifier and trace statistics, CaImAn's SNR and spatial r): only the simulations among the labelled sets have it,
+so it is measured there alone, each simulated recording held out in turn.
 
 ``--card``: put the head fitted on every lab into the bundled card, with its named points (the ``recall`` point
 becomes the card's threshold) and its nested numbers; the card's ``shape_prior`` goes (the head holds the shape).
@@ -34,12 +36,58 @@ from roicurate.training.outoflab import nested_metrics
 from roicurate.training.points import MIN_RECALL, POINTS
 
 MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}
+# the pipeline evidence a recording's own files hold (RoiSet.features); among the labelled sets only the
+# simulations have it: Suite2p's own classifier's probability and trace statistics, CaImAn's SNR and spatial r
+EVIDENCE = {"suite2p": ("suite2p_prob", "skew", "std", "snr"), "caiman": ("SNR_comp", "r_values")}
 
 
 def by_roi(per_set, sets, d):
     """Per-ROI values of the npz's ROIs from per-recording arrays ``per_set`` (in the order of ``sets``)."""
     got = {rs.recording: v for rs, v in zip(sets, per_set)}
     return np.array([got[r][i] for r, i in zip(d["recording"], d["index"])])
+
+
+def evidence_of(rs, names):
+    """(N, len(names)) the recording's evidence (log-odds of a probability, log of a positive scale), NaN without."""
+    if not all(n in rs.features for n in names):
+        return np.full((len(rs), len(names)), np.nan)
+    f = {n: np.asarray(rs.features[n], float) for n in names}
+    return np.column_stack([cal.logit(f[n]) if n == "suite2p_prob" else
+                            np.log(np.maximum(f[n], 1e-6)) if n in ("std", "SNR_comp") else f[n] for n in names])
+
+
+def evidence_table(pipeline, d, y, z, S, E, nested_head):
+    """The simulations, each recording held out in turn: logistic regressions fitted on the *other* simulated
+    recordings' out-of-lab scores, with and without the pipeline evidence, against the head fitted on the other
+    labs (no evidence) and the pipeline's own classifier."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    sim = np.isfinite(E).all(1)
+    if not sim.any():
+        return {}
+    recs = sorted(set(d["recording"][sim]))
+    variants = {"logit + shape (other simulations)": np.column_stack([z, S]),
+                "logit + shape + evidence (other simulations)": np.column_stack([z, S, E]),
+                "evidence alone (other simulations)": E}
+    rows = {"head (other labs, no evidence)": {}, **{k: {} for k in variants}}
+    if pipeline == "suite2p":
+        rows["Suite2p's own classifier"] = {}
+    for r in recs:
+        test = d["recording"] == r
+        train = sim & ~test
+        rows["head (other labs, no evidence)"][r] = roc_auc(y[test], nested_head[test])
+        for name, X in variants.items():
+            lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X[train], y[train])
+            rows[name][r] = roc_auc(y[test], lr.predict_proba(X[test])[:, 1])
+        if pipeline == "suite2p":
+            rows["Suite2p's own classifier"][r] = roc_auc(y[test], E[test, 0])
+    print(f"\nPipeline evidence ({', '.join(EVIDENCE[pipeline])}), simulations only (the only labelled sets that "
+          f"have it), each recording held out, ROC AUC:\n")
+    print("| ranker | " + " | ".join(recs) + " |\n|---|" + "---|" * len(recs))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(f"{cells[r]:.3f}" for r in recs) + " |")
+    return rows
 
 
 def main():
@@ -63,12 +111,16 @@ def main():
     assert len(position) == len(sets), "one RoiSet per recording"
     S = inputs_of(sets, d["set"] if "set" in d else [position[r] for r in d["recording"]], d["index"], binz)
     min_recall = card.get("out_of_lab", {}).get("min_recall", MIN_RECALL)
-    head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall)
+    head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall, logit["p_mask"])
+    n = len(y)
+    with_images, mask_only = nested["probability"][:n], nested["probability"][n:]
 
     def nested_head(z):
-        """Each lab's head probabilities (head fitted on the other labs' image scores) for network logits ``z``."""
-        return nested_metrics(y, None, None, labs, min_recall,
-                              fit=lambda tr: head_proba(fit_head(y, logit["p"], S, binz, tr), z, S))["probability"]
+        """Each lab's head probabilities (a head fitted on the other labs, as shipped) for network logits ``z``."""
+        twice = lambda a: np.r_[a, a]
+        Y, G, SS = twice(y), twice(labs), twice(S)
+        fit = lambda tr: head_proba(fit_head(Y, np.r_[logit["p"], logit["p_mask"]], SS, binz, tr), np.r_[z, z], SS)
+        return nested_metrics(Y, None, None, G, min_recall, fit=fit)["probability"][:n]
 
     own = [rs.features.get("suite2p_prob") for rs in sets]
     rows = {"network": d["p"], "network, mask only": d["p_mask"], "network, TTA": d["p_tta"],
@@ -76,8 +128,7 @@ def main():
     if any(o is not None for o in own):
         rows["pipeline's own classifier"] = by_roi([np.full(len(rs), np.nan) if o is None else o
                                                     for rs, o in zip(sets, own)], sets, d)
-    rows.update({"head": nested["probability"], "head, mask only": nested_head(logit["p_mask"]),
-                 "head, TTA": nested_head(logit["p_tta"])})
+    rows.update({"head": with_images, "head, mask only": mask_only, "head, TTA": nested_head(logit["p_tta"])})
     order = sorted(set(labs))
     print(f"{a.pipeline}: out-of-lab ROC AUC per held-out lab ({len(y)} ROIs, scores {a.scores})\n")
     print("| ranker | " + " | ".join(order) + " | pooled |")
@@ -92,26 +143,38 @@ def main():
         table[name] = cells
         print(f"| {name} | " + " | ".join("–" if cells[g] is None else f"{cells[g]:.3f}"
                                           for g in [*order, "pooled"]) + " |")
-    print("\nThe head's named points, each lab's chosen on the other labs (P / R / F1):\n")
-    print("| held-out lab | accept-all F1 | " + " | ".join(POINTS) + " |")
-    print("|---|---|" + "---|" * len(POINTS))
-    for g in order:
-        frac = y[labs == g].mean()
-        print(f"| {g} | {2 * frac / (1 + frac):.3f} | " + " | ".join(
-            f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
-            for m in (nested["points"][n][g] for n in POINTS)) + " |")
+    halves = {"with images": with_images, "mask only": mask_only}
+    at_points = {h: {n: {g: dict(metrics(y[labs == g], q[labs == g], nested["points"][n][g]["threshold"]),
+                                 threshold=nested["points"][n][g]["threshold"]) for g in order} for n in POINTS}
+                 for h, q in halves.items()}
+    for h in halves:
+        print(f"\nThe head's named points, each lab's chosen on the other labs, {h} (P / R / F1):\n")
+        print("| held-out lab | accept-all F1 | " + " | ".join(POINTS) + " |")
+        print("|---|---|" + "---|" * len(POINTS))
+        for g in order:
+            frac = y[labs == g].mean()
+            print(f"| {g} | {2 * frac / (1 + frac):.3f} | " + " | ".join(
+                f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
+                for m in (at_points[h][n][g] for n in POINTS)) + " |")
     print("\nhead (fitted on every lab): " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(head["inputs"], head["coef"]))
           + f", intercept {head['intercept']:+.3f}; points: "
           + ", ".join(f"{n} {p['threshold']:.3f}" for n, p in points.items()))
+    E = by_roi([evidence_of(rs, EVIDENCE[a.pipeline]) for rs in sets], sets, d)
+    evidence = evidence_table(a.pipeline, d, y, logit["p"], S, E, with_images)
     if a.json:
-        Path(a.json).write_text(json.dumps(jsonable({"roc_auc": table, "points": nested["points"]}), indent=1))
+        Path(a.json).write_text(json.dumps(jsonable({"roc_auc": table, "points": at_points,
+                                                     "evidence": evidence}), indent=1))
     if a.card:
+        lab_threshold = np.array([at_points["with images"]["recall"][g]["threshold"] for g in labs])
         card.pop("shape_prior", None)
         card["head"] = head
         card["operating_points"] = points
-        card.update(threshold=thr, threshold_rule=points["recall"]["rule"] + "; on the head's output")
-        card["out_of_lab"]["nested"] = {"labs": nested["labs"], "pooled": nested["pooled"], "points": nested["points"],
-                                        "scored_by": "the head (benchmarks/head.py on a re-run of the recipe)"}
+        card.update(threshold=thr, threshold_rule=points["recall"]["rule"])
+        card["out_of_lab"]["nested"] = {
+            "labs": at_points["with images"]["recall"], "labs_mask_only": at_points["mask only"]["recall"],
+            "pooled": metrics(y, with_images, 0.5, with_images >= lab_threshold),
+            "points": at_points["with images"], "points_mask_only": at_points["mask only"],
+            "scored_by": "the head (benchmarks/head.py on a re-run of the recipe)"}
         card_path.write_text(json.dumps(jsonable(card), indent=1) + "\n")
         print(f"\nwrote the head, its points and nested numbers into {card_path}")
 

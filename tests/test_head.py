@@ -42,8 +42,8 @@ def test_train_head_writes_a_valid_card(head_model):
     head = card["head"]
     assert head["inputs"] == list(INPUTS) and "shape_prior" not in card and "head: network_logit +" in log
     assert "labA" in head["fitted_on"] and "no trace or pipeline evidence" in head["rule"]
-    assert card["threshold"] == card["operating_points"]["recall"]["threshold"]
-    assert card["threshold_rule"].endswith("on the head's output")
+    assert card["operating_points"]["recall"] == {"threshold": card["threshold"], "rule": card["threshold_rule"]}
+    assert card["threshold_rule"].endswith("(the stacked head's output on pooled leave-one-lab-out scores)")
     assert set(card["out_of_lab"]["nested"]["labs"]) == {"labA", "labB", "labC"}
     assert set(card["out_of_lab"]["nested"]["points"]) == {"recall", "balanced", "precision"}
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from roicurate.head import INPUTS, shape_inputs
 from roicurate.training.outoflab import nested_metrics
-from roicurate.training.points import MIN_RECALL, choose_points
+from roicurate.training.points import HEAD, MIN_RECALL, choose_points
 
 C = 1.0           # scikit-learn's default L2 strength on standardised inputs; 7 weights on thousands of ROIs
 
@@ -43,20 +43,28 @@ def head_proba(head, z, S):
     return sigmoid(((X - head["mean"]) / np.asarray(head["scale"])) @ np.asarray(head["coef"]) + head["intercept"])
 
 
-def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL):
+def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL, z_mask=None):
     """(head entry, nested metrics, named points, threshold) for pooled out-of-lab scores: the head fitted on every
-    lab; its points chosen on its own pooled outputs; the nested numbers from heads fitted without each lab."""
+    lab; its points chosen on its own pooled outputs; the nested numbers from heads fitted without each lab.
+    ``z_mask``: the same ROIs' network logits with the summary images removed. Then every ROI counts twice, with
+    its images and without, in the fit, the points and the nested numbers (whose "probability" holds the ROIs
+    with images first): the head serves recordings with and without images alike, as the network's channel dropout
+    does, and every lab's recall floor holds for both."""
     y, groups = np.asarray(y, bool), np.asarray(groups)
+    if z_mask is not None:
+        y, z, S, groups = np.r_[y, y], np.r_[z, z_mask], np.r_[S, S], np.r_[groups, groups]
 
     def fit(train):
         return head_proba(fit_head(y, z, S, binarize, train), z, S)
 
     head = fit_head(y, z, S, binarize)
-    head.update(fitted_on=f"out-of-lab scores of {len(y)} labelled ROIs from {len(set(groups))} labs "
-                          f"({', '.join(sorted(set(groups)))}): each lab's network logits from a network trained "
-                          f"on the other labs",
-                rule="logistic regression (L2, C=1, standardised inputs) of the labels on the network's logit "
-                     "and the ROI's shape; no trace or pipeline evidence (the labelled real recordings have none)")
+    labs = sorted(set(groups))
+    twice = "; every ROI twice, with its summary images and without" if z_mask is not None else ""
+    head.update(fitted_on=f"out-of-lab scores of {len(y) // (2 if z_mask is not None else 1)} labelled ROIs from "
+                          f"{len(labs)} labs ({', '.join(labs)}): each lab's network logits from a network trained "
+                          f"on the other labs{twice}",
+                rule=f"logistic regression (L2, C={C:g}, standardised inputs) of the labels on the network's logit "
+                     f"and the ROI's shape; no trace or pipeline evidence (the labelled real recordings have none)")
     q = head_proba(head, z, S)
-    points = choose_points(y, q, groups, min_recall)
+    points = choose_points(y, q, groups, min_recall, on=HEAD)
     return head, nested_metrics(y, None, None, groups, min_recall, fit=fit), points, points["recall"]["threshold"]

@@ -13,7 +13,7 @@ from roicurate.training.data import recordings, stack, with_rehearsal
 from roicurate.training.fit import DEFAULTS, fit, predict_scores, unjittered
 from roicurate.training.outoflab import MIN_RECALL, lab_of, nested_metrics
 from roicurate.training.outoflab import operating_point as out_of_lab_operating_point
-from roicurate.training.points import choose_points, recall_rule
+from roicurate.training.points import HEAD, PLATT, choose_points, recall_rule
 
 N_FOLDS = 3     # no validation recording: folds of the training recordings whose out-of-fold scores set the threshold
 
@@ -108,8 +108,10 @@ def calibrate_out_of_lab(run, prior):
         binz = run.arch.crop.binarize or 0.0
         z = calib["a"] * cal.logit(lab_scores["p"]) + calib["b"]          # the folded network's logit
         S = inputs_of(run.sets, lab_scores["set"], lab_scores["index"], binz)
-        card["head"], nested, card["operating_points"], thr = out_of_lab_head(lab_scores["y"], z, S,
-                                                                              lab_scores["lab"], binz, min_recall)
+        with_images = not np.array_equal(lab_scores["p_mask"], lab_scores["p"])      # the recordings had images
+        z_mask = calib["a"] * cal.logit(lab_scores["p_mask"]) + calib["b"] if with_images else None
+        card["head"], nested, card["operating_points"], thr = out_of_lab_head(lab_scores["y"], z, S, lab_scores["lab"],
+                                                                              binz, min_recall, z_mask)
         run.log("head: " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(card["head"]["inputs"], card["head"]["coef"])))
     else:
         card["operating_points"] = choose_points(lab_scores["y"], cal.apply(calib, lab_scores["p"],
@@ -221,8 +223,7 @@ def set_threshold(run, out_of_lab_threshold):
     of the training ROIs when there is no validation recording); written into the card."""
     options, arch, d = run.options, run.arch, run.data
     if options.operating_point == "out-of-lab":
-        thr, how = out_of_lab_threshold, recall_rule(options.min_recall or MIN_RECALL)
-        how += "; on the head's output" if options.head else ""
+        thr, how = out_of_lab_threshold, recall_rule(options.min_recall or MIN_RECALL, HEAD if options.head else PLATT)
     elif run.val_sets:
         thr, how = choose_threshold(run.y_val, validation_scores(run), options.target_precision)
     else:

@@ -30,9 +30,13 @@ def threshold_for_recall(y, q, groups, min_recall):
     return float(min(t, 1.0)) if np.isfinite(t) else 0.5
 
 
-def recall_rule(min_recall):
-    return (f"highest threshold at which every lab's out-of-lab recall is >= {min_recall} (Platt-calibrated pooled "
-            f"leave-one-lab-out scores)")
+PLATT = "Platt-calibrated pooled leave-one-lab-out scores"
+HEAD = "the stacked head's output on pooled leave-one-lab-out scores"
+
+
+def recall_rule(min_recall, on=PLATT):
+    """The recall point's rule; ``on``: the scores it was chosen on (:data:`PLATT` or :data:`HEAD`)."""
+    return f"highest threshold at which every lab's out-of-lab recall is >= {min_recall} ({on})"
 
 
 def _per_lab(y, q, groups, thresholds):
@@ -60,12 +64,12 @@ def _pooled_f1(y, q, thresholds):
     return 2 * tp / np.maximum(acc.sum(1) + y.sum(), 1)
 
 
-def choose_points(y, q, groups, min_recall=MIN_RECALL):
-    """{name: {"threshold", "rule"}} on calibrated out-of-lab probabilities ``q``."""
+def choose_points(y, q, groups, min_recall=MIN_RECALL, on=PLATT):
+    """{name: {"threshold", "rule"}} on calibrated out-of-lab probabilities ``q`` (``on``: what they are)."""
     y, q, groups = np.asarray(y, bool), np.asarray(q, float), np.asarray(groups)
     t = np.unique(q)
     P, R, F, base = _per_lab(y, q, groups, t)
-    points = {"recall": {"threshold": threshold_for_recall(y, q, groups, min_recall), "rule": recall_rule(min_recall)}}
+    points = {"recall": {"threshold": threshold_for_recall(y, q, groups, min_recall), "rule": recall_rule(min_recall, on)}}
 
     ok = (F >= base[:, None]).all(0)
     pooled = _pooled_f1(y, q, t)
