@@ -102,6 +102,7 @@ def calibrate_out_of_lab(run, prior):
     scores = (lab_scores["y"], lab_scores["p"], lab_scores["offset"], lab_scores["lab"])
     np.savez(run.out / f"{run.name}.out-of-lab.npz", **{k: v for k, v in lab_scores.items() if v is not None})   # per ROI
     calib, thr = out_of_lab_operating_point(*scores, min_recall)
+    q = cal.apply(calib, lab_scores["p"], lab_scores["offset"])          # before folding: apply then passes p on
     _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
     if options.head:
         from roicurate.training.head import inputs_of, out_of_lab_head
@@ -114,9 +115,7 @@ def calibrate_out_of_lab(run, prior):
                                                                               binz, min_recall, z_mask)
         run.log("head: " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(card["head"]["inputs"], card["head"]["coef"])))
     else:
-        card["operating_points"] = choose_points(lab_scores["y"], cal.apply(calib, lab_scores["p"],
-                                                                            lab_scores["offset"]),
-                                                 lab_scores["lab"], min_recall)
+        card["operating_points"] = choose_points(lab_scores["y"], q, lab_scores["lab"], min_recall)
         nested = nested_metrics(*scores, min_recall)
     if prior is not None and calib["prior_weight"] < 1e-3:
         run.log(f"shape prior dropped: its fitted weight on the out-of-lab scores is {calib['prior_weight']:.1e}")
