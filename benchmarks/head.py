@@ -32,7 +32,7 @@ from roicurate import calibrate as cal
 from roicurate.evaluate import jsonable, metrics, roc_auc
 from roicurate.training.data import load_labelled
 from roicurate.training.head import fit_head, head_proba, inputs_of, out_of_lab_head
-from roicurate.training.outoflab import nested_metrics
+from roicurate.training.outoflab import lab_of, nested_metrics
 from roicurate.training.points import MIN_RECALL, POINTS
 
 MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}
@@ -41,10 +41,21 @@ MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}
 EVIDENCE = {"suite2p": ("suite2p_prob", "skew", "std", "snr"), "caiman": ("SNR_comp", "r_values")}
 
 
+def set_of_rois(sets, d):
+    """The position in ``sets`` of each ROI's RoiSet, for scores saved before they named it ("set"): the scores
+    hold each lab's sets in turn, in the order of ``sets``, each set's ROIs in order (checked)."""
+    which = []
+    for lab in dict.fromkeys(d["lab"]):
+        which += [k for k, rs in enumerate(sets) if lab_of(rs.recording) == lab for _ in range(len(rs))]
+    which = np.array(which)
+    assert len(which) == len(d["y"]) and all(sets[k].recording == r for k, r in zip(which, d["recording"]))
+    return which
+
+
 def by_roi(per_set, sets, d):
-    """Per-ROI values of the npz's ROIs from per-recording arrays ``per_set`` (in the order of ``sets``)."""
-    got = {rs.recording: v for rs, v in zip(sets, per_set)}
-    return np.array([got[r][i] for r, i in zip(d["recording"], d["index"])])
+    """Per-ROI values of the npz's ROIs from per-set arrays ``per_set`` (in the order of ``sets``)."""
+    which = d["set"] if "set" in d else set_of_rois(sets, d)
+    return np.array([per_set[k][i] for k, i in zip(which, d["index"])])
 
 
 def evidence_of(rs, names):
@@ -95,6 +106,8 @@ def main():
     ap.add_argument("pipeline", choices=MODELS)
     ap.add_argument("--scores", required=True, help="the .npz of benchmarks/lolo.py --scores")
     ap.add_argument("--card", action="store_true", help="write the head into the bundled card")
+    ap.add_argument("--binarize", type=float, help="the head's mask pixels: weight > this x the ROI's maximum "
+                    "(default: the card's crop binarize)")
     ap.add_argument("--json", help="also write the table here")
     a = ap.parse_args()
     d = dict(np.load(a.scores))
@@ -106,10 +119,8 @@ def main():
     logit = {k: calib["a"] * cal.logit(d[k]) + calib["b"] for k in ("p", "p_mask", "p_tta")}    # shipped network's
     recs = [r for part in SPLITS[a.pipeline].values() for r in part]
     sets = load_labelled([str(path(r, a.pipeline)) for r in recs], a.pipeline, use_pipeline_labels=False)
-    binz = card["crop"].get("binarize") or 0.0
-    position = {rs.recording: k for k, rs in enumerate(sets)}
-    assert len(position) == len(sets), "one RoiSet per recording"
-    S = inputs_of(sets, d["set"] if "set" in d else [position[r] for r in d["recording"]], d["index"], binz)
+    binz = a.binarize if a.binarize is not None else card["crop"].get("binarize") or 0.0
+    S = inputs_of(sets, d["set"] if "set" in d else set_of_rois(sets, d), d["index"], binz)
     min_recall = card.get("out_of_lab", {}).get("min_recall", MIN_RECALL)
     head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall, logit["p_mask"])
     n = len(y)
@@ -123,6 +134,7 @@ def main():
         return nested_metrics(Y, None, None, G, min_recall, fit=fit)["probability"][:n]
 
     own = [rs.features.get("suite2p_prob") for rs in sets]
+    own = [None if o is None or np.ptp(o) == 0 else o for o in own]    # the real sets: accepted ROIs only, no ranking
     rows = {"network": d["p"], "network, mask only": d["p_mask"], "network, TTA": d["p_tta"],
             "shape LR (lolo.py)": by_roi(shape_lr(sets, sorted(set(labs)), binz), sets, d)}
     if any(o is not None for o in own):

@@ -63,7 +63,7 @@ def register_models(register):
     register(ModelSpec("cnn2", "any", cnn2, inference=WindowedCNN2,
                        description="two 3x3 conv + max-pool blocks and a dense head"))
     for spec in (
-        bundled("suite2p-resnet50", "suite2p", resnet50, "default Suite2p model (mask + max projection, 64x64, at the cell scale; head on shape)"),
+        bundled("suite2p-resnet50", "suite2p", resnet50, "default Suite2p model (mask + max projection, 64x64, at the cell scale)"),
         bundled("caiman-cnn2", "caiman", cnn2, "default CaImAn model (mask + max projection, 50x50, at the cell scale; head on shape)"),
     ):
         if spec is not None:
