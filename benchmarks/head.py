@@ -29,7 +29,7 @@ from lolo import WEIGHTS, shape_lr
 from splits import SPLITS, path
 
 from roicurate import calibrate as cal
-from roicurate.evaluate import jsonable, metrics, roc_auc
+from roicurate.evaluate import jsonable, roc_auc
 from roicurate.training.data import load_labelled
 from roicurate.training.head import fit_head, head_proba, inputs_of, out_of_lab_head
 from roicurate.training.outoflab import lab_of, nested_metrics
@@ -123,15 +123,14 @@ def main():
     S = inputs_of(sets, d["set"] if "set" in d else set_of_rois(sets, d), d["index"], binz)
     min_recall = card.get("out_of_lab", {}).get("min_recall", MIN_RECALL)
     head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall, logit["p_mask"])
-    n = len(y)
-    with_images, mask_only = nested["probability"][:n], nested["probability"][n:]
+    with_images, mask_only = nested["probability"], nested["probability_mask_only"]
 
     def nested_head(z):
         """Each lab's head probabilities (a head fitted on the other labs, as shipped) for network logits ``z``."""
         twice = lambda a: np.r_[a, a]
         Y, G, SS = twice(y), twice(labs), twice(S)
         fit = lambda tr: head_proba(fit_head(Y, np.r_[logit["p"], logit["p_mask"]], SS, binz, tr), np.r_[z, z], SS)
-        return nested_metrics(Y, None, None, G, min_recall, fit=fit)["probability"][:n]
+        return nested_metrics(Y, None, None, G, min_recall, fit=fit)["probability"][:len(y)]
 
     own = [rs.features.get("suite2p_prob") for rs in sets]
     own = [None if o is None or np.ptp(o) == 0 else o for o in own]    # the real sets: accepted ROIs only, no ranking
@@ -155,10 +154,8 @@ def main():
         table[name] = cells
         print(f"| {name} | " + " | ".join("–" if cells[g] is None else f"{cells[g]:.3f}"
                                           for g in [*order, "pooled"]) + " |")
-    halves = {"with images": with_images, "mask only": mask_only}
-    at_points = {h: {n: {g: dict(metrics(y[labs == g], q[labs == g], nested["points"][n][g]["threshold"]),
-                                 threshold=nested["points"][n][g]["threshold"]) for g in order} for n in POINTS}
-                 for h, q in halves.items()}
+    halves = {"with images": "points", "mask only": "points_mask_only"}
+    at_points = {h: nested[key] for h, key in halves.items()}
     for h in halves:
         print(f"\nThe head's named points, each lab's chosen on the other labs, {h} (P / R / F1):\n")
         print("| held-out lab | accept-all F1 | " + " | ".join(POINTS) + " |")
@@ -177,16 +174,12 @@ def main():
         Path(a.json).write_text(json.dumps(jsonable({"roc_auc": table, "points": at_points,
                                                      "evidence": evidence}), indent=1))
     if a.card:
-        lab_threshold = np.array([at_points["with images"]["recall"][g]["threshold"] for g in labs])
         card.pop("shape_prior", None)
         card["head"] = head
         card["operating_points"] = points
         card.update(threshold=thr, threshold_rule=points["recall"]["rule"])
-        card["out_of_lab"]["nested"] = {
-            "labs": at_points["with images"]["recall"], "labs_mask_only": at_points["mask only"]["recall"],
-            "pooled": metrics(y, with_images, 0.5, with_images >= lab_threshold),
-            "points": at_points["with images"], "points_mask_only": at_points["mask only"],
-            "scored_by": "the head (benchmarks/head.py on a re-run of the recipe)"}
+        card["out_of_lab"]["nested"] = {k: v for k, v in nested.items() if not k.startswith("probability")}
+        card["out_of_lab"]["nested"]["scored_by"] = "the head (benchmarks/head.py on a re-run of the recipe)"
         card_path.write_text(json.dumps(jsonable(card), indent=1) + "\n")
         print(f"\nwrote the head, its points and nested numbers into {card_path}")
 

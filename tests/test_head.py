@@ -32,7 +32,7 @@ def three_labs(suite2p_sessions, tmp_path_factory):
 def head_model(three_labs, tmp_path_factory):
     out = tmp_path_factory.mktemp("head_model")
     r = cli_run("train", *three_labs, "--arch", "cnn2", "--epochs", "1", "--operating-point", "out-of-lab", "--head",
-                "--out", out)
+                "--channels", "mask,max", "--image-dropout", "0.3", "--out", out)
     return out, r.output
 
 
@@ -44,8 +44,10 @@ def test_train_head_writes_a_valid_card(head_model):
     assert "labA" in head["fitted_on"] and "no trace or pipeline evidence" in head["rule"]
     assert card["operating_points"]["recall"] == {"threshold": card["threshold"], "rule": card["threshold_rule"]}
     assert card["threshold_rule"].endswith("(the stacked head's output on pooled leave-one-lab-out scores)")
-    assert set(card["out_of_lab"]["nested"]["labs"]) == {"labA", "labB", "labC"}
-    assert set(card["out_of_lab"]["nested"]["points"]) == {"recall", "balanced", "precision"}
+    nested = card["out_of_lab"]["nested"]
+    assert set(nested["labs"]) == set(nested["labs_mask_only"]) == {"labA", "labB", "labC"}    # the example has max_proj
+    assert set(nested["points"]) == set(nested["points_mask_only"]) == {"recall", "balanced", "precision"}
+    assert "every ROI twice, with its summary images and without" in head["fitted_on"]
 
 
 def test_head_is_network_logit_times_weight_plus_shape(head_model, three_labs):

@@ -10,6 +10,7 @@ outputs. The shipped model's network (trained on every lab) then feeds the head 
 import numpy as np
 
 from roicurate.head import INPUTS, shape_inputs
+from roicurate.evaluate import metrics
 from roicurate.training.outoflab import nested_metrics
 from roicurate.training.points import HEAD, MIN_RECALL, choose_points
 
@@ -45,12 +46,13 @@ def head_proba(head, z, S):
 
 def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL, z_mask=None):
     """(head entry, nested metrics, named points, threshold) for pooled out-of-lab scores: the head fitted on every
-    lab; its points chosen on its own pooled outputs; the nested numbers from heads fitted without each lab.
-    ``z_mask``: the same ROIs' network logits with the summary images removed. Then every ROI counts twice, with
-    its images and without, in the fit, the points and the nested numbers (whose "probability" holds the ROIs
-    with images first): the head serves recordings with and without images alike, as the network's channel dropout
-    does, and every lab's recall floor holds for both."""
-    y, groups = np.asarray(y, bool), np.asarray(groups)
+    lab; its points chosen on its own pooled outputs; the nested numbers (:func:`nested_metrics`'s) from heads
+    fitted without each lab. ``z_mask``: the same ROIs' network logits with the summary images removed. Then every
+    ROI counts twice, with its images and without, in the fit and the choice of points (the head serves recordings
+    with and without images alike, as the network's channel dropout does, and every lab's recall floor holds for
+    both), and the nested numbers are given for each: "labs", "pooled", "points" and "probability" with the images,
+    "labs_mask_only", "points_mask_only" and "probability_mask_only" without."""
+    y, groups, n = np.asarray(y, bool), np.asarray(groups), len(y)
     if z_mask is not None:
         y, z, S, groups = np.r_[y, y], np.r_[z, z_mask], np.r_[S, S], np.r_[groups, groups]
 
@@ -60,11 +62,25 @@ def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL, z_mask=Non
     head = fit_head(y, z, S, binarize)
     labs = sorted(set(groups))
     twice = "; every ROI twice, with its summary images and without" if z_mask is not None else ""
-    head.update(fitted_on=f"out-of-lab scores of {len(y) // (2 if z_mask is not None else 1)} labelled ROIs from "
-                          f"{len(labs)} labs ({', '.join(labs)}): each lab's network logits from a network trained "
-                          f"on the other labs{twice}",
+    head.update(fitted_on=f"out-of-lab scores of {n} labelled ROIs from {len(labs)} labs ({', '.join(labs)}): each "
+                          f"lab's network logits from a network trained on the other labs{twice}",
                 rule=f"logistic regression (L2, C={C:g}, standardised inputs) of the labels on the network's logit "
                      f"and the ROI's shape; no trace or pipeline evidence (the labelled real recordings have none)")
-    q = head_proba(head, z, S)
-    points = choose_points(y, q, groups, min_recall, on=HEAD)
-    return head, nested_metrics(y, None, None, groups, min_recall, fit=fit), points, points["recall"]["threshold"]
+    points = choose_points(y, head_proba(head, z, S), groups, min_recall, on=HEAD)
+    nested = nested_metrics(y, None, None, groups, min_recall, fit=fit)
+    if z_mask is not None:
+        nested = _each_input(nested, y[:n], groups[:n])
+    return head, nested, points, points["recall"]["threshold"]
+
+
+def _each_input(nested, y, groups):
+    """Nested numbers of the doubled scores split into the ROIs with their images and without, each at every
+    lab's own thresholds (chosen on both halves of the other labs)."""
+    n, out = len(y), {}
+    for suffix, q in (("", nested["probability"][:n]), ("_mask_only", nested["probability"][n:])):
+        points = {name: {g: dict(metrics(y[groups == g], q[groups == g], m["threshold"]), threshold=m["threshold"])
+                         for g, m in per_lab.items()} for name, per_lab in nested["points"].items()}
+        out.update({f"labs{suffix}": points["recall"], f"points{suffix}": points, f"probability{suffix}": q})
+    thr = np.array([out["labs"][g]["threshold"] for g in groups])
+    out["pooled"] = metrics(y, out["probability"], 0.5, out["probability"] >= thr)
+    return out

@@ -126,8 +126,7 @@ def calibrate_out_of_lab(run, prior):
     card["out_of_lab"] = {"min_recall": min_recall,
                           "labs": {lab: sorted({rs.recording for rs in run.sets if lab_of(rs.recording) == lab})
                                    for lab in run.labs},
-                          "nested": {"labs": nested["labs"], "pooled": nested["pooled"],
-                                     "points": nested["points"]}}
+                          "nested": {k: v for k, v in nested.items() if k.startswith(("labs", "pooled", "points"))}}
     for lab, m in nested["labs"].items():
         run.log(f"out of lab {lab}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
                 f"ROC AUC {m['roc_auc']:.3f}  ECE {m['ece']:.3f} (calibration and threshold from the other labs)")
