@@ -180,6 +180,8 @@ def main():
         card.update(threshold=thr, threshold_rule=points["recall"]["rule"])
         card["out_of_lab"]["nested"] = {k: v for k, v in nested.items() if not k.startswith("probability")}
         card["out_of_lab"]["nested"]["scored_by"] = "the head (benchmarks/head.py on a re-run of the recipe)"
+        card["training"]["head"] = ("stacked head fitted by benchmarks/head.py on the out-of-lab scores of a re-run "
+                                    "of the recipe (benchmarks/lolo.py --scores); the network's weights unchanged")
         card_path.write_text(json.dumps(jsonable(card), indent=1) + "\n")
         print(f"\nwrote the head, its points and nested numbers into {card_path}")
 

@@ -48,6 +48,7 @@ def test_train_head_writes_a_valid_card(head_model):
     assert set(nested["labs"]) == set(nested["labs_mask_only"]) == {"labA", "labB", "labC"}    # the example has max_proj
     assert set(nested["points"]) == set(nested["points_mask_only"]) == {"recall", "balanced", "precision"}
     assert "every ROI twice, with its summary images and without" in head["fitted_on"]
+    assert card["training"]["head"].startswith("stacked head") and card["training"]["shape_prior"] is None
 
 
 def test_head_is_network_logit_times_weight_plus_shape(head_model, three_labs):

@@ -263,6 +263,8 @@ def training_record(run, history, rows, frozen, prior, calib):
                          else "BCE pos_weight = negatives/positives",
         "class_counts": {"train": counts(d.y_tr), "validation": counts(d.y_va)} if multi else None,
         "shape_prior": prior_text,
+        "head": "stacked head fitted on the leave-one-lab-out scores (train --head; the card's head)"
+                if options.head else None,
         "reference_diameter_px": [min(diameters), max(diameters)] if relative else None,
         "split": "by lab" if options.operating_point == "out-of-lab" else "by recording",
         "init": None if arch.init is None else {"name": arch.init.card.get("name"),
