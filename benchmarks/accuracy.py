@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from splits import SPLITS, paths
+from splits import MODELS, SPLITS, paths
 
 from roicurate.evaluate import jsonable, metrics, pr_curve
 from roicurate.models import Classifier
@@ -61,7 +61,7 @@ def main():
     ap.add_argument("--record", action="store_true",
                     help="store the numbers in the model card under 'test' (the weights and their sha256 are untouched)")
     a = ap.parse_args()
-    model = a.model or {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}[a.pipeline]
+    model = a.model or MODELS[a.pipeline]
     clf = Classifier.load(model)
     train_sets = load_labelled(paths(a.pipeline, "train"), a.pipeline, use_pipeline_labels=False)
     test_sets = load_labelled(paths(a.pipeline, "test"), a.pipeline, use_pipeline_labels=False)

@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from lolo import WEIGHTS, shape_lr
-from splits import SPLITS, path
+from points import print_points
+from splits import MODELS, SPLITS, path
 
 from roicurate import calibrate as cal
 from roicurate.evaluate import jsonable, roc_auc
 from roicurate.training.data import load_labelled
-from roicurate.training.head import fit_head, head_proba, inputs_of, out_of_lab_head
-from roicurate.training.outoflab import lab_of, nested_metrics
-from roicurate.training.points import MIN_RECALL, POINTS
+from roicurate.training.head import fit_head, folded_logits, head_proba, inputs_of, out_of_lab_head
+from roicurate.training.outoflab import lab_of
+from roicurate.training.points import MIN_RECALL
 
-MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}
 # the pipeline evidence a recording's own files hold (RoiSet.features); among the labelled sets only the
 # simulations have it: Suite2p's own classifier's probability and trace statistics, CaImAn's SNR and spatial r
 EVIDENCE = {"suite2p": ("suite2p_prob", "skew", "std", "snr"), "caiman": ("SNR_comp", "r_values")}
@@ -52,10 +52,9 @@ def set_of_rois(sets, d):
     return which
 
 
-def by_roi(per_set, sets, d):
-    """Per-ROI values of the npz's ROIs from per-set arrays ``per_set`` (in the order of ``sets``)."""
-    which = d["set"] if "set" in d else set_of_rois(sets, d)
-    return np.array([per_set[k][i] for k, i in zip(which, d["index"])])
+def by_roi(per_set, which, index):
+    """Per-ROI values from per-set arrays ``per_set``: ROI ``index[i]`` of set ``which[i]``."""
+    return np.array([per_set[k][i] for k, i in zip(which, index)])
 
 
 def evidence_of(rs, names):
@@ -116,29 +115,33 @@ def main():
     card = json.loads(card_path.read_text())
     calib = card["calibration"]
     assert calib["method"] == "platt" and calib.get("folded"), "the head follows a folded Platt calibration"
-    logit = {k: calib["a"] * cal.logit(d[k]) + calib["b"] for k in ("p", "p_mask", "p_tta")}    # shipped network's
+    logit = {k: folded_logits(calib, d[k]) for k in ("p", "p_mask", "p_tta")}       # as the shipped network gives them
     recs = [r for part in SPLITS[a.pipeline].values() for r in part]
     sets = load_labelled([str(path(r, a.pipeline)) for r in recs], a.pipeline, use_pipeline_labels=False)
     binz = a.binarize if a.binarize is not None else card["crop"].get("binarize") or 0.0
-    S = inputs_of(sets, d["set"] if "set" in d else set_of_rois(sets, d), d["index"], binz)
+    which = d["set"] if "set" in d else set_of_rois(sets, d)
+    S = inputs_of(sets, which, d["index"], binz)
     min_recall = card.get("out_of_lab", {}).get("min_recall", MIN_RECALL)
     head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall, logit["p_mask"])
     with_images, mask_only = nested["probability"], nested["probability_mask_only"]
 
     def nested_head(z):
-        """Each lab's head probabilities (a head fitted on the other labs, as shipped) for network logits ``z``."""
-        twice = lambda a: np.r_[a, a]
-        Y, G, SS = twice(y), twice(labs), twice(S)
-        fit = lambda tr: head_proba(fit_head(Y, np.r_[logit["p"], logit["p_mask"]], SS, binz, tr), np.r_[z, z], SS)
-        return nested_metrics(Y, None, None, G, min_recall, fit=fit)["probability"][:len(y)]
+        """Each lab's head probabilities for network logits ``z``, its head fitted as shipped (every ROI with and
+        without its images) on the other labs."""
+        out = np.zeros(len(y))
+        for g in set(labs):
+            train = np.r_[labs, labs] != g
+            h = fit_head(np.r_[y, y], np.r_[logit["p"], logit["p_mask"]], np.r_[S, S], binz, train)
+            out[labs == g] = head_proba(h, z[labs == g], S[labs == g])
+        return out
 
     own = [rs.features.get("suite2p_prob") for rs in sets]
     own = [None if o is None or np.ptp(o) == 0 else o for o in own]    # the real sets: accepted ROIs only, no ranking
     rows = {"network": d["p"], "network, mask only": d["p_mask"], "network, TTA": d["p_tta"],
-            "shape LR (lolo.py)": by_roi(shape_lr(sets, sorted(set(labs)), binz), sets, d)}
+            "shape LR (lolo.py)": by_roi(shape_lr(sets, sorted(set(labs)), binz), which, d["index"])}
     if any(o is not None for o in own):
         rows["pipeline's own classifier"] = by_roi([np.full(len(rs), np.nan) if o is None else o
-                                                    for rs, o in zip(sets, own)], sets, d)
+                                                    for rs, o in zip(sets, own)], which, d["index"])
     rows.update({"head": with_images, "head, mask only": mask_only, "head, TTA": nested_head(logit["p_tta"])})
     order = sorted(set(labs))
     print(f"{a.pipeline}: out-of-lab ROC AUC per held-out lab ({len(y)} ROIs, scores {a.scores})\n")
@@ -154,21 +157,14 @@ def main():
         table[name] = cells
         print(f"| {name} | " + " | ".join("–" if cells[g] is None else f"{cells[g]:.3f}"
                                           for g in [*order, "pooled"]) + " |")
-    halves = {"with images": "points", "mask only": "points_mask_only"}
-    at_points = {h: nested[key] for h, key in halves.items()}
-    for h in halves:
-        print(f"\nThe head's named points, each lab's chosen on the other labs, {h} (P / R / F1):\n")
-        print("| held-out lab | accept-all F1 | " + " | ".join(POINTS) + " |")
-        print("|---|---|" + "---|" * len(POINTS))
-        for g in order:
-            frac = y[labs == g].mean()
-            print(f"| {g} | {2 * frac / (1 + frac):.3f} | " + " | ".join(
-                f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
-                for m in (at_points[h][n][g] for n in POINTS)) + " |")
+    at_points = {"with images": nested["points"], "mask only": nested["points_mask_only"]}
+    for h, per_point in at_points.items():
+        print(f"\nThe head's named points, each lab's chosen on the other labs, {h}:\n")
+        print_points(per_point, y, labs)
     print("\nhead (fitted on every lab): " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(head["inputs"], head["coef"]))
           + f", intercept {head['intercept']:+.3f}; points: "
           + ", ".join(f"{n} {p['threshold']:.3f}" for n, p in points.items()))
-    E = by_roi([evidence_of(rs, EVIDENCE[a.pipeline]) for rs in sets], sets, d)
+    E = by_roi([evidence_of(rs, EVIDENCE[a.pipeline]) for rs in sets], which, d["index"])
     evidence = evidence_table(a.pipeline, d, y, logit["p"], S, E, with_images)
     if a.json:
         Path(a.json).write_text(json.dumps(jsonable({"roc_auc": table, "points": at_points,

@@ -17,24 +17,24 @@ import time
 
 import numpy as np
 
+from splits import DATA, MODELS
+
 from roicurate.evaluate import roc_auc
 from roicurate.training.outoflab import nested_metrics
 from roicurate.training.points import POINTS
 
 
-def point_table(d):
-    offset = d["offset"] if "offset" in d else None
-    nested = nested_metrics(d["y"], d["p"], offset, d["lab"])["points"]
+def print_points(points, y, labs):
+    """Each held-out lab's precision / recall / F1 at every named point (``points``: {point: {lab: metrics}}, as
+    ``nested_metrics(...)["points"]`` gives them), next to accepting everything."""
     print("| held-out lab | ROIs | cell frac | accept-all F1 | " +
           " | ".join(f"{n}: P / R / F1" for n in POINTS) + " |")
     print("|---|---|---|---|" + "---|" * len(POINTS))
-    for lab in sorted(nested["recall"]):
-        y = d["y"][d["lab"] == lab].astype(bool)
-        frac = y.mean()
-        cells = [nested[n][lab] for n in POINTS]
-        print(f"| {lab} | {len(y)} | {frac:.2f} | {2 * frac / (1 + frac):.3f} | " +
-              " | ".join(f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}" for m in cells) + " |")
-    return nested
+    for lab in sorted(points["recall"]):
+        frac = y[labs == lab].mean()
+        print(f"| {lab} | {int((labs == lab).sum())} | {frac:.2f} | {2 * frac / (1 + frac):.3f} | " +
+              " | ".join(f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"
+                         for m in (points[n][lab] for n in POINTS)) + " |")
 
 
 def tta_table(d):
@@ -55,7 +55,6 @@ def speed(model, n):
 
     from roicurate.models import Classifier
     from roicurate.plugins import sources
-    from splits import DATA
     clf, clf_tta = Classifier.load(model), Classifier.load(model, tta=True)
     plane = sources()["suite2p"].read(DATA / "sim/s2p_sim1/suite2p/plane0")
     rois = tiled(plane, n)
@@ -73,10 +72,11 @@ def main():
     d = dict(np.load(a.scores))
     d["y"] = d["y"].astype(bool)
     print(f"{a.pipeline}: {len(d['y'])} ROIs of {len(set(d['lab']))} labs, out-of-lab scores from {a.scores}\n")
-    point_table(d)
+    offset = d["offset"] if "offset" in d else None
+    print_points(nested_metrics(d["y"], d["p"], offset, d["lab"])["points"], d["y"], d["lab"])
     tta_table(d)
     if a.speed:
-        speed({"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}[a.pipeline], a.speed)
+        speed(MODELS[a.pipeline], a.speed)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ sessions of the same Neurofinder lab sit on both sides on purpose (other session
 import os
 from pathlib import Path
 
+MODELS = {"suite2p": "suite2p-resnet50", "caiman": "caiman-cnn2"}     # the bundled cell model of each pipeline
 SHARED = Path(os.environ.get("ROICURATE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "datasets"
 

@@ -47,11 +47,20 @@ def network_weight(head):
     return _standard(head)[0]
 
 
+def _shape_part(head, S):
+    _, w, b = _standard(head)
+    return np.asarray(S, float) @ w + b
+
+
 def offsets(head, roiset):
     """(N,) the shape part of each ROI's head logit (intercept included): the head logit is
     ``network_weight(head) * network logit + offsets(head, roiset)``."""
-    _, w, b = _standard(head)
-    return shape_inputs(roiset, head["binarize"]) @ w + b
+    return _shape_part(head, shape_inputs(roiset, head["binarize"]))
+
+
+def head_logit(head, z, S):
+    """(N,) the head's logit for network logits ``z`` and shape inputs ``S`` (:func:`shape_inputs`)."""
+    return network_weight(head) * np.asarray(z, float) + _shape_part(head, S)
 
 
 def contributions(head, roiset, head_logit):

@@ -9,7 +9,8 @@ outputs. The shipped model's network (trained on every lab) then feeds the head 
 """
 import numpy as np
 
-from roicurate.head import INPUTS, shape_inputs
+from roicurate import calibrate as cal
+from roicurate.head import INPUTS, head_logit, shape_inputs
 from roicurate.evaluate import metrics
 from roicurate.training.outoflab import nested_metrics
 from roicurate.training.points import HEAD, MIN_RECALL, choose_points
@@ -39,9 +40,14 @@ def fit_head(y, z, S, binarize, train=None):
 
 def head_proba(head, z, S):
     """P(cell) of the head for network logits ``z`` and shape inputs ``S``."""
-    from roicurate.calibrate import sigmoid
-    X = np.column_stack([z, S])
-    return sigmoid(((X - head["mean"]) / np.asarray(head["scale"])) @ np.asarray(head["coef"]) + head["intercept"])
+    return cal.sigmoid(head_logit(head, z, S))
+
+
+def folded_logits(calib, p):
+    """The logits a network gives once the affine calibration ``calib`` is folded into it, from the probabilities
+    ``p`` it gave before (the head's network input, as the shipped network computes it)."""
+    a, b = cal.affine(calib)
+    return a * cal.logit(p) + b
 
 
 def out_of_lab_head(y, z, S, groups, binarize, min_recall=MIN_RECALL, z_mask=None):

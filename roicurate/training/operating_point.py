@@ -105,14 +105,13 @@ def calibrate_out_of_lab(run, prior):
     q = cal.apply(calib, lab_scores["p"], lab_scores["offset"])          # before folding: apply then passes p on
     _fold(run, calib, calib["a"], calib["b"], unjittered(run.data.x_tr[:64]))
     if options.head:
-        from roicurate.training.head import inputs_of, out_of_lab_head
+        from roicurate.training.head import folded_logits, inputs_of, out_of_lab_head
         binz = run.arch.crop.binarize or 0.0
-        z = calib["a"] * cal.logit(lab_scores["p"]) + calib["b"]          # the folded network's logit
         S = inputs_of(run.sets, lab_scores["set"], lab_scores["index"], binz)
         with_images = not np.array_equal(lab_scores["p_mask"], lab_scores["p"])      # the recordings had images
-        z_mask = calib["a"] * cal.logit(lab_scores["p_mask"]) + calib["b"] if with_images else None
-        card["head"], nested, card["operating_points"], thr = out_of_lab_head(lab_scores["y"], z, S, lab_scores["lab"],
-                                                                              binz, min_recall, z_mask)
+        z_mask = folded_logits(calib, lab_scores["p_mask"]) if with_images else None
+        card["head"], nested, card["operating_points"], thr = out_of_lab_head(
+            lab_scores["y"], folded_logits(calib, lab_scores["p"]), S, lab_scores["lab"], binz, min_recall, z_mask)
         run.log("head: " + ", ".join(f"{i} {c:+.3f}" for i, c in zip(card["head"]["inputs"], card["head"]["coef"])))
     else:
         card["operating_points"] = choose_points(lab_scores["y"], q, lab_scores["lab"], min_recall)
