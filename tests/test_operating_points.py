@@ -76,6 +76,28 @@ def test_suite2p_threshold_used_and_recorded(way, s2p_models, copy_example):
     assert (f"({point} point)" in row.line) == (point is not None)
 
 
+def test_suite2p_combined_record_names_each_planes_point(s2p_models, copy_example):
+    """combined/roicurate.json says whose verdict each plane's rows are, and follows a re-run that changes only
+    the point (the same verdict under a custom threshold equal to the recall point's: identical iscell bytes)."""
+    _, pointed, points = s2p_models
+    s2p = copy_example()
+
+    def verdicts():
+        return json.loads((s2p / "combined" / "roicurate.json").read_text())["verdicts"]
+
+    cli_run("apply", s2p, "--model", pointed, "--operating-point", "recall")
+    assert {p: (v["threshold"], v["operating_point"], v["tta"]) for p, v in verdicts().items()} == \
+        {"plane0": (points["recall"], "recall", False), "plane1": (points["recall"], "recall", False)}
+    assert verdicts()["plane0"]["sha256"] == json.loads((s2p / "plane0" / "roicurate.json").read_text())["model"]["sha256"]
+    combined = (s2p / "combined" / "iscell.npy").read_bytes()
+    cli_run("apply", s2p / "plane0", "--model", pointed, "--threshold", repr(points["recall"]))
+    assert (s2p / "combined" / "iscell.npy").read_bytes() == combined
+    assert [(v["threshold"], v["operating_point"]) for v in verdicts().values()] == \
+        [(points["recall"], None), (points["recall"], "recall")]
+    cli_run("revert", s2p / "plane0")
+    assert verdicts()["plane0"] is None and verdicts()["plane1"]["operating_point"] == "recall"
+
+
 @pytest.mark.parametrize("way", range(3), ids=["default-point", "named-point", "custom-threshold"])
 def test_caiman_threshold_used_and_recorded(way, caiman_models, copy_caiman):
     import h5py

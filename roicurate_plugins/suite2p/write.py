@@ -237,6 +237,19 @@ def combined_rows(suite2p_dir):
     return rows
 
 
+def plane_verdicts(suite2p_dir):
+    """Whose verdict each plane's rows in combined/ are, from the planes' own records: {plane: {model, sha256,
+    threshold, operating_point, tta}}, or None for a plane roicurate has not curated (the pipeline's own verdict)."""
+    out = {}
+    for plane in plane_folders(suite2p_dir):
+        rec = read_record(plane)
+        model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+        out[plane.name] = ({"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
+                            "threshold": rec.get("threshold"), "operating_point": rec.get("operating_point"),
+                            "tta": rec.get("tta", False)} if rec.get("written_sha256") else None)
+    return out
+
+
 def rebuild_combined(suite2p_dir):
     """combined/iscell.npy = the planes' iscell.npy concatenated, as Suite2p does, under combined/'s lock, with
     its original kept once; flips made in the GUI's combined view (which stay there) are kept beside."""
@@ -248,12 +261,14 @@ def rebuild_combined(suite2p_dir):
         notes = [set_aside_previous(combined, tx)] if st.rerun else []
         if st.edited:
             notes.append(f"{combined / ISCELL}: hand edits kept in {keep_edits(combined, st, tx)}")
-        if st.sha == sha256_bytes(data) and st.record:
+        verdicts = plane_verdicts(suite2p_dir)
+        if st.sha == sha256_bytes(data) and st.record and st.record.get("verdicts") == verdicts:
             return notes
         tx.write(combined / RECORD, json_bytes({
             "roicurate_version": roicurate.__version__,
             "time": now_utc(),
             "rebuilt_from": [p.name for p in plane_folders(suite2p_dir)],
+            "verdicts": verdicts,
             "note": "combined/iscell.npy rebuilt as the concatenation of the planes' iscell.npy, as Suite2p does",
             "roi_sha256": plane_fingerprint(combined),
             "backup": BACKUP,
