@@ -5,6 +5,7 @@ logits to probabilities (``logits_to_probabilities``).
 A trained model on disk is two files, ``NAME.safetensors`` (weights) and ``NAME.json`` (the card). Loading
 reads tensors with safetensors and JSON with json: nothing is ever unpickled.
 """
+import copy
 import json
 import math
 import os
@@ -268,7 +269,8 @@ class Classifier:
 
     def __init__(self, module, card, arch_spec, device="cpu", batch_size=64, threads=None, fast=True, tta=False):
         """``tta``: test-time augmentation, the network's logits averaged over the eight rotations/flips of each crop
-        (eight times the network work; ``benchmarks/tta.py`` measures what it gains). ``batch_size`` 64: on a 2-core CPU larger batches spilled the cache and ran 2-3x slower per ROI
+        (eight times the network work; ``benchmarks/head.py`` measures what it gains, docs/speed.md what it
+        costs). ``batch_size`` 64: on a 2-core CPU larger batches spilled the cache and ran 2-3x slower per ROI
         (``benchmarks/speed.py --batch N`` compares); channels-last memory layout was another 1.2-1.7x. ``fast``:
         run the architecture's ``inference`` form (same logits, less work); False runs the plain module."""
         import torch
@@ -316,11 +318,18 @@ class Classifier:
         """Index of the class that counts as 'accepted' (``cell`` / ``neuron``)."""
         return self.classes.index(self.card.get("positive_class", self.classes[-1]))
 
+    def with_tta(self):
+        """This classifier (the same network and card) with test-time augmentation on."""
+        other = copy.copy(self)
+        other.tta = True
+        return other
+
     @classmethod
     def load(cls, name_or_path, specs=None, **kw):
         """The Classifier of a registered model name, a trained model's folder or its NAME.json (card validated,
         weights checked against it; nothing unpickled). ``specs``: {name: ModelSpec} (default: every registered
-        one); ``kw``: ``device`` ("cpu", "cuda", "auto" ...), ``batch_size``, ``threads``. Raises RoicurateError."""
+        one); ``kw``: ``device`` ("cpu", "cuda", "auto" ...), ``batch_size``, ``threads``, ``tta``.
+        Raises RoicurateError."""
         if specs is None:
             from roicurate.plugins import model_specs
             specs = model_specs()

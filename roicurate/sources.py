@@ -121,9 +121,11 @@ class Source:
     def recorded(self, path):
         """What roicurate recorded when it curated ``path``: ``{"model": name or card path, "sha256", "threshold",
         "operating_point" (the card's point that threshold is; None or absent: custom, or an older record),
+        "tta": whether the probabilities were averaged over the eight rotations/flips (absent: no),
         "diameter": (px, source) of the reference cell diameter it used or None, "date": when (ISO 8601, or None),
-        "intact": the pipeline's verdict still holds exactly what roicurate wrote}``; None if never curated (the
-        default)."""
+        "intact": the pipeline's verdict still holds exactly what roicurate wrote, and, where the pipeline's own
+        verdict stays apart from roicurate's (NWB), "verdict": roicurate's as the file holds it now}``; None if never
+        curated (the default)."""
         return None
 
     def revert(self, path, force=False):

@@ -61,6 +61,8 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
                                      f"pass --model") from None
         clf = classifiers[name]
         same_model = rec is not None and (not model_name or rec.get("sha256") == clf.card["sha256"])
+        if same_model and rec.get("tta"):              # re-scored as the verdict was made: with TTA
+            clf = classifiers.get((name, "tta")) or classifiers.setdefault((name, "tta"), clf.with_tta())
         thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
         if same_model and rec.get("diameter"):          # the cell diameter the verdict was made with
             set_diameter(rs, *rec["diameter"])
@@ -78,8 +80,9 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
             if same_model and rec.get("sha256") and rec["sha256"] != clf.card["sha256"]:
                 notes.append(f"The installed '{name}' differs from the one that curated this (sha256 "
                              f"{str(rec['sha256'])[:12]} then, {clf.card['sha256'][:12]} now): scores may differ.")
-            edited = int(np.sum(np.asarray(rs.pipeline_accepted, bool) != cur.accepted)) \
-                if rs.pipeline_accepted is not None else 0
+            in_file = rec.get("verdict", rs.pipeline_accepted)     # NWB: roicurate's table, not the pipeline's
+            edited = int(np.sum(np.asarray(in_file, bool) != cur.accepted)) \
+                if in_file is not None and len(in_file) == len(cur.accepted) else 0
             if edited:
                 notes.append(f"{edited} ROIs have a different verdict in the file than the model gives "
                              f"(edited by hand since roicurate wrote it, or another model or threshold).")

@@ -206,6 +206,31 @@ def test_tta_changes_the_probabilities_and_is_recorded(s2p_models, copy_example)
     assert json.loads((plane / "roicurate.json").read_text())["tta"] is True
 
 
+@pytest.mark.parametrize("source", ["suite2p", "caiman", "nwb"])
+def test_report_rescores_with_tta_when_the_verdict_had_it(source, s2p_models, caiman_models, copy_example,
+                                                           copy_caiman, tmp_path):
+    """``report`` on a unit applied with --tta re-scores it with TTA: its probabilities are the written ones, so
+    no ROI is taken for a hand edit; the record of each source says so."""
+    from roicurate_plugins.report_commands import load_units
+    plain = (caiman_models if source == "caiman" else s2p_models)[0]
+    if source == "nwb":
+        pytest.importorskip("pynwb")
+        from test_nwb import write_suite2p_layout
+        unit = tmp_path / "s2p.nwb"
+        write_suite2p_layout(unit)
+    else:
+        unit = copy_example("plane0") if source == "suite2p" else copy_caiman("evaluated")
+    [without] = roicurate.apply(unit, model=plain, dry_run=True)
+    [written] = roicurate.apply(unit, model=plain, tta=True)
+    [rep] = load_units([unit])
+    assert rep.curation.tta is True and rep.classifier.tta is True
+    np.testing.assert_allclose(rep.curation.probabilities[:, rep.curation.positive], written.probabilities, atol=1e-6)
+    assert not np.allclose(rep.curation.probabilities[:, rep.curation.positive], without.probabilities, atol=1e-4)
+    assert not any("different verdict" in n for n in rep.notes)
+    [again] = load_units([unit], model_name=plain)      # the same model named: still as the verdict was made
+    assert again.classifier.tta is True
+
+
 def test_tta_with_an_already_loaded_model_without_it_is_refused(s2p_models, copy_example):
     from roicurate.models import Classifier
     plane = copy_example("plane0")

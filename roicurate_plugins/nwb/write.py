@@ -100,6 +100,18 @@ def _file_verdict_sha(group, name):
         return None
 
 
+def _file_verdict(group, name):
+    """roicurate's verdict as it is in the file now, (N,) bool by ROI (None: gone or unreadable): the pipeline's own
+    stays in its PlaneSegmentation."""
+    try:
+        roi, accepted = group[name]["roi"][()], group[name]["accepted"][()]
+        verdict = np.zeros(int(roi.max()) + 1 if len(roi) else 0, bool)
+        verdict[roi] = accepted
+        return verdict
+    except Exception:
+        return None
+
+
 def _open(path, what="file"):
     h5py = _h5py()
     if not has_hdf5_signature(path):
@@ -325,12 +337,13 @@ def recorded(path, table=None):
         if row is None or (table is None and len(rows) > 1):
             return None
         intact = group is not None and _file_verdict_sha(group, row["table"]) == row["verdict_sha256"]
+        verdict = _file_verdict(group, row["table"])
     d = row["reference_diameter_px"]
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
-            "operating_point": row["operating_point"] or None,
+            "operating_point": row["operating_point"] or None, "tta": row["tta"] == "true",
             "also_accept": json.loads(row["accepted_classes"])[1:],
             "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
-            "intact": intact, "backup_problem": _backup_problem(path)}
+            "intact": intact, "backup_problem": _backup_problem(path), "verdict": verdict}
 
 
 def _backup_problem(path):

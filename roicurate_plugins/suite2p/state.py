@@ -173,7 +173,7 @@ def read_recorded(path):
     diameter = rec.get("reference_diameter")
     return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
             "threshold": rec.get("threshold"), "operating_point": rec.get("operating_point"),
-            "also_accept": rec.get("accepted_classes", [])[1:], "date": rec.get("time"),
+            "tta": rec.get("tta") is True, "also_accept": rec.get("accepted_classes", [])[1:], "date": rec.get("time"),
             "diameter": (diameter["px"], diameter["source"]) if isinstance(diameter, dict) else None,
             "intact": current is not None and sha256_bytes(current) == rec["written_sha256"],
             "rerun": rerun, "backup_problem": None if rerun else backup_problem(plane, rec),
