@@ -69,7 +69,8 @@ def evidence_of(rs, names):
 def evidence_table(pipeline, d, y, z, S, E, nested_head):
     """The simulations, each recording held out in turn: logistic regressions fitted on the *other* simulated
     recordings' out-of-lab scores, with and without the pipeline evidence, against the head fitted on the other
-    labs (no evidence) and the pipeline's own classifier."""
+    labs (no evidence), the pipeline's own classifier and (Suite2p) the sum of its log-odds and the network's logit,
+    which needs no fit."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -80,18 +81,21 @@ def evidence_table(pipeline, d, y, z, S, E, nested_head):
     variants = {"logit + shape (other simulations)": np.column_stack([z, S]),
                 "logit + shape + evidence (other simulations)": np.column_stack([z, S, E]),
                 "evidence alone (other simulations)": E}
-    rows = {"head (other labs, no evidence)": {}, **{k: {} for k in variants}}
+    rows = {"network alone": {}, "head (other labs, no evidence)": {}, **{k: {} for k in variants}}
     if pipeline == "suite2p":
         rows["Suite2p's own classifier"] = {}
+        rows["network logit + Suite2p's own log-odds (no fit)"] = {}
     for r in recs:
         test = d["recording"] == r
         train = sim & ~test
+        rows["network alone"][r] = roc_auc(y[test], z[test])
         rows["head (other labs, no evidence)"][r] = roc_auc(y[test], nested_head[test])
         for name, X in variants.items():
             lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X[train], y[train])
             rows[name][r] = roc_auc(y[test], lr.predict_proba(X[test])[:, 1])
         if pipeline == "suite2p":
             rows["Suite2p's own classifier"][r] = roc_auc(y[test], E[test, 0])
+            rows["network logit + Suite2p's own log-odds (no fit)"][r] = roc_auc(y[test], z[test] + E[test, 0])
     print(f"\nPipeline evidence ({', '.join(EVIDENCE[pipeline])}), simulations only (the only labelled sets that "
           f"have it), each recording held out, ROC AUC:\n")
     print("| ranker | " + " | ".join(recs) + " |\n|---|" + "---|" * len(recs))
