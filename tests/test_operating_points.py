@@ -222,6 +222,8 @@ def test_report_rescores_with_tta_when_the_verdict_had_it(source, s2p_models, ca
         unit = copy_example("plane0") if source == "suite2p" else copy_caiman("evaluated")
     [without] = roicurate.apply(unit, model=plain, dry_run=True)
     [written] = roicurate.apply(unit, model=plain, tta=True)
+    [row] = roicurate.status(unit)
+    assert row.tta is True and row.record()["tta"] is True and "+ TTA" in row.line
     [rep] = load_units([unit])
     assert rep.curation.tta is True and rep.classifier.tta is True
     np.testing.assert_allclose(rep.curation.probabilities[:, rep.curation.positive], written.probabilities, atol=1e-6)

@@ -13,7 +13,7 @@ UNIT_FIELDS = {"type", "path", "source", "pipeline", "model", "sha256", "thresho
                "accepted", "rejected", "inputs", "reference_diameter", "diameter_source", "written", "backup",
                "dry_run"}
 TOTALS_FIELDS = {"type", "units", "rois", "accepted", "rejected", "written_units", "seconds", "dry_run"}
-STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "operating_point", "date",
+STATUS_FIELDS = {"type", "path", "source", "state", "model", "sha256", "threshold", "operating_point", "tta", "date",
                  "backup", "detail", "review"}
 
 

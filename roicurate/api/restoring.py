@@ -29,11 +29,12 @@ def iter_revert(*paths, force=False, recursive=False, events=None):
 
 def unit_status(src, unit):
     """What roicurate did to ``unit``: {"path", "source", "state" (one of STATES), "model", "sha256", "threshold",
-    "operating_point", "date", "backup", "detail", "review" ('reviewed N of M', None without review answers)}. A
+    "operating_point", "tta", "date", "backup", "detail", "review" ('reviewed N of M', None without review answers)}. A
     unit whose files cannot be read is ``unreadable`` with the reason in ``detail``, never an exception: one broken
     unit does not stop the others' status."""
     row = {"path": str(unit), "source": src.name, "state": "not curated", "model": None, "sha256": None,
-           "threshold": None, "operating_point": None, "date": None, "backup": None, "detail": None, "review": None}
+           "threshold": None, "operating_point": None, "tta": False, "date": None, "backup": None, "detail": None,
+           "review": None}
     try:
         row["review"] = reviewed_of(src, unit)
         rec = src.recorded(unit)
@@ -47,7 +48,7 @@ def unit_status(src, unit):
     if rec.get("record_missing"):
         return dict(row, state="record missing", detail=rec["record_missing"])
     row.update(model=rec.get("model"), sha256=rec.get("sha256"), threshold=rec.get("threshold"),
-               operating_point=rec.get("operating_point"), date=rec.get("date"))
+               operating_point=rec.get("operating_point"), tta=bool(rec.get("tta")), date=rec.get("date"))
     notes = list(rec.get("notes") or [])
     if backup is not None and not exists:
         row["state"] = "backup missing"

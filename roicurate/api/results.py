@@ -141,6 +141,7 @@ class StatusResult:
             time of roicurate's write (None when not curated).
         operating_point: the model card's operating point that threshold is (None: a custom threshold, a card
             without points, or a record written before roicurate recorded points).
+        tta: the verdict's probabilities were averaged over the eight rotations/flips (``apply --tta``).
         backup: where the pipeline's original verdict is kept (None when not curated).
         detail: why the unit is unreadable, its backup damaged or its record missing, and notes (hand edits in
             Suite2p's combined/); None when there is nothing to add.
@@ -159,11 +160,13 @@ class StatusResult:
     review: str | None
     line: str
     operating_point: str | None = None
+    tta: bool = False
 
     def record(self):
         """The JSON object ``roicurate status --json`` prints."""
         return {"path": self.path, "source": self.source, "state": self.state, "model": self.model,
                 "sha256": self.sha256, "threshold": self.threshold, "operating_point": self.operating_point,
+                "tta": self.tta,
                 "date": self.date, "backup": self.backup,
                 "detail": self.detail, "review": self.review, "type": "unit"}
 
