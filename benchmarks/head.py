@@ -129,13 +129,14 @@ def main():
     head, nested, points, thr = out_of_lab_head(y, logit["p"], S, labs, binz, min_recall, logit["p_mask"])
     with_images, mask_only = nested["probability"], nested["probability_mask_only"]
 
-    def nested_head(z):
-        """Each lab's head probabilities for network logits ``z``, its head fitted as shipped (every ROI with and
-        without its images) on the other labs."""
+    def nested_head(z, on=("p", "p_mask")):
+        """Each lab's head probabilities for network logits ``z``, its head fitted on the other labs' logits ``on``
+        (as shipped: every ROI with and without its images)."""
         out = np.zeros(len(y))
         for g in set(labs):
-            train = np.r_[labs, labs] != g
-            h = fit_head(np.r_[y, y], np.r_[logit["p"], logit["p_mask"]], np.r_[S, S], binz, train)
+            train = np.concatenate([labs] * len(on)) != g
+            h = fit_head(np.tile(y, len(on)), np.concatenate([logit[k] for k in on]), np.tile(S, (len(on), 1)),
+                         binz, train)
             out[labs == g] = head_proba(h, z[labs == g], S[labs == g])
         return out
 
@@ -146,7 +147,8 @@ def main():
     if any(o is not None for o in own):
         rows["pipeline's own classifier"] = by_roi([np.full(len(rs), np.nan) if o is None else o
                                                     for rs, o in zip(sets, own)], which, d["index"])
-    rows.update({"head": with_images, "head, mask only": mask_only, "head, TTA": nested_head(logit["p_tta"])})
+    rows.update({"head": with_images, "head, mask only": mask_only, "head, TTA": nested_head(logit["p_tta"]),
+                 "head fitted on mask-only scores, mask only": nested_head(logit["p_mask"], on=("p_mask",))})
     order = sorted(set(labs))
     print(f"{a.pipeline}: out-of-lab ROC AUC per held-out lab ({len(y)} ROIs, scores {a.scores})\n")
     print("| ranker | " + " | ".join(order) + " | pooled |")
