@@ -62,7 +62,9 @@ def load_units(paths, model_name=None, threshold=None, device="auto", truth=(), 
         clf = classifiers[name]
         same_model = rec is not None and (not model_name or rec.get("sha256") == clf.card["sha256"])
         if same_model and rec.get("tta"):              # re-scored as the verdict was made: with TTA
-            clf = classifiers.get((name, "tta")) or classifiers.setdefault((name, "tta"), clf.with_tta())
+            if (name, "tta") not in classifiers:
+                classifiers[name, "tta"] = clf.with_tta()
+            clf = classifiers[name, "tta"]
         thr = threshold if threshold is not None else (rec["threshold"] if same_model else None)
         if same_model and rec.get("diameter"):          # the cell diameter the verdict was made with
             set_diameter(rs, *rec["diameter"])

@@ -77,7 +77,8 @@ def status_line(row):
         return f"{row['path']}: unreadable ({row['detail']})"
     if row["state"] == "record missing":
         return f"{row['path']}: RECORD MISSING: {row['detail']}"
-    thr = "?" if row["threshold"] is None else f"{row['threshold']:.3f}{point_note(row.get('operating_point'), row.get('tta'))}"
+    thr = "?" if row["threshold"] is None else \
+        f"{row['threshold']:.3f}{point_note(row.get('operating_point'), row.get('tta'))}"
     text = f"{row['path']}: curated by " + (f"{row['model']} at threshold {thr}" if row["model"] else "roicurate") + \
         (f" on {row['date']}" if row["date"] else "")
     if row["state"] == "edited since":

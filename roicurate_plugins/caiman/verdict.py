@@ -96,7 +96,8 @@ def recorded(est):
     accept, point = est.attrs.get("roicurate_accept"), est.attrs.get(POINT_ATTRS[0])
     return {"model": str(est.attrs["roicurate_model"]), "sha256": None if sha is None else str(sha),
             "threshold": None if thr is None else float(thr), "operating_point": str(point) if point else None,
-            "tta": str(est.attrs.get(POINT_ATTRS[1], "")) == "true", "also_accept": json.loads(accept)[1:] if accept is not None else [],
+            "tta": str(est.attrs.get(POINT_ATTRS[1], "")) == "true",
+            "also_accept": json.loads(accept)[1:] if accept is not None else [],
             "diameter": _recorded_diameter(est.attrs),
             "date": str(est.attrs["roicurate_time"]) if "roicurate_time" in est.attrs else None,
             "intact": "roicurate_probability" in est and not edited_after_write(est)}
