@@ -30,8 +30,8 @@ def iter_revert(*paths, force=False, recursive=False, events=None):
 def unit_status(src, unit):
     """What roicurate did to ``unit``: {"path", "source", "state" (one of STATES), "model", "sha256", "threshold",
     "operating_point", "tta", "date", "backup", "detail", "review" ('reviewed N of M', None without review
-    answers)}. A unit whose files cannot be read is ``unreadable`` with the reason in ``detail``, never an exception: one broken
-    unit does not stop the others' status."""
+    answers)}. A unit whose files cannot be read is ``unreadable`` with the reason in ``detail``, never an
+    exception: one broken unit does not stop the others' status."""
     row = {"path": str(unit), "source": src.name, "state": "not curated", "model": None, "sha256": None,
            "threshold": None, "operating_point": None, "tta": False, "date": None, "backup": None, "detail": None,
            "review": None}

@@ -90,25 +90,34 @@ def verdict_sha256(rows, probability, accepted, class_probability=None):
     return h.hexdigest()
 
 
-def _file_verdict_sha(group, name):
-    """The sha256 of a verdict table as it is in the file now (None: gone or unreadable)."""
-    t = group.get(name)
+def _verdict_arrays(group, name):
+    """(roi, probability, accepted, class probability or None) of a verdict table as it is in the file now (None:
+    gone or unreadable)."""
     try:
-        cp = t["class_probability"][()] if "class_probability" in t else None
-        return verdict_sha256(t["roi"][()], t["probability"][()], t["accepted"][()], cp)
+        t = group[name]
+        return t["roi"][()], t["probability"][()], t["accepted"][()], \
+            t["class_probability"][()] if "class_probability" in t else None
     except Exception:
         return None
 
 
-def _file_verdict(group, name):
-    """roicurate's verdict as it is in the file now, (N,) bool by ROI (None: gone or unreadable): the pipeline's own
-    stays in its PlaneSegmentation."""
+def _file_verdict_sha(arrays):
+    """The sha256 of a table's ``_verdict_arrays`` (None: gone or unreadable)."""
     try:
-        roi, accepted = group[name]["roi"][()], group[name]["accepted"][()]
+        return None if arrays is None else verdict_sha256(*arrays)
+    except Exception:
+        return None
+
+
+def _verdict_by_roi(arrays):
+    """roicurate's verdict from a table's ``_verdict_arrays``, (N,) bool by ROI (None: gone or unreadable): the
+    pipeline's own stays in its PlaneSegmentation."""
+    try:
+        roi, accepted = np.asarray(arrays[0], np.int64), np.asarray(arrays[2], bool)
         verdict = np.zeros(int(roi.max()) + 1 if len(roi) else 0, bool)
         verdict[roi] = accepted
         return verdict
-    except Exception:
+    except Exception:       # None, or a table edited out of shape: no verdict to compare with
         return None
 
 
@@ -158,7 +167,8 @@ def inspect(path):
         rows = _curations(f)
         counts = _ps_counts(f)
         group = f.get(f"processing/{MODULE}")
-        edited = [r["table"] for r in rows if group is None or _file_verdict_sha(group, r["table"]) != r["verdict_sha256"]]
+        edited = [r["table"] for r in rows
+                  if group is None or _file_verdict_sha(_verdict_arrays(group, r["table"])) != r["verdict_sha256"]]
     st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False, rerun=False,
                          backup_sha=rows[0]["backup_sha256"] if rows else None)
     if settle_without_record(path, backup, bool(rows), st):
@@ -336,14 +346,15 @@ def recorded(path, table=None):
         row = next((r for r in rows if table is None or r["plane_segmentation"] == table), None)
         if row is None or (table is None and len(rows) > 1):
             return None
-        intact = group is not None and _file_verdict_sha(group, row["table"]) == row["verdict_sha256"]
-        verdict = _file_verdict(group, row["table"])
+        arrays = None if group is None else _verdict_arrays(group, row["table"])
+        intact = _file_verdict_sha(arrays) == row["verdict_sha256"]
     d = row["reference_diameter_px"]
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
             "operating_point": row["operating_point"] or None, "tta": row["tta"] == "true",
             "also_accept": json.loads(row["accepted_classes"])[1:],
             "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
-            "intact": intact, "backup_problem": _backup_problem(path), "verdict": verdict}
+            "intact": intact, "backup_problem": _backup_problem(path),
+            "verdict": _verdict_by_roi(arrays)}
 
 
 def _backup_problem(path):

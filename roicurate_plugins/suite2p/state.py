@@ -153,6 +153,15 @@ def is_curated(plane):
     return (plane / BACKUP).exists() or (plane / RECORD).exists()
 
 
+def verdict_of(rec):
+    """Whose verdict a record's write was: {"model" (registered name or card path), "sha256", "threshold",
+    "operating_point", "tta"}."""
+    model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+    return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
+            "threshold": rec.get("threshold"), "operating_point": rec.get("operating_point"),
+            "tta": rec.get("tta") is True}
+
+
 def read_recorded(path):
     """What roicurate recorded when it curated the plane (``Source.recorded``), or None; with what ``status`` must
     say beside it: a re-run (``rerun``), a damaged backup (``backup_problem``), a backup whose record is gone
@@ -167,13 +176,10 @@ def read_recorded(path):
         raise RoicurateError(unreadable_record(plane / RECORD))
     if not (rec or {}).get("written_sha256"):               # none, or only cell types were written (write_types)
         return {"record_missing": orphan_backup(plane)} if (plane / BACKUP).exists() else None
-    model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
     current = read_bytes(plane / ISCELL)
     rerun = is_rerun(plane, rec)
     diameter = rec.get("reference_diameter")
-    return {"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
-            "threshold": rec.get("threshold"), "operating_point": rec.get("operating_point"),
-            "tta": rec.get("tta") is True, "also_accept": rec.get("accepted_classes", [])[1:], "date": rec.get("time"),
+    return {**verdict_of(rec), "also_accept": rec.get("accepted_classes", [])[1:], "date": rec.get("time"),
             "diameter": (diameter["px"], diameter["source"]) if isinstance(diameter, dict) else None,
             "intact": current is not None and sha256_bytes(current) == rec["written_sha256"],
             "rerun": rerun, "backup_problem": None if rerun else backup_problem(plane, rec),

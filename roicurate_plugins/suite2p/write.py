@@ -21,7 +21,7 @@ from roicurate_plugins.suite2p.files import (BACKUP, CLASSES, ISCELL, RECORD, RE
                                              expand_units, load_file, load_iscell, load_redcell, plane_fingerprint,
                                              plane_folders, roi_count)
 from roicurate_plugins.suite2p.state import (is_curated, json_bytes, npy_bytes, now_utc, parse_iscell, read_bytes,
-                                             read_record, red_entry, types_record, verified_state)
+                                             read_record, red_entry, types_record, verdict_of, verified_state)
 
 
 def keep_edits(folder, st, tx):
@@ -240,14 +240,8 @@ def combined_rows(suite2p_dir):
 def plane_verdicts(suite2p_dir):
     """Whose verdict each plane's rows in combined/ are, from the planes' own records: {plane: {model, sha256,
     threshold, operating_point, tta}}, or None for a plane roicurate has not curated (the pipeline's own verdict)."""
-    out = {}
-    for plane in plane_folders(suite2p_dir):
-        rec = read_record(plane)
-        model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
-        out[plane.name] = ({"model": model.get("source") or model.get("name"), "sha256": model.get("sha256"),
-                            "threshold": rec.get("threshold"), "operating_point": rec.get("operating_point"),
-                            "tta": rec.get("tta", False)} if rec.get("written_sha256") else None)
-    return out
+    recs = {plane.name: read_record(plane) for plane in plane_folders(suite2p_dir)}
+    return {name: verdict_of(rec) if rec.get("written_sha256") else None for name, rec in recs.items()}
 
 
 def rebuild_combined(suite2p_dir):
