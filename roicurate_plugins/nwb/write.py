@@ -90,35 +90,19 @@ def verdict_sha256(rows, probability, accepted, class_probability=None):
     return h.hexdigest()
 
 
-def _verdict_arrays(group, name):
-    """(roi, probability, accepted, class probability or None) of a verdict table as it is in the file now (None:
-    gone or unreadable)."""
+def _file_verdict(group, name):
+    """(sha256, (N,) bool accepted by ROI) of roicurate's verdict table as the file holds it now ((None, None): gone
+    or unreadable); the pipeline's own verdict stays apart, in its PlaneSegmentation."""
     try:
         t = group[name]
-        return t["roi"][()], t["probability"][()], t["accepted"][()], \
-            t["class_probability"][()] if "class_probability" in t else None
+        roi, accepted = t["roi"][()], t["accepted"][()]
+        sha = verdict_sha256(roi, t["probability"][()], accepted,
+                             t["class_probability"][()] if "class_probability" in t else None)
+        by_roi = np.zeros(int(roi.max()) + 1 if len(roi) else 0, bool)
+        by_roi[np.asarray(roi, np.int64)] = np.asarray(accepted, bool)
+        return sha, by_roi
     except Exception:
-        return None
-
-
-def _file_verdict_sha(arrays):
-    """The sha256 of a table's ``_verdict_arrays`` (None: gone or unreadable)."""
-    try:
-        return None if arrays is None else verdict_sha256(*arrays)
-    except Exception:
-        return None
-
-
-def _verdict_by_roi(arrays):
-    """roicurate's verdict from a table's ``_verdict_arrays``, (N,) bool by ROI (None: gone or unreadable): the
-    pipeline's own stays in its PlaneSegmentation."""
-    try:
-        roi, accepted = np.asarray(arrays[0], np.int64), np.asarray(arrays[2], bool)
-        verdict = np.zeros(int(roi.max()) + 1 if len(roi) else 0, bool)
-        verdict[roi] = accepted
-        return verdict
-    except Exception:       # None, or a table edited out of shape: no verdict to compare with
-        return None
+        return None, None
 
 
 def _open(path, what="file"):
@@ -167,8 +151,7 @@ def inspect(path):
         rows = _curations(f)
         counts = _ps_counts(f)
         group = f.get(f"processing/{MODULE}")
-        edited = [r["table"] for r in rows
-                  if group is None or _file_verdict_sha(_verdict_arrays(group, r["table"])) != r["verdict_sha256"]]
+        edited = [r["table"] for r in rows if _file_verdict(group, r["table"])[0] != r["verdict_sha256"]]
     st = SimpleNamespace(rows=rows, counts=counts, edited=edited, stale=False, adopt=False, rerun=False,
                          backup_sha=rows[0]["backup_sha256"] if rows else None)
     if settle_without_record(path, backup, bool(rows), st):
@@ -346,15 +329,13 @@ def recorded(path, table=None):
         row = next((r for r in rows if table is None or r["plane_segmentation"] == table), None)
         if row is None or (table is None and len(rows) > 1):
             return None
-        arrays = None if group is None else _verdict_arrays(group, row["table"])
-        intact = _file_verdict_sha(arrays) == row["verdict_sha256"]
+        sha, verdict = _file_verdict(group, row["table"])
     d = row["reference_diameter_px"]
     return {"model": row["model"], "sha256": row["model_sha256"] or None, "threshold": row["threshold"],
             "operating_point": row["operating_point"] or None, "tta": row["tta"] == "true",
             "also_accept": json.loads(row["accepted_classes"])[1:],
             "diameter": None if np.isnan(d) else (d, row["diameter_source"]), "date": row["time"] or None,
-            "intact": intact, "backup_problem": _backup_problem(path),
-            "verdict": _verdict_by_roi(arrays)}
+            "intact": sha == row["verdict_sha256"], "backup_problem": _backup_problem(path), "verdict": verdict}
 
 
 def _backup_problem(path):
